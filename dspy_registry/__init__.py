@@ -1,0 +1,81 @@
+"""dspyreg: a git-backed version and artifact store for optimized DSPy programs.
+
+    import dspy_registry
+    dspy_registry.publish(program, name="qa", version="v1.1", optimizer="MIPROv2", dev_score=0.67)
+    program = dspy_registry.load("qa", "prod")
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConflictError, RegistryError
+from .registry import JournalEntry, MoveResult, PublishResult, Registry, VersionDetail, VersionInfo
+
+if TYPE_CHECKING:
+    import dspy
+
+__all__ = [
+    "ConflictError",
+    "JournalEntry",
+    "MoveResult",
+    "PublishResult",
+    "Registry",
+    "RegistryError",
+    "VersionDetail",
+    "VersionInfo",
+    "load",
+    "publish",
+]
+__version__ = "0.1.0"
+
+
+def publish(
+    program: dspy.Module,
+    *,
+    name: str,
+    version: str,
+    registry: str | Path | None = None,
+    state: Mapping[str, Any] | None = None,
+    optimizer: str | None = None,
+    trainset_size: int | None = None,
+    dev_score: float | None = None,
+    notes: str = "",
+    lm: Any = None,
+    metrics: Mapping[str, float] | None = None,
+) -> PublishResult:
+    """Publish a live (optimized) program as `name` `version`; its class's source file becomes the bundle's code/.
+
+    `state` defaults to the program's own state (what `program.save("x.json")` writes); `lm` (a dspy.LM or a model
+    name) defaults to the program's or dspy's configured LM, recorded without keys.
+    """
+    from .bundle import ProgramSource, current_state, lm_config
+
+    cls = type(program)
+    source_file = inspect.getsourcefile(cls)
+    if source_file is None:
+        raise RegistryError(f"cannot find the source file of {cls.__qualname__}: define it in a .py file")
+    path = Path(source_file)
+    source = ProgramSource(program, {path.name: path.read_bytes()}, f"{path.stem}:{cls.__qualname__}")
+    with Registry.open(registry) as reg:
+        return reg.publish(
+            source,
+            dict(state) if state is not None else current_state(program),
+            name=name,
+            version=version,
+            optimizer=optimizer,
+            trainset_size=trainset_size,
+            dev_score=dev_score,
+            notes=notes,
+            lm=lm_config(lm) if lm is not None else None,
+            metrics=metrics,
+        )
+
+
+def load(name: str, ref: str = "prod", *, registry: str | Path | None = None) -> dspy.Module:
+    """The program `name` at `ref` (a version or an environment), rebuilt from JSON state: ready to call."""
+    with Registry.open(registry) as reg:
+        return reg.load(ref, name)

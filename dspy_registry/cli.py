@@ -1,0 +1,287 @@
+"""The `dspyreg` command: each command parses, calls one Registry method, renders; one error funnel.
+
+Exit codes: 0 ok, 1 a problem the user can fix, 2 unexpected (rerun with --traceback), 3 a concurrent writer won,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .errors import RegistryError
+from .registry import Registry, default_registry, diff_files, is_state_path
+
+app = typer.Typer(
+    name="dspyreg",
+    help="Version, diff, promote, roll back and serve optimized DSPy programs from a git artifact registry.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+RegistryOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
+    typer.Option("--registry", envvar="DSPYREG_REGISTRY", show_envvar=True,
+                 help="Registry path or git URL [default: ./registry]."),
+]
+NameOpt = Annotated[Optional[str], typer.Option("--name", help="Program name (needed when the registry holds several).")]  # noqa: UP045
+TracebackOpt = Annotated[bool, typer.Option("--traceback", help="Show the full traceback of an unexpected error.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded in the tag message and the journal.")]
+
+
+class DiffFormat(str, Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+def _out() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _err() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+@contextmanager
+def _funnel(traceback: bool) -> Iterator[None]:
+    """The one place where errors become a red line and an exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except RegistryError as err:
+        if traceback:
+            raise
+        _err().print(f"[red]error:[/red] {_one_line(str(err))}", markup=True, highlight=False)
+        raise typer.Exit(err.exit_code) from None
+    except KeyboardInterrupt:
+        _err().print("[red]interrupted[/red]")
+        raise typer.Exit(130) from None
+    except Exception as err:
+        if traceback:
+            raise
+        _err().print(
+            f"[red]unexpected error:[/red] {type(err).__name__}: {_one_line(str(err))} (rerun with --traceback)"
+        )
+        raise typer.Exit(2) from None
+
+
+def _one_line(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(" ".join(text.split()))
+
+
+def _open(registry: str | None) -> Registry:
+    return Registry.open(registry or default_registry())
+
+
+@app.command()
+def init(
+    path: Annotated[Optional[str], typer.Argument(help="Where to create the registry [default: --registry].")] = None,  # noqa: UP045
+    registry: RegistryOpt = None,
+    bare: Annotated[bool, typer.Option("--bare/--worktree", help="Bare repository (default) or one with a work tree.")] = True,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Create a new registry from the registry template."""
+    with _funnel(traceback):
+        where = path or registry or default_registry()
+        with Registry.init(where, bare=bare):
+            pass
+        _out().print(f"Initialized dspyreg registry in {where}")
+
+
+@app.command()
+def publish(
+    program_spec: Annotated[str, typer.Argument(help="path/to/file.py:Attr or package.module:Attr (a dspy.Module class or factory).")],
+    state: Annotated[Path, typer.Option("--state", help="The JSON state that program.save('x.json') wrote.")],
+    version: Annotated[str, typer.Option("--version", help="New version, e.g. v1.1 (immutable once published).")],
+    name: Annotated[str, typer.Option("--name", help="Program name, e.g. qa.")],
+    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="Optimizer that produced the state, e.g. MIPROv2.")] = None,  # noqa: UP045
+    dev_score: Annotated[Optional[float], typer.Option("--dev-score", help="Dev-set score as a fraction in [0, 1].")] = None,  # noqa: UP045
+    trainset_size: Annotated[Optional[int], typer.Option("--trainset-size", help="Number of training examples.")] = None,  # noqa: UP045
+    notes: Annotated[str, typer.Option("--notes", help="Free text kept in the manifest and tag.")] = "",
+    lm: Annotated[Optional[str], typer.Option("--lm", help="LM model the version is meant for, e.g. openai/gpt-4o-mini.")] = None,  # noqa: UP045
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Publish an optimized program state as a new immutable version."""
+    with _funnel(traceback):
+        from .bundle import import_program
+        from .state import read_state_file
+
+        with _open(registry) as reg:
+            # Cheap checks first: a bad state or version fails before the program is imported.
+            state_dict = read_state_file(state)
+            reg.check_new_version(name, version)
+            source = import_program(program_spec)
+            result = reg.publish(
+                source, state_dict, name=name, version=version, optimizer=optimizer, trainset_size=trainset_size,
+                dev_score=dev_score, notes=notes, lm={"model": lm} if lm else None,
+            )
+        for warning in result.warnings:
+            _err().print(f"[yellow]warning:[/yellow] {_one_line(warning)}")
+        if json_out:
+            _print_json({"name": result.name, "version": result.version, "commit": result.commit,
+                         "files": list(result.files), "warnings": list(result.warnings)})
+        else:
+            from .render import publish_summary
+
+            _out().print(publish_summary(result))
+
+
+@app.command("list")
+def list_(
+    program: Annotated[Optional[str], typer.Argument(help="Only this program.")] = None,  # noqa: UP045
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """List published versions and where each environment points."""
+    with _funnel(traceback), _open(registry) as reg:
+        versions = reg.versions(program or name)
+        if json_out:
+            _print_json([v.to_json() for v in versions])
+        else:
+            from .render import versions_table
+
+            _out().print(versions_table(versions))
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="v1.1, qa/v1.1, prod, qa/prod or a commit sha.")],
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Show one version: manifest, environments and predictors."""
+    with _funnel(traceback), _open(registry) as reg:
+        detail = reg.show(ref, name)
+        if json_out:
+            _print_json(detail.to_json())
+        else:
+            from .render import detail_view
+
+            _out().print(detail_view(detail))
+
+
+@app.command()
+def log(
+    program: Annotated[Optional[str], typer.Argument(help="Only this program.")] = None,  # noqa: UP045
+    env: Annotated[Optional[str], typer.Option("--env", help="Only this environment.")] = None,  # noqa: UP045
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Show the journal: every environment move, oldest first."""
+    with _funnel(traceback), _open(registry) as reg:
+        entries = reg.log(program or name, env)
+        if json_out:
+            _print_json([e.to_json() for e in entries])
+        else:
+            from .render import log_table
+
+            _out().print(log_table(entries))
+
+
+@app.command()
+def diff(
+    ref_a: Annotated[str, typer.Argument(help="Old side: a registry ref or a saved state .json file.")],
+    ref_b: Annotated[str, typer.Argument(help="New side: a registry ref or a saved state .json file.")],
+    output: Annotated[DiffFormat, typer.Option("--format", help="text (colored), markdown (PR comments) or json.")] = DiffFormat.text,
+    program_spec: Annotated[Optional[str], typer.Option("--program", help="Program spec giving field names and types to two bare .json files (imports dspy).")] = None,  # noqa: UP045
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Semantic diff of two versions: instructions, fields, demos, lm and metadata."""
+    with _funnel(traceback):
+        if is_state_path(ref_a) and is_state_path(ref_b):
+            result = diff_files(ref_a, ref_b, program_spec)
+        else:
+            with _open(registry) as reg:
+                result = reg.diff(ref_a, ref_b, name, program_spec)
+        if json_out or output is DiffFormat.json:
+            _print_json(result.to_json())
+        elif output is DiffFormat.markdown:
+            from .render import diff_markdown
+
+            sys.stdout.write(diff_markdown(result))
+        else:
+            from .render import diff_view
+
+            _out().print(diff_view(result))
+
+
+@app.command()
+def promote(
+    source: Annotated[str, typer.Argument(help="A version (v1.1) or an environment (staging).")],
+    to: Annotated[Optional[str], typer.Option("--to", help="Target environment [default: the next one].")] = None,  # noqa: UP045
+    reason: ReasonOpt = "",
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Point an environment at a version (prod also moves rollback), journaled atomically."""
+    with _funnel(traceback), _open(registry) as reg:
+        result = reg.promote(source, to, name=name, reason=reason)
+        _moved(result, json_out, what=to or "the target environment")
+
+
+@app.command()
+def rollback(
+    env: Annotated[Optional[str], typer.Argument(help="Environment to roll back [default: prod].")] = None,  # noqa: UP045
+    reason: ReasonOpt = "",
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Move an environment back to its previous version per the journal (repeatable)."""
+    with _funnel(traceback), _open(registry) as reg:
+        result = reg.rollback(env, name=name, reason=reason)
+        _moved(result, json_out, what=env or "prod")
+
+
+def _moved(result: Any, json_out: bool, *, what: str) -> None:
+    if json_out:
+        _print_json([e.to_json() for e in result.entries])
+    else:
+        from .render import move_summary
+
+        _out().print(move_summary(result, what=what))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

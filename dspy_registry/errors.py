@@ -1,0 +1,54 @@
+"""The one family of errors the library raises. The CLI maps them to exit codes in one place."""
+
+from __future__ import annotations
+
+
+class RegistryError(Exception):
+    """Something the user can fix: the message says what was wrong and what to do. CLI exit 1."""
+
+    exit_code = 1
+
+
+class NotARegistry(RegistryError):
+    """The path is not a git repository, or not one made by `dspyreg init`."""
+
+
+class InvalidName(RegistryError):
+    """A program, version or environment name that dspyreg does not accept."""
+
+
+class UnknownRef(RegistryError):
+    """A ref (version, environment, commit) that the registry does not hold."""
+
+
+class BadState(RegistryError):
+    """A DSPy state file or program that cannot be published: pickle, malformed JSON, mismatch..."""
+
+
+class BadProgramSpec(RegistryError):
+    """A program spec that does not import or is not a dspy.Module."""
+
+
+class DuplicateVersion(RegistryError):
+    """Versions are immutable: this one is already published."""
+
+
+class NothingToRollBack(RegistryError):
+    """The journal holds no earlier version for the environment."""
+
+
+class GitError(RegistryError):
+    """A git command failed: carries the command, its exit code and its stderr."""
+
+    def __init__(self, command: list[str], returncode: int, stderr: str) -> None:
+        self.command = command
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        detail = self.stderr.splitlines()[-1] if self.stderr else "no output"
+        super().__init__(f"git {' '.join(command)} failed (exit {returncode}): {detail}")
+
+
+class ConflictError(RegistryError):
+    """A concurrent writer moved a ref first; nothing of ours was written. CLI exit 3."""
+
+    exit_code = 3

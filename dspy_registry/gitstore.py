@@ -1,0 +1,290 @@
+"""The only module that talks to git.
+
+Objects are written with plumbing (hash-object, mktree, commit-tree, mktag) and become visible only when
+`transaction` moves refs with `git update-ref --stdin` and expected old values, so a crash at any point leaves the
+repository as it was. A transaction is a list of `RefUpdate`s: the same list can be pushed to a remote with
+`git push --atomic --force-with-lease=<ref>:<old>` later. Reads go through one long-lived `git cat-file --batch`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import ConflictError, GitError, NotARegistry
+from .refs import ZERO_SHA
+
+_GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+_CONFLICT_MARKERS = ("cannot lock ref", "reference already exists", "but expected", "is at ", "unable to resolve")
+_LOCK_MARKERS = (".lock': File exists", "Unable to create", "unable to lock")
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+
+
+@dataclass(frozen=True)
+class GitObject:
+    sha: str
+    type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    email: str
+
+    def signature(self, when: datetime) -> str:
+        return f"{self.name} <{self.email}> {int(when.timestamp())} +0000"
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    """Move `ref` from `old` to `new`; ZERO_SHA as old means "must not exist", as new means "delete"."""
+
+    ref: str
+    new: str
+    old: str
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    mode: str
+    type: str
+    sha: str
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+class GitStore:
+    """A git repository (bare or not), addressed by its git dir."""
+
+    def __init__(self, git_dir: Path) -> None:
+        self.git_dir = git_dir
+        self._cat: subprocess.Popen[bytes] | None = None
+
+    # -- opening -------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: Path) -> GitStore:
+        if not path.exists():
+            raise NotARegistry(f"{path} does not exist: create a registry with `dspyreg init {path}`")
+        proc = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--absolute-git-dir"],
+            capture_output=True,
+            env={**os.environ, **_GIT_ENV},
+        )
+        if proc.returncode != 0:
+            raise NotARegistry(f"{path} is not a git repository: create a registry with `dspyreg init {path}`")
+        git_dir = Path(proc.stdout.decode().strip()).resolve()
+        # A plain folder inside some other work tree is not a registry just because git finds a parent repository.
+        if git_dir not in (path.resolve(), (path / ".git").resolve()):
+            raise NotARegistry(f"{path} is not a git repository: create a registry with `dspyreg init {path}`")
+        return cls(git_dir)
+
+    @classmethod
+    def init(cls, path: Path, *, bare: bool) -> GitStore:
+        import git  # GitPython: creating a repository is its job; everything after is plumbing
+
+        repo = git.Repo.init(path, bare=bare, initial_branch="main")
+        return cls(Path(repo.git_dir))
+
+    def close(self) -> None:
+        if self._cat is not None:
+            assert self._cat.stdin is not None
+            self._cat.stdin.close()
+            self._cat.wait()
+            self._cat = None
+
+    def __enter__(self) -> GitStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- running git ---------------------------------------------------------------------------------------------
+    def run(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> str:
+        cmd = ["git", f"--git-dir={self.git_dir}", *args]
+        proc = subprocess.run(cmd, input=input, capture_output=True, env={**os.environ, **_GIT_ENV, **(env or {})})
+        if proc.returncode != 0:
+            raise GitError(list(args), proc.returncode, proc.stderr.decode(errors="replace"))
+        return proc.stdout.decode()
+
+    def identity(self) -> Identity:
+        name = os.environ.get("GIT_AUTHOR_NAME") or self._config("user.name") or os.environ.get("USER") or "dspyreg"
+        email = os.environ.get("GIT_AUTHOR_EMAIL") or self._config("user.email") or "dspyreg@localhost"
+        return Identity(name, email)
+
+    def _config(self, key: str) -> str | None:
+        try:
+            return self.run("config", "--get", key).strip() or None
+        except GitError:
+            return None
+
+    # -- reading -------------------------------------------------------------------------------------------------
+    def read(self, spec: str) -> GitObject | None:
+        """Any object by name (`<sha>`, `refs/tags/qa/prod`, `<commit>:qa/manifest.toml`), or None if missing."""
+        if self._cat is None:
+            self._cat = subprocess.Popen(
+                ["git", f"--git-dir={self.git_dir}", "cat-file", "--batch"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={**os.environ, **_GIT_ENV},
+            )
+        assert self._cat.stdin is not None and self._cat.stdout is not None
+        self._cat.stdin.write(spec.encode() + b"\n")
+        self._cat.stdin.flush()
+        header = self._cat.stdout.readline().decode()
+        parts = header.split()
+        if len(parts) != 3:
+            return None
+        sha, kind, size = parts
+        data = self._cat.stdout.read(int(size) + 1)[:-1]
+        return GitObject(sha, kind, data)
+
+    def ref_value(self, ref: str) -> str | None:
+        """The sha a ref holds (for a tag: the tag object), or None when the ref does not exist."""
+        obj = self.read(ref)
+        return obj.sha if obj is not None else None
+
+    def peel_to_commit(self, spec: str) -> str | None:
+        obj = self.read(f"{spec}^{{commit}}")
+        return obj.sha if obj is not None and obj.type == "commit" else None
+
+    def read_blob(self, commit: str, path: str) -> bytes | None:
+        obj = self.read(f"{commit}:{path}")
+        return obj.data if obj is not None and obj.type == "blob" else None
+
+    def list_tree(self, tree_ish: str) -> dict[str, TreeEntry]:
+        obj = self.read(f"{tree_ish}^{{tree}}")
+        if obj is None:
+            return {}
+        out = self.run("ls-tree", "-z", obj.sha)
+        entries: dict[str, TreeEntry] = {}
+        for line in filter(None, out.split("\0")):
+            meta, name = line.split("\t", 1)
+            mode, kind, sha = meta.split()
+            entries[name] = TreeEntry(mode, kind, sha)
+        return entries
+
+    def list_files(self, tree_ish: str, prefix: str) -> list[str]:
+        out = self.run("ls-tree", "-r", "-z", "--name-only", tree_ish, "--", prefix)
+        return [p for p in out.split("\0") if p]
+
+    def for_each_ref(self, fields: list[str], *patterns: str) -> list[list[str]]:
+        fmt = "%00".join(fields) + "%00%01"
+        out = self.run("for-each-ref", f"--format={fmt}", *patterns)
+        rows = [r.strip("\n") for r in out.split("\0\x01") if r.strip("\n")]
+        return [r.split("\0") for r in rows]
+
+    def messages(self, ref: str, *, limit: int | None = None) -> Iterator[str]:
+        """Commit messages of `ref`'s first-parent history, newest first."""
+        args = ["log", "--first-parent", "-z", "--format=%B"]
+        if limit is not None:
+            args.append(f"-n{limit}")
+        for message in self.run(*args, ref, "--").split("\0"):
+            if message.strip():
+                yield message
+
+    # -- writing objects (invisible until a transaction moves a ref) -----------------------------------------------
+    def write_blobs(self, contents: Mapping[str, bytes]) -> dict[str, str]:
+        if not contents:
+            return {}
+        with tempfile.TemporaryDirectory(prefix="dspyreg-") as tmp:
+            paths = []
+            for i, data in enumerate(contents.values()):
+                path = Path(tmp) / str(i)
+                path.write_bytes(data)
+                paths.append(str(path))
+            out = self.run("hash-object", "-w", "--no-filters", "--stdin-paths", input="\n".join(paths).encode())
+        return dict(zip(contents, out.split(), strict=True))
+
+    def write_tree(self, base_tree: str | None, changes: Mapping[str, TreeEntry | None]) -> str:
+        """A tree equal to `base_tree` with nested `changes` applied (path -> entry, or None to remove)."""
+        entries = self.list_tree(base_tree) if base_tree else {}
+        nested: dict[str, dict[str, TreeEntry | None]] = {}
+        for path, entry in changes.items():
+            head, sep, rest = path.partition("/")
+            if sep:
+                nested.setdefault(head, {})[rest] = entry
+            elif entry is None:
+                entries.pop(head, None)
+            else:
+                entries[head] = entry
+        for name, sub_changes in nested.items():
+            base = entries.get(name)
+            sub = self.write_tree(base.sha if base and base.type == "tree" else None, sub_changes)
+            if sub == EMPTY_TREE:
+                entries.pop(name, None)
+            else:
+                entries[name] = TreeEntry("040000", "tree", sub)
+        lines = "".join(f"{e.mode} {e.type} {e.sha}\t{name}\0" for name, e in entries.items())
+        return self.run("mktree", "-z", input=lines.encode()).strip()
+
+    def write_commit(self, tree: str, parents: list[str], message: str, who: Identity, when: datetime) -> str:
+        args = ["commit-tree", tree]
+        for parent in parents:
+            args += ["-p", parent]
+        stamp = f"@{int(when.timestamp())} +0000"
+        env = {
+            "GIT_AUTHOR_NAME": who.name,
+            "GIT_AUTHOR_EMAIL": who.email,
+            "GIT_AUTHOR_DATE": stamp,
+            "GIT_COMMITTER_NAME": who.name,
+            "GIT_COMMITTER_EMAIL": who.email,
+            "GIT_COMMITTER_DATE": stamp,
+        }
+        return self.run(*args, input=message.encode(), env=env).strip()
+
+    def write_tag(self, target: str, name: str, message: str, who: Identity, when: datetime) -> str:
+        """An annotated tag object named `name` (e.g. `qa/prod`) pointing at commit `target`."""
+        body = f"object {target}\ntype commit\ntag {name}\ntagger {who.signature(when)}\n\n{message.rstrip()}\n"
+        return self.run("mktag", input=body.encode()).strip()
+
+    # -- moving refs -----------------------------------------------------------------------------------------------
+    def transaction(self, updates: list[RefUpdate], *, lock_retries: int = 8) -> None:
+        """Move every ref or none; each must still hold its expected old value, else ConflictError."""
+        lines = ["start"]
+        for u in updates:
+            if u.new == ZERO_SHA:
+                lines.append(f"delete {u.ref} {u.old}")
+            else:
+                lines.append(f"update {u.ref} {u.new} {u.old}")
+        lines += ["prepare", "commit", ""]
+        script = "\n".join(lines).encode()
+        for attempt in range(lock_retries + 1):
+            try:
+                self.run("update-ref", "--stdin", input=script)
+                return
+            except GitError as err:
+                if any(m in err.stderr for m in _LOCK_MARKERS) and "but expected" not in err.stderr:
+                    # Another writer holds a lock right now; our expectations may still hold, so try again.
+                    if attempt < lock_retries and self._olds_hold(updates):
+                        time.sleep(0.02 * (attempt + 1))
+                        continue
+                if any(m in err.stderr for m in _CONFLICT_MARKERS + _LOCK_MARKERS):
+                    raise ConflictError(_conflict_message(err.stderr)) from None
+                raise
+
+    def _olds_hold(self, updates: list[RefUpdate]) -> bool:
+        for u in updates:
+            proc = subprocess.run(
+                ["git", f"--git-dir={self.git_dir}", "rev-parse", "-q", "--verify", u.ref],
+                capture_output=True,
+                env={**os.environ, **_GIT_ENV},
+            )
+            current = proc.stdout.decode().strip() or ZERO_SHA
+            if current != u.old:
+                return False
+        return True
+
+
+def _conflict_message(stderr: str) -> str:
+    line = next((ln for ln in stderr.splitlines() if ln.startswith(("fatal:", "error:"))), stderr.strip())
+    detail = line.split(":", 1)[1].strip() if ":" in line else line
+    return f"another writer changed the registry first ({detail}); nothing was changed: re-run the command"

@@ -1,0 +1,639 @@
+"""The facade: init, publish, list, show, log, diff, promote, rollback and load on one registry.
+
+Every write builds objects first and then moves all the refs it touches in one transaction with expected old
+values (see gitstore.py), so a command either happens whole or not at all. Reads look refs up by name, never by
+scanning every tag, except `list`, whose job is to list them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ConflictError,
+    DuplicateVersion,
+    InvalidName,
+    NotARegistry,
+    NothingToRollBack,
+    RegistryError,
+    UnknownRef,
+)
+from .gitstore import GitStore, RefUpdate, TreeEntry, utc_now
+from .manifest import Manifest, RegistryConfig
+from .state import canonical_json
+from .refs import (
+    JOURNAL_REF,
+    MAIN_REF,
+    PROGRAM_RE,
+    ROLLBACK_ENV,
+    ZERO_SHA,
+    RefSpec,
+    check_environment,
+    check_program,
+    is_version,
+    normalize_version,
+    parse_ref,
+    same_release,
+    split_tag_ref,
+    tag_ref,
+    version_key,
+)
+
+if TYPE_CHECKING:
+    import dspy
+
+    from .bundle import ProgramSource
+    from .diff import Diff, ProgramView
+
+DEFAULT_REGISTRY = "registry"
+TEMPLATE_DIR_NAMES = ("registry_template", "../registry-template")
+PUBLISH_RETRIES = 5
+
+
+# -- results ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Resolved:
+    """A ref resolved: the published version it names and that version's commit."""
+
+    program: str
+    version: str
+    commit: str
+    environment: str | None = None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: str
+    commit: str
+    created: str
+    environments: tuple[str, ...]
+    dev_score: float | None
+    optimizer: str | None = None
+    trainset_size: int | None = None
+    notes: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "commit": self.commit,
+            "created": self.created,
+            "environments": list(self.environments),
+            "dev_score": self.dev_score,
+            "optimizer": self.optimizer,
+            "trainset_size": self.trainset_size,
+            "notes": self.notes,
+        }
+
+
+@dataclass(frozen=True)
+class VersionDetail:
+    info: VersionInfo
+    manifest: Manifest
+    predictors: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        m = self.manifest
+        manifest = {
+            "schema_version": m.schema_version,
+            "program": vars(m.program),
+            "optimization": {**{k: v for k, v in vars(m.optimization).items() if k != "metrics"},
+                             "metrics": dict(m.optimization.metrics)},
+            "runtime": dict(m.runtime),
+            "lm": dict(m.lm),
+            "files": dict(m.files),
+        }
+        base = self.info.to_json()
+        return {**{k: base[k] for k in ("name", "version", "commit", "created", "environments")},
+                "manifest": manifest, "predictors": dict(self.predictors)}
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    program: str
+    env: str
+    from_version: str | None
+    to_version: str | None
+    action: str  # "promote", "rollback", or "managed" for the rollback tag that follows prod
+    actor: str
+    time: str
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    entries: tuple[JournalEntry, ...]
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.entries)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    name: str
+    version: str
+    commit: str
+    files: tuple[str, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class _EnvState:
+    """An environment of a program: its tag's raw value and version, and the journal's stack of earlier versions."""
+
+    raw: str  # the tag object sha, or ZERO_SHA when unset
+    version: str | None
+    history: tuple[str, ...]
+
+
+def default_registry() -> str:
+    return os.environ.get("DSPYREG_REGISTRY") or DEFAULT_REGISTRY
+
+
+# -- the registry ----------------------------------------------------------------------------------------------------
+class Registry:
+    def __init__(self, store: GitStore, location: str) -> None:
+        self.store = store
+        self.location = location
+        self._config: RegistryConfig | None = None
+
+    @classmethod
+    def open(cls, location: str | Path | None = None) -> Registry:
+        where = str(location or default_registry())
+        store = GitStore.open(Path(where))
+        if store.read_blob(MAIN_REF, "registry.toml") is None:
+            store.close()
+            raise NotARegistry(f"{where} is a git repository but not a dspyreg registry (no registry.toml on main): "
+                               f"create one with `dspyreg init`")
+        return cls(store, where)
+
+    @classmethod
+    def init(cls, location: str | Path | None = None, *, bare: bool = True) -> Registry:
+        path = Path(location or default_registry())
+        if path.exists() and not path.is_dir():
+            raise NotARegistry(f"{path} exists and is not a folder")
+        if path.is_dir() and any(path.iterdir()):
+            try:
+                store = GitStore.open(path)
+            except NotARegistry:
+                raise NotARegistry(f"{path} is not empty and not a git repository: choose a new folder") from None
+            if store.ref_value(MAIN_REF) is not None:
+                store.close()
+                raise NotARegistry(f"{path} already has a main branch (is it a registry already?): choose a new folder")
+        else:
+            store = GitStore.init(path, bare=bare)
+        files = {str(p.relative_to(template_dir())): p.read_bytes()
+                 for p in sorted(template_dir().rglob("*")) if p.is_file()}
+        blobs = store.write_blobs(files)
+        tree = store.write_tree(None, {p: TreeEntry("100644", "blob", sha) for p, sha in blobs.items()})
+        who, now = store.identity(), utc_now()
+        main = store.write_commit(tree, [], "Initialize dspyreg registry\n", who, now)
+        journal = store.write_commit(store.write_tree(None, {}), [], "Start the dspyreg journal\n", who, now)
+        store.transaction([RefUpdate(MAIN_REF, main, ZERO_SHA), RefUpdate(JOURNAL_REF, journal, ZERO_SHA)])
+        return cls(store, str(path))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def config(self) -> RegistryConfig:
+        if self._config is None:
+            text = self.store.read_blob(MAIN_REF, "registry.toml")
+            self._config = RegistryConfig.loads((text or b"").decode())
+        return self._config
+
+    @property
+    def production(self) -> str:
+        return self.config.environments[-1]
+
+    # -- names -------------------------------------------------------------------------------------------------------
+    def programs(self) -> list[str]:
+        return sorted(n for n, e in self.store.list_tree(MAIN_REF).items() if e.type == "tree" and PROGRAM_RE.fullmatch(n))
+
+    def _program(self, program: str | None) -> str:
+        if program is not None:
+            return check_program(program)
+        programs = self.programs()
+        if len(programs) == 1:
+            return programs[0]
+        if not programs:
+            raise UnknownRef(f"registry {self.location} holds no program yet: publish one first")
+        raise InvalidName(f"registry holds several programs ({', '.join(programs)}): say which with --name or program/ref")
+
+    def _check_env(self, env: str, *, allow_rollback: bool = False) -> str:
+        check_environment(env)
+        known = self.config.environments + ((ROLLBACK_ENV,) if allow_rollback else ())
+        if env not in known:
+            raise UnknownRef(f"unknown environment {env!r}: this registry's environments are {', '.join(known)}")
+        return env
+
+    # -- resolving ---------------------------------------------------------------------------------------------------
+    def resolve(self, ref: str, name: str | None = None) -> Resolved:
+        spec = parse_ref(ref, name)
+        program = self._program(spec.program)
+        if spec.version is not None:
+            commit = self.store.peel_to_commit(tag_ref(program, spec.version))
+            if commit is None:
+                raise UnknownRef(f"{program} {spec.version} is not published: see `dspyreg list {program}`")
+            return Resolved(program, spec.version, commit)
+        if spec.environment is not None:
+            env = self._check_env(spec.environment, allow_rollback=True)
+            state = self._env_state(program, env, with_history=False)
+            commit = self.store.peel_to_commit(tag_ref(program, env))
+            if state.version is None or commit is None:
+                raise UnknownRef(f"{program}/{env} is not set: promote a version to it first")
+            return Resolved(program, state.version, commit, env)
+        assert spec.sha is not None
+        commit = self.store.peel_to_commit(spec.sha)
+        manifest = self.store.read_blob(commit, f"{program}/manifest.toml") if commit else None
+        if commit is None or manifest is None:
+            raise UnknownRef(f"{spec.sha} is not a commit of this registry that holds program {program}")
+        return Resolved(program, Manifest.loads(manifest.decode()).program.version, commit)
+
+    def manifest(self, resolved: Resolved) -> Manifest:
+        return Manifest.loads(self._file(resolved, "manifest.toml").decode(), where=f"{resolved.program}/manifest.toml")
+
+    def _file(self, resolved: Resolved, path: str) -> bytes:
+        data = self.store.read_blob(resolved.commit, f"{resolved.program}/{path}")
+        if data is None:
+            raise UnknownRef(f"{resolved.program} {resolved.version} has no {path}")
+        return data
+
+    def _json_file(self, resolved: Resolved, path: str) -> Any:
+        return json.loads(self._file(resolved, path))
+
+    def _env_state(self, program: str, env: str, *, with_history: bool = True) -> _EnvState:
+        tag = self.store.read(tag_ref(program, env))
+        if tag is None:
+            raw, version = ZERO_SHA, None
+        else:
+            raw, version = tag.sha, _tag_payload(tag.data).get("to_version")
+        history: tuple[str, ...] = ()
+        if with_history:
+            blob = self.store.read_blob(JOURNAL_REF, f"{program}/{env}.json")
+            history = tuple(json.loads(blob)["history"]) if blob else ()
+        return _EnvState(raw, version, history)
+
+    def environments_of(self, program: str) -> dict[str, str]:
+        """env -> version for every environment of `program` that is set (rollback included)."""
+        out = {}
+        for env in (*self.config.environments, ROLLBACK_ENV):
+            version = self._env_state(program, env, with_history=False).version
+            if version is not None:
+                out[env] = version
+        return out
+
+    # -- reading -----------------------------------------------------------------------------------------------------
+    def versions(self, program: str | None = None) -> list[VersionInfo]:
+        """Every published version (of one program, or all), oldest first by semantic version."""
+        pattern = f"refs/tags/{check_program(program)}/" if program else "refs/tags/"
+        rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
+        found: list[tuple[str, str, str, dict[str, Any]]] = []
+        envs: dict[tuple[str, str], list[str]] = {}
+        for refname, commit, kind, contents in rows:
+            parsed = split_tag_ref(refname)
+            if parsed is None or kind != "tag":
+                continue
+            prog, leaf = parsed
+            payload = _tag_payload(contents.encode())
+            if is_version(leaf):
+                found.append((prog, leaf, commit, payload))
+            elif payload.get("to_version"):
+                envs.setdefault((prog, payload["to_version"]), []).append(leaf)
+        order = {env: i for i, env in enumerate((*self.config.environments, ROLLBACK_ENV))}
+        found.sort(key=lambda r: (r[0], version_key(r[1])))
+        return [
+            VersionInfo(
+                name=prog,
+                version=version,
+                commit=commit,
+                created=payload.get("created", ""),
+                environments=tuple(sorted(envs.get((prog, version), []), key=lambda e: order.get(e, 99))),
+                dev_score=payload.get("dev_score"),
+                optimizer=payload.get("optimizer"),
+                trainset_size=payload.get("trainset_size"),
+                notes=payload.get("notes", ""),
+            )
+            for prog, version, commit, payload in found
+        ]
+
+    def show(self, ref: str, name: str | None = None) -> VersionDetail:
+        resolved = self.resolve(ref, name)
+        manifest = self.manifest(resolved)
+        envs = self.environments_of(resolved.program)
+        opt = manifest.optimization
+        info = VersionInfo(
+            name=resolved.program,
+            version=resolved.version,
+            commit=self.store.peel_to_commit(tag_ref(resolved.program, resolved.version)) or resolved.commit,
+            created=manifest.program.created,
+            environments=tuple(e for e, v in envs.items() if v == resolved.version),
+            dev_score=opt.dev_score,
+            optimizer=opt.optimizer,
+            trainset_size=opt.trainset_size,
+            notes=manifest.program.notes,
+        )
+        return VersionDetail(info, manifest, self._json_file(resolved, "prompts.json"))
+
+    def log(self, program: str | None = None, env: str | None = None) -> list[JournalEntry]:
+        """Every environment move, oldest first; optionally of one program and one environment."""
+        if program is not None:
+            check_program(program)
+        if env is not None:
+            self._check_env(env, allow_rollback=True)
+        if self.store.ref_value(JOURNAL_REF) is None:
+            return []
+        entries = [
+            e
+            for message in self.store.messages(JOURNAL_REF)
+            for e in reversed(_journal_entries(message))
+            if (program is None or e.program == program) and (env is None or e.env == env)
+        ]
+        entries.reverse()
+        return entries
+
+    def view(self, ref: str, name: str | None = None) -> ProgramView:
+        from .diff import view_from_bundle
+
+        resolved = self.resolve(ref, name)
+        manifest = self.manifest(resolved)
+        return view_from_bundle(
+            f"{resolved.program}/{resolved.version}",
+            self._json_file(resolved, "prompts.json"),
+            self._json_file(resolved, "program.json"),
+            _manifest_metadata(manifest),
+        )
+
+    def diff(self, a: str, b: str, name: str | None = None, program_spec: str | None = None) -> Diff:
+        from .diff import diff_views
+
+        return diff_views(self._side(a, name, program_spec), self._side(b, name, program_spec))
+
+    def _side(self, ref: str, name: str | None, program_spec: str | None) -> ProgramView:
+        if is_state_path(ref):
+            return state_view(Path(ref), program_spec)
+        return self.view(ref, name)
+
+    # -- writing -----------------------------------------------------------------------------------------------------
+    def publish(
+        self,
+        source: ProgramSource,
+        state: dict[str, Any],
+        *,
+        name: str,
+        version: str,
+        optimizer: str | None = None,
+        trainset_size: int | None = None,
+        dev_score: float | None = None,
+        notes: str = "",
+        lm: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> PublishResult:
+        from .bundle import PublishMeta, build_bundle
+
+        version = self.check_new_version(name, version)
+        if dev_score is not None and not 0.0 <= dev_score <= 1.0:
+            raise InvalidName(f"dev score {dev_score} is not a fraction in [0, 1] (divide a percentage by 100)")
+        if trainset_size is not None and trainset_size < 0:
+            raise InvalidName(f"trainset size {trainset_size} is negative")
+        who, now = self.store.identity(), utc_now()
+        created = now.isoformat().replace("+00:00", "Z")
+        meta = PublishMeta(name, version, created, f"{who.name} <{who.email}>", optimizer, trainset_size, dev_score,
+                           notes, lm, metrics)
+        bundle = build_bundle(source, state, meta)
+        blobs = self.store.write_blobs(bundle.files)
+        subtree = self.store.write_tree(None, {p: TreeEntry("100644", "blob", s) for p, s in blobs.items()})
+        payload = {"created": created, "dev_score": dev_score, "optimizer": optimizer,
+                   "trainset_size": trainset_size, "notes": notes}
+        message = f"Publish {name} {version}\n\n" + (f"{notes}\n\n" if notes else "") + _payload_line(payload)
+        tag_name = tag_ref(name, version)
+        for _attempt in range(PUBLISH_RETRIES):
+            parent = self.store.ref_value(MAIN_REF)
+            assert parent is not None  # Registry.open checked main
+            root = self.store.write_tree(parent, {name: TreeEntry("040000", "tree", subtree)})
+            commit = self.store.write_commit(root, [parent], message, who, now)
+            tag = self.store.write_tag(commit, f"{name}/{version}", message, who, now)
+            try:
+                self.store.transaction([RefUpdate(MAIN_REF, commit, parent), RefUpdate(tag_name, tag, ZERO_SHA)])
+            except ConflictError:
+                if self.store.ref_value(tag_name) is not None:
+                    raise ConflictError(f"another writer published {name} {version} first; nothing was changed") from None
+                continue  # main moved (another publish): rebuild on the new tip
+            return PublishResult(name, version, commit, tuple(sorted(bundle.files)), bundle.warnings)
+        raise ConflictError(f"main kept moving while publishing {name} {version} ({PUBLISH_RETRIES} tries); "
+                            "nothing was changed: re-run the command")
+
+    def check_new_version(self, name: str, version: str) -> str:
+        """The normalized version, if `name` may publish it; raises otherwise."""
+        check_program(name)
+        version = normalize_version(version)
+        if self.store.ref_value(tag_ref(name, version)) is not None:
+            raise DuplicateVersion(f"{name} {version} is already published; versions are immutable: use a new version")
+        for (existing,) in self.store.for_each_ref(["%(refname:lstrip=3)"], f"refs/tags/{name}/"):
+            if is_version(existing) and same_release(existing, version):
+                raise DuplicateVersion(f"{name} {existing} is already published and names the same release as {version}")
+        return version
+
+    def promote(self, source: str, to: str | None = None, *, name: str | None = None, reason: str = "") -> MoveResult:
+        spec = parse_ref(source, name)
+        program = self._program(spec.program)
+        envs = self.config.environments
+        if spec.environment is not None:
+            src_env = self._check_env(spec.environment, allow_rollback=True)
+            if to is None:
+                if src_env == ROLLBACK_ENV or envs.index(src_env) == len(envs) - 1:
+                    raise InvalidName(f"{src_env} is the last environment: say where to with --to")
+                to = envs[envs.index(src_env) + 1]
+        elif to is None:
+            to = envs[0]
+        if to == ROLLBACK_ENV:
+            raise InvalidName("the rollback environment is managed by dspyreg: promote to prod, or use `dspyreg rollback`")
+        target_env = self._check_env(to)
+        resolved = self.resolve(str(RefSpec(program, spec.version, spec.environment, spec.sha)))
+        return self._move(program, target_env, resolved.version, "promote", reason)
+
+    def rollback(self, env: str | None = None, *, name: str | None = None, reason: str = "") -> MoveResult:
+        program = self._program(name)
+        env = self._check_env(env or self.production)
+        state = self._env_state(program, env)
+        if not state.history:
+            raise NothingToRollBack(f"no earlier version of {program}/{env} in the journal: nothing to roll back to")
+        return self._move(program, env, state.history[-1], "rollback", reason)
+
+    def _move(self, program: str, env: str, version: str, action: str, reason: str) -> MoveResult:
+        """Move env (and, for production, the rollback tag) and append the journal, in one transaction."""
+        target = self.store.peel_to_commit(tag_ref(program, version))
+        if target is None:
+            raise UnknownRef(f"{program} {version} is not published")
+        current = self._env_state(program, env)
+        if current.version == version:
+            return MoveResult(())
+        if action == "rollback":
+            history = current.history[:-1]
+        else:
+            history = current.history + ((current.version,) if current.version else ())
+        who, now = self.store.identity(), utc_now()
+        actor, when = f"{who.name} <{who.email}>", now.isoformat().replace("+00:00", "Z")
+        entries = [JournalEntry(program, env, current.version, version, action, actor, when, reason)]
+        tags = [(env, target, entries[0])]
+        if env == self.production:
+            rollback = self._env_state(program, ROLLBACK_ENV, with_history=False)
+            new_rollback = history[-1] if history else None
+            if new_rollback != rollback.version:
+                entry = JournalEntry(program, ROLLBACK_ENV, rollback.version, new_rollback, "managed", actor, when,
+                                     f"previous {env} version")
+                entries.append(entry)
+                tags.append((ROLLBACK_ENV, self.store.peel_to_commit(tag_ref(program, new_rollback))
+                             if new_rollback else None, entry))
+        updates = []
+        for tag_env, commit, entry in tags:
+            old = self._env_state(program, tag_env, with_history=False).raw
+            if commit is None:
+                updates.append(RefUpdate(tag_ref(program, tag_env), ZERO_SHA, old))
+                continue
+            message = f"{entry.action} {program}/{tag_env}: {entry.from_version or '-'} -> {entry.to_version}\n\n"
+            tag = self.store.write_tag(commit, f"{program}/{tag_env}", message + _payload_line(entry.to_json()), who, now)
+            updates.append(RefUpdate(tag_ref(program, tag_env), tag, old))
+        journal_old = self.store.ref_value(JOURNAL_REF)
+        blob = self.store.write_blobs({"h": canonical_json({"version": version, "history": list(history)})})["h"]
+        tree = self.store.write_tree(journal_old, {f"{program}/{env}.json": TreeEntry("100644", "blob", blob)})
+        summary = f"{action} {program}/{env}: {current.version or '-'} -> {version}\n\n"
+        body = "".join(_payload_line(e.to_json()) for e in entries)
+        journal = self.store.write_commit(tree, [journal_old] if journal_old else [], summary + body, who, now)
+        updates.append(RefUpdate(JOURNAL_REF, journal, journal_old or ZERO_SHA))
+        self.store.transaction(updates)
+        return MoveResult(tuple(entries))
+
+    # -- loading -----------------------------------------------------------------------------------------------------
+    def load(self, ref: str, name: str | None = None) -> dspy.Module:
+        """The program of `ref`, built from its bundled code and JSON state (never pickle), ready to call."""
+        from .bundle import apply_state, program_from_code
+
+        resolved = self.resolve(ref, name)
+        manifest = self.manifest(resolved)
+        code_dir = self._materialize_code(resolved)
+        program = program_from_code(code_dir, manifest.program.entrypoint, resolved.commit)
+        apply_state(program, self._json_file(resolved, "program.json"), source=f"{resolved.program} {resolved.version}")
+        return program
+
+    def _materialize_code(self, resolved: Resolved) -> Path:
+        """The bundle's code/ as files, cached per commit (written to a temporary folder, then renamed)."""
+        root = cache_dir() / "code" / resolved.commit / resolved.program
+        if root.is_dir():
+            return root
+        prefix = f"{resolved.program}/code/"
+        root.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".tmp-"))
+        for path in self.store.list_files(resolved.commit, prefix):
+            dest = tmp / path[len(prefix):]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(self.store.read_blob(resolved.commit, path) or b"")
+        try:
+            tmp.rename(root)
+        except OSError:  # another process cached it first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return root
+
+
+# -- helpers shared by the facade and the CLI ------------------------------------------------------------------------
+def template_dir() -> Path:
+    here = Path(__file__).parent
+    for name in TEMPLATE_DIR_NAMES:
+        candidate = (here / name).resolve()
+        if (candidate / "registry.toml").is_file():
+            return candidate
+    raise RegistryError("registry template not found: reinstall dspy-registry")
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get("DSPYREG_CACHE")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dspyreg"
+
+
+def is_state_path(ref: str) -> bool:
+    """A `diff` side that names a saved state file rather than a registry ref."""
+    return ref.endswith((".json", ".pkl", ".pickle")) or os.sep in ref and Path(ref).exists() or Path(ref).is_file()
+
+
+def state_view(path: Path, program_spec: str | None = None) -> ProgramView:
+    from .diff import view_from_bundle, view_from_state
+    from .state import read_state_file
+
+    state = read_state_file(path)
+    if program_spec is None:
+        return view_from_state(str(path), state)
+    from .bundle import import_program, program_prompts
+
+    source = import_program(program_spec)
+    typed = view_from_bundle(str(path), program_prompts(source.program), {}, {})
+    return view_from_state(str(path), state, typed.predictors)
+
+
+def diff_files(a: str, b: str, program_spec: str | None = None) -> Diff:
+    from .diff import diff_views
+
+    return diff_views(state_view(Path(a), program_spec), state_view(Path(b), program_spec))
+
+
+def _manifest_metadata(m: Manifest) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "version": m.program.version,
+        "dev_score": m.optimization.dev_score,
+        "optimizer": m.optimization.optimizer,
+        "trainset_size": m.optimization.trainset_size,
+    }
+    meta |= {f"metrics.{k}": v for k, v in m.optimization.metrics.items()}
+    meta |= {f"runtime.{k}": v for k, v in m.runtime.items()}
+    meta |= {f"lm.{k}": v for k, v in m.lm.items()}
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def _payload_line(payload: Mapping[str, Any]) -> str:
+    return json.dumps(dict(payload), sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _tag_payload(data: bytes) -> dict[str, Any]:
+    """The JSON line that dspyreg writes into every tag message (empty for tags made by hand)."""
+    text = data.decode(errors="replace")
+    body = text.split("-----BEGIN PGP SIGNATURE-----")[0]
+    for line in reversed(body.splitlines()):
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            return value if isinstance(value, dict) else {}
+    return {}
+
+
+def _journal_entries(message: str) -> list[JournalEntry]:
+    entries = []
+    for line in message.splitlines():
+        if line.startswith("{"):
+            try:
+                entries.append(JournalEntry(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError):
+                continue
+    return entries
+

@@ -1,0 +1,291 @@
+"""The only module that imports rich: tables for list/show/log, the diff view, and the markdown diff."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Group
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .diff import DemoChanges, Diff, FieldChanges, FieldView, PredictorDiff, WordOp
+from .registry import JournalEntry, MoveResult, PublishResult, VersionDetail, VersionInfo
+
+ENV_STYLE = {"prod": "bold green", "staging": "yellow", "rollback": "magenta"}
+
+
+def _envs(envs: Sequence[str]) -> Text:
+    text = Text()
+    for i, env in enumerate(envs):
+        if i:
+            text.append(" ")
+        text.append(env, style=ENV_STYLE.get(env, "cyan"))
+    return text
+
+
+def _score(score: float | None) -> str:
+    return "-" if score is None else f"{score:.3f}"
+
+
+def versions_table(versions: Sequence[VersionInfo]) -> Table | Text:
+    if not versions:
+        return Text("No versions published yet: `dspyreg publish` one.", style="dim")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("program", "version", "environments", "dev score", "optimizer", "created", "commit", "notes"):
+        table.add_column(column, no_wrap=column not in ("notes",))
+    for v in versions:
+        table.add_row(
+            v.name, Text(v.version, style="bold"), _envs(v.environments), _score(v.dev_score), v.optimizer or "-",
+            v.created, v.commit[:10], escape(v.notes),
+        )
+    return table
+
+
+def detail_view(d: VersionDetail) -> Group:
+    info, m = d.info, d.manifest
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    rows: list[tuple[str, Any]] = [
+        ("program", info.name),
+        ("version", Text(info.version, style="bold")),
+        ("environments", _envs(info.environments) if info.environments else "-"),
+        ("commit", info.commit),
+        ("created", f"{m.program.created} by {m.program.author}"),
+        ("entrypoint", m.program.entrypoint),
+        ("optimizer", m.optimization.optimizer or "-"),
+        ("trainset size", str(m.optimization.trainset_size) if m.optimization.trainset_size is not None else "-"),
+        ("dev score", _score(m.optimization.dev_score)),
+        ("runtime", ", ".join(f"{k} {v}" for k, v in m.runtime.items()) or "-"),
+        ("lm", ", ".join(f"{k}={v}" for k, v in m.lm.items()) or "-"),
+    ]
+    rows += [(f"metric {k}", str(v)) for k, v in m.optimization.metrics.items()]
+    if m.program.notes:
+        rows.append(("notes", escape(m.program.notes)))
+    for key, value in rows:
+        head.add_row(key, value)
+    preds = Table(box=None, header_style="bold", pad_edge=False, title="predictors", title_justify="left")
+    for column in ("predictor", "signature", "demos", "instructions"):
+        preds.add_column(column, overflow="fold")
+    for name, p in d.predictors.items():
+        boot = sum(1 for demo in p.get("demos", []) if demo.get("augmented"))
+        count = len(p.get("demos", []))
+        preds.add_row(name, escape(p.get("signature", "")), f"{count} ({boot} bootstrapped)",
+                      escape(_short(p.get("instructions", ""), 160)))
+    return Group(head, Text(), preds)
+
+
+def log_table(entries: Sequence[JournalEntry]) -> Table | Text:
+    if not entries:
+        return Text("No environment moves yet.", style="dim")
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("time", "program", "env", "action", "from", "to", "actor", "reason"):
+        table.add_column(column, no_wrap=column in ("time", "env", "from", "to"))
+    for e in entries:
+        table.add_row(e.time, e.program, Text(e.env, style=ENV_STYLE.get(e.env, "cyan")), e.action,
+                      e.from_version or "-", e.to_version or "-", escape(e.actor), escape(e.reason))
+    return table
+
+
+def move_summary(result: MoveResult, *, what: str) -> Text:
+    if not result.changed:
+        return Text(f"Nothing to do: {what} already points there.", style="dim")
+    text = Text()
+    for i, e in enumerate(result.entries):
+        if i:
+            text.append("\n")
+        text.append(f"{e.program}/{e.env}", style=ENV_STYLE.get(e.env, "cyan"))
+        text.append(f": {e.from_version or '-'} -> ")
+        text.append(e.to_version or "(unset)", style="bold")
+        text.append(f"  ({e.action})", style="dim")
+    return text
+
+
+def publish_summary(result: PublishResult) -> Text:
+    text = Text("Published ")
+    text.append(f"{result.name} {result.version}", style="bold green")
+    text.append(f" as commit {result.commit[:10]} ({len(result.files)} files)")
+    return text
+
+
+# -- diff as rich text -------------------------------------------------------------------------------------------------
+def _words(ops: Sequence[WordOp]) -> Text:
+    text = Text()
+    for op in ops:
+        style = {"insert": "bold green", "delete": "red strike"}.get(op.op, "")
+        text.append(op.text, style=style)
+    return text
+
+
+def _demo_line(demo: Mapping[str, Any], limit: int = 100) -> str:
+    shown = {k: v for k, v in demo.items() if k not in ("augmented", "dspy_uuid", "dspy_split")}
+    return _short(", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in shown.items()), limit)
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _field_desc(f: FieldView) -> str:
+    parts = [f.name or f.prefix or "?"]
+    if f.type:
+        parts.append(f": {f.type}")
+    if f.description:
+        parts.append(f" — {f.description}")
+    return "".join(parts)
+
+
+def _fields_table(changes: FieldChanges) -> Table:
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(width=2)
+    table.add_column(overflow="fold")
+    for f in changes.added:
+        table.add_row(Text("+", style="green"), Text(f"{f.role} {_field_desc(f)}", style="green"))
+    for f in changes.removed:
+        table.add_row(Text("-", style="red"), Text(f"{f.role} {_field_desc(f)}", style="red"))
+    for c in changes.renamed:
+        table.add_row(Text("~", style="yellow"), f"renamed {c.before} -> {c.after}")
+    for label, c in changes.changed:
+        table.add_row(Text("~", style="yellow"), f"{label}: {_field_desc(c.before)}  ->  {_field_desc(c.after)}")
+    return table
+
+
+def _demos_table(d: DemoChanges) -> Group:
+    counts = Text(
+        f"{d.before.bootstrapped + d.before.labeled} -> {d.after.bootstrapped + d.after.labeled} demos "
+        f"(bootstrapped {d.before.bootstrapped} -> {d.after.bootstrapped}, "
+        f"labeled {d.before.labeled} -> {d.after.labeled})" + ("; order changed" if d.reordered else ""),
+        style="dim",
+    )
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(width=2)
+    table.add_column(overflow="fold")
+    for demo in d.removed:
+        table.add_row(Text("-", style="red"), Text(_demo_line(demo), style="red"))
+    for demo in d.added:
+        table.add_row(Text("+", style="green"), Text(_demo_line(demo), style="green"))
+    for c in d.changed:
+        table.add_row(Text("~", style="yellow"), Text(f"{_demo_line(c.before, 60)}  ->  {_demo_line(c.after, 60)}"))
+    return Group(counts, table)
+
+
+def _predictor_panel(name: str, d: PredictorDiff) -> Panel:
+    parts: list[Any] = []
+    if d.instructions:
+        parts += [Text("instructions", style="bold"), _words(d.instructions.words), Text()]
+    if d.fields:
+        parts += [Text("fields", style="bold"), _fields_table(d.fields), Text()]
+    if d.demos:
+        parts += [Text("demos", style="bold"), _demos_table(d.demos), Text()]
+    if d.lm:
+        parts += [Text("lm", style="bold"), Text(f"{json.dumps(d.lm.before)} -> {json.dumps(d.lm.after)}")]
+    return Panel(Group(*parts), title=Text(name, style="bold cyan"), title_align="left", border_style="dim")
+
+
+def diff_view(diff: Diff) -> Group:
+    parts: list[Any] = [Text.assemble(("diff ", "bold"), (diff.a, "red"), " -> ", (diff.b, "green"))]
+    if diff.is_empty:
+        parts.append(Text("No differences.", style="dim"))
+        return Group(*parts)
+    for name in diff.added:
+        parts.append(Text(f"+ predictor {name}", style="green"))
+    for name in diff.removed:
+        parts.append(Text(f"- predictor {name}", style="red"))
+    for name, d in diff.changed.items():
+        parts.append(_predictor_panel(name, d))
+    if diff.metadata:
+        table = Table(box=None, header_style="bold", pad_edge=False, title="metadata", title_justify="left")
+        for column in ("key", "before", "after"):
+            table.add_column(column, overflow="fold")
+        for key, c in diff.metadata.items():
+            table.add_row(key, Text(_value(c.before), style="red"), Text(_value(c.after), style="green"))
+        parts.append(table)
+    return Group(*parts)
+
+
+def _value(value: Any) -> str:
+    return "-" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+# -- diff as markdown (pull-request comments) -------------------------------------------------------------------------
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_words(ops: Sequence[WordOp]) -> str:
+    out = []
+    for op in ops:
+        text = op.text.replace("~", "\\~")
+        if op.op == "insert":
+            out.append(f"**{text.strip()}**{_trailing(op.text)}" if text.strip() else text)
+        elif op.op == "delete":
+            out.append(f"~~{text.strip()}~~{_trailing(op.text)}" if text.strip() else text)
+        else:
+            out.append(text)
+    return "".join(out)
+
+
+def _trailing(text: str) -> str:
+    return text[len(text.rstrip()) :]
+
+
+def diff_markdown(diff: Diff) -> str:
+    lines = [f"### dspyreg diff `{diff.a}` → `{diff.b}`", ""]
+    if diff.is_empty:
+        return "\n".join([*lines, "No differences.", ""])
+    for name in diff.added:
+        lines.append(f"- ➕ predictor `{name}` added")
+    for name in diff.removed:
+        lines.append(f"- ➖ predictor `{name}` removed")
+    if diff.added or diff.removed:
+        lines.append("")
+    for name, d in diff.changed.items():
+        lines += [f"#### `{name}`", ""]
+        if d.instructions:
+            lines += ["**Instructions** (~~removed~~, **added**):", "", f"> {_md_words(d.instructions.words)}", ""]
+        if d.fields:
+            lines += _md_fields(d.fields)
+        if d.demos:
+            lines += _md_demos(d.demos)
+        if d.lm:
+            lines += [f"**LM**: `{json.dumps(d.lm.before)}` → `{json.dumps(d.lm.after)}`", ""]
+    if diff.metadata:
+        lines += ["#### Metadata", "", "| key | before | after |", "| --- | --- | --- |"]
+        lines += [f"| {k} | {_md_escape(_value(c.before))} | {_md_escape(_value(c.after))} |"
+                  for k, c in diff.metadata.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _md_fields(f: FieldChanges) -> list[str]:
+    lines = ["**Fields**:", ""]
+    lines += [f"- ➕ {f_.role} `{_md_escape(_field_desc(f_))}`" for f_ in f.added]
+    lines += [f"- ➖ {f_.role} `{_md_escape(_field_desc(f_))}`" for f_ in f.removed]
+    lines += [f"- renamed `{c.before}` → `{c.after}`" for c in f.renamed]
+    lines += [f"- `{label}`: {_md_escape(_field_desc(c.before))} → {_md_escape(_field_desc(c.after))}"
+              for label, c in f.changed]
+    return [*lines, ""]
+
+
+def _md_demos(d: DemoChanges) -> list[str]:
+    total_b = d.before.bootstrapped + d.before.labeled
+    total_a = d.after.bootstrapped + d.after.labeled
+    lines = [
+        f"**Demos**: {total_b} → {total_a} (bootstrapped {d.before.bootstrapped} → {d.after.bootstrapped}, "
+        f"labeled {d.before.labeled} → {d.after.labeled}){'; order changed' if d.reordered else ''}",
+        "",
+    ]
+    if d.added or d.removed or d.changed:
+        lines += ["| | demo |", "| --- | --- |"]
+        lines += [f"| ➖ | {_md_escape(_demo_line(x, 160))} |" for x in d.removed]
+        lines += [f"| ➕ | {_md_escape(_demo_line(x, 160))} |" for x in d.added]
+        lines += [f"| ✏️ | {_md_escape(_demo_line(c.before, 80))} → {_md_escape(_demo_line(c.after, 80))} |"
+                  for c in d.changed]
+        lines.append("")
+    return lines
+
