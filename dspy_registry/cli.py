@@ -47,9 +47,13 @@ class DiffFormat(str, Enum):
 
 
 def _out() -> Any:
+    import shutil
+
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    # Piped output is read by people too (CI logs): give tables room instead of rich's 80-column default.
+    width = None if sys.stdout.isatty() else max(shutil.get_terminal_size((120, 24)).columns, 120)
+    return Console(highlight=False, width=width)
 
 
 def _err() -> Any:
@@ -236,7 +240,8 @@ def diff(
         else:
             from .render import diff_view
 
-            _out().print(diff_view(result))
+            console = _out()
+            console.print(diff_view(result, plain=console.color_system is None))
 
 
 @app.command()

@@ -159,6 +159,7 @@ class DemoChanges:
     reordered: bool
     before: DemoCounts
     after: DemoCounts
+    input_names: tuple[str, ...] = ()  # the fields that identify a demo, when known
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,7 @@ def _diff_demos(a: PredictorView, b: PredictorView) -> DemoChanges | None:
     reordered = common_a != common_b
     if not (added or removed or changed or reordered):
         return None
-    return DemoChanges(added, removed, changed, reordered, _counts(a.demos), _counts(b.demos))
+    return DemoChanges(added, removed, changed, reordered, _counts(a.demos), _counts(b.demos), names or ())
 
 
 def _field_json(f: FieldView) -> dict[str, Any]:

@@ -36,11 +36,11 @@ def versions_table(versions: Sequence[VersionInfo]) -> Table | Text:
         return Text("No versions published yet: `dspyreg publish` one.", style="dim")
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("program", "version", "environments", "dev score", "optimizer", "created", "commit", "notes"):
-        table.add_column(column, no_wrap=column not in ("notes",))
+        table.add_column(column, no_wrap=column not in ("optimizer", "notes"), overflow="fold")
     for v in versions:
         table.add_row(
             v.name, Text(v.version, style="bold"), _envs(v.environments), _score(v.dev_score), v.optimizer or "-",
-            v.created, v.commit[:10], escape(v.notes),
+            v.created[:16].replace("T", " "), v.commit[:7], escape(_short(v.notes, 60)),
         )
     return table
 
@@ -84,10 +84,11 @@ def log_table(entries: Sequence[JournalEntry]) -> Table | Text:
         return Text("No environment moves yet.", style="dim")
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("time", "program", "env", "action", "from", "to", "actor", "reason"):
-        table.add_column(column, no_wrap=column in ("time", "env", "from", "to"))
+        table.add_column(column, no_wrap=column not in ("actor", "reason"), overflow="fold")
     for e in entries:
-        table.add_row(e.time, e.program, Text(e.env, style=ENV_STYLE.get(e.env, "cyan")), e.action,
-                      e.from_version or "-", e.to_version or "-", escape(e.actor), escape(e.reason))
+        table.add_row(e.time[:19].replace("T", " "), e.program, Text(e.env, style=ENV_STYLE.get(e.env, "cyan")),
+                      e.action, e.from_version or "-", e.to_version or "-", escape(e.actor.split(" <")[0]),
+                      escape(e.reason))
     return table
 
 
@@ -113,17 +114,33 @@ def publish_summary(result: PublishResult) -> Text:
 
 
 # -- diff as rich text -------------------------------------------------------------------------------------------------
-def _words(ops: Sequence[WordOp]) -> Text:
+def _words(ops: Sequence[WordOp], plain: bool) -> Text:
+    """Colored word diff; with no colors, git's word-diff markers [-removed-]{+added+} carry the meaning."""
     text = Text()
     for op in ops:
-        style = {"insert": "bold green", "delete": "red strike"}.get(op.op, "")
-        text.append(op.text, style=style)
+        body = op.text.rstrip()
+        tail = op.text[len(body) :]
+        if op.op == "insert":
+            text.append(f"{{+{body}+}}" if plain else body, style="bold green")
+        elif op.op == "delete":
+            text.append(f"[-{body}-]" if plain else body, style="red strike")
+        else:
+            text.append(body)
+        text.append(tail)
     return text
 
 
-def _demo_line(demo: Mapping[str, Any], limit: int = 100) -> str:
+def _demo_line(demo: Mapping[str, Any], limit: int = 100, inputs: Sequence[str] = ()) -> str:
+    """`question="..." -> answer="..."`: the identifying inputs first, volatile bookkeeping keys left out."""
     shown = {k: v for k, v in demo.items() if k not in ("augmented", "dspy_uuid", "dspy_split")}
-    return _short(", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in shown.items()), limit)
+
+    def fmt(keys: Sequence[str]) -> str:
+        return ", ".join(f"{k}={_short(json.dumps(shown[k], ensure_ascii=False), 48)}" for k in keys)
+
+    first = [k for k in inputs if k in shown]
+    rest = [k for k in shown if k not in first]
+    line = f"{fmt(first)} -> {fmt(rest)}" if first and rest else fmt(first or rest)
+    return _short(line, limit)
 
 
 def _short(text: str, limit: int) -> str:
@@ -165,19 +182,21 @@ def _demos_table(d: DemoChanges) -> Group:
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(width=2)
     table.add_column(overflow="fold")
+    names = d.input_names
     for demo in d.removed:
-        table.add_row(Text("-", style="red"), Text(_demo_line(demo), style="red"))
+        table.add_row(Text("-", style="red"), Text(_demo_line(demo, 160, names), style="red"))
     for demo in d.added:
-        table.add_row(Text("+", style="green"), Text(_demo_line(demo), style="green"))
+        table.add_row(Text("+", style="green"), Text(_demo_line(demo, 160, names), style="green"))
     for c in d.changed:
-        table.add_row(Text("~", style="yellow"), Text(f"{_demo_line(c.before, 60)}  ->  {_demo_line(c.after, 60)}"))
+        table.add_row(Text("~", style="yellow"),
+                      Text(f"{_demo_line(c.before, 80, names)}  =>  {_demo_line(c.after, 80, names)}"))
     return Group(counts, table)
 
 
-def _predictor_panel(name: str, d: PredictorDiff) -> Panel:
+def _predictor_panel(name: str, d: PredictorDiff, plain: bool) -> Panel:
     parts: list[Any] = []
     if d.instructions:
-        parts += [Text("instructions", style="bold"), _words(d.instructions.words), Text()]
+        parts += [Text("instructions", style="bold"), _words(d.instructions.words, plain), Text()]
     if d.fields:
         parts += [Text("fields", style="bold"), _fields_table(d.fields), Text()]
     if d.demos:
@@ -187,7 +206,7 @@ def _predictor_panel(name: str, d: PredictorDiff) -> Panel:
     return Panel(Group(*parts), title=Text(name, style="bold cyan"), title_align="left", border_style="dim")
 
 
-def diff_view(diff: Diff) -> Group:
+def diff_view(diff: Diff, *, plain: bool = False) -> Group:
     parts: list[Any] = [Text.assemble(("diff ", "bold"), (diff.a, "red"), " -> ", (diff.b, "green"))]
     if diff.is_empty:
         parts.append(Text("No differences.", style="dim"))
@@ -197,7 +216,7 @@ def diff_view(diff: Diff) -> Group:
     for name in diff.removed:
         parts.append(Text(f"- predictor {name}", style="red"))
     for name, d in diff.changed.items():
-        parts.append(_predictor_panel(name, d))
+        parts.append(_predictor_panel(name, d, plain))
     if diff.metadata:
         table = Table(box=None, header_style="bold", pad_edge=False, title="metadata", title_justify="left")
         for column in ("key", "before", "after"):
@@ -282,9 +301,10 @@ def _md_demos(d: DemoChanges) -> list[str]:
     ]
     if d.added or d.removed or d.changed:
         lines += ["| | demo |", "| --- | --- |"]
-        lines += [f"| ➖ | {_md_escape(_demo_line(x, 160))} |" for x in d.removed]
-        lines += [f"| ➕ | {_md_escape(_demo_line(x, 160))} |" for x in d.added]
-        lines += [f"| ✏️ | {_md_escape(_demo_line(c.before, 80))} → {_md_escape(_demo_line(c.after, 80))} |"
+        names = d.input_names
+        lines += [f"| ➖ | {_md_escape(_demo_line(x, 200, names))} |" for x in d.removed]
+        lines += [f"| ➕ | {_md_escape(_demo_line(x, 200, names))} |" for x in d.added]
+        lines += [f"| ✏️ | {_md_escape(_demo_line(c.before, 100, names))} ⇒ {_md_escape(_demo_line(c.after, 100, names))} |"
                   for c in d.changed]
         lines.append("")
     return lines
