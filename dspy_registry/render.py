@@ -184,12 +184,12 @@ def _demos_table(d: DemoChanges) -> Group:
     table.add_column(overflow="fold")
     names = d.input_names
     for demo in d.removed:
-        table.add_row(Text("-", style="red"), Text(_demo_line(demo, 160, names), style="red"))
+        table.add_row(Text("-", style="red"), Text(_demo_line(demo, 240, names), style="red"))
     for demo in d.added:
-        table.add_row(Text("+", style="green"), Text(_demo_line(demo, 160, names), style="green"))
+        table.add_row(Text("+", style="green"), Text(_demo_line(demo, 240, names), style="green"))
     for c in d.changed:
         table.add_row(Text("~", style="yellow"),
-                      Text(f"{_demo_line(c.before, 80, names)}  =>  {_demo_line(c.after, 80, names)}"))
+                      Text(f"{_demo_line(c.before, 120, names)}  =>  {_demo_line(c.after, 120, names)}"))
     return Group(counts, table)
 
 
