@@ -1,0 +1,78 @@
+"""Shared fixtures: an isolated HOME and git identity, the example's two optimized states, real registries."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dspy_registry.bundle import import_program
+from dspy_registry.registry import Registry
+from dspy_registry.state import read_state_file
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_SPEC = f"{ROOT / 'examples' / 'qa_program.py'}:DocsQA"
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(home / ".gitconfig"))
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test Author")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.com")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Author")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "author@example.com")
+    monkeypatch.setenv("DSPYREG_CACHE", str(home / "cache"))
+    monkeypatch.delenv("DSPYREG_REGISTRY", raising=False)
+    for key in ("DSPYREG_LM_MODEL", "DSPYREG_LM_API_BASE", "DSPYREG_LM_API_KEY", "DSPYREG_API_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture(scope="session")
+def states(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The example compiled offline into two different optimized states, as program.save() wrote them."""
+    out = tmp_path_factory.mktemp("states")
+    subprocess.run([sys.executable, str(ROOT / "examples" / "optimize.py"), str(out)], check=True, capture_output=True)
+    return {"v1.0": out / "qa-v1.0.json", "v1.1": out / "qa-v1.1.json"}
+
+
+@pytest.fixture
+def registry_path(tmp_path: Path) -> Path:
+    path = tmp_path / "registry"
+    Registry.init(path).close()
+    return path
+
+
+@pytest.fixture
+def registry(registry_path: Path) -> Iterator[Registry]:
+    with Registry.open(registry_path) as reg:
+        yield reg
+
+
+def publish_example(reg: Registry, state: Path, version: str, name: str = "qa", **meta: object) -> str:
+    result = reg.publish(import_program(EXAMPLE_SPEC), read_state_file(state), name=name, version=version, **meta)  # type: ignore[arg-type]
+    return result.commit
+
+
+@pytest.fixture
+def published(registry: Registry, states: dict[str, Path]) -> Registry:
+    """A registry holding qa v1.0 and v1.1."""
+    publish_example(registry, states["v1.0"], "v1.0", optimizer="BootstrapFewShot", dev_score=0.6, trainset_size=8)
+    publish_example(registry, states["v1.1"], "v1.1", optimizer="COPRO", dev_score=0.7, trainset_size=7)
+    return registry
+
+
+def git(path: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True, text=True).stdout
+
+
+def ref_snapshot(path: Path) -> str:
+    """Every ref and what it points to: equal snapshots mean the registry did not change."""
+    return git(path, "for-each-ref", "--format=%(refname) %(objectname)")
