@@ -59,7 +59,8 @@ def _out() -> Any:
 def _err() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    # One message, one line: never wrap errors and warnings at the terminal width.
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _print_json(value: Any) -> None:

@@ -106,7 +106,8 @@ def parse_ref(text: str, program: str | None = None) -> RefSpec:
         check_program(program)
     head, sep, leaf = text.partition("/")
     if sep:
-        check_program(head)
+        if not PROGRAM_RE.fullmatch(head):
+            raise _invalid(f"invalid ref {text!r}: {head!r} is not a program name")
         if program is not None and head != program:
             raise _invalid(f"ref {text!r} names program {head!r} but --name is {program!r}")
         program = head

@@ -33,6 +33,7 @@ from .refs import (
     MAIN_REF,
     PROGRAM_RE,
     ROLLBACK_ENV,
+    SHA_RE,
     ZERO_SHA,
     RefSpec,
     check_environment,
@@ -251,9 +252,12 @@ class Registry:
         program = self._program(spec.program)
         if spec.version is not None:
             commit = self.store.peel_to_commit(tag_ref(program, spec.version))
-            if commit is None:
+            if commit is not None:
+                return Resolved(program, spec.version, commit)
+            leaf = ref.rpartition("/")[2]
+            if not SHA_RE.fullmatch(leaf):  # an all-digit short sha also reads as a version
                 raise UnknownRef(f"{program} {spec.version} is not published: see `dspyreg list {program}`")
-            return Resolved(program, spec.version, commit)
+            spec = RefSpec(program, sha=leaf)
         if spec.environment is not None:
             env = self._check_env(spec.environment, allow_rollback=True)
             state = self._env_state(program, env, with_history=False)
