@@ -1,8 +1,8 @@
 """dspyreg: a git-backed version and artifact store for optimized DSPy programs.
 
-    import dspy_registry
-    dspy_registry.publish(program, name="qa", version="v1.1", optimizer="MIPROv2", dev_score=0.67)
-    program = dspy_registry.load("qa", "prod")
+import dspy_registry
+dspy_registry.publish(program, name="qa", version="v1.1", optimizer="MIPROv2", dev_score=0.67)
+program = dspy_registry.load("qa", "prod")
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ never call into it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -185,18 +186,18 @@ def apply_state(program: dspy.Module, state: dict[str, Any], *, source: str = "s
             continue
         legacy = sorted(entry.keys() & LEGACY_PREDICTOR_KEYS)
         if legacy:
-            raise BadState(f"{source}: predictor {name!r} has {', '.join(legacy)} from DSPy < 2.6: re-save it with this DSPy")
+            raise BadState(
+                f"{source}: predictor {name!r} has {', '.join(legacy)} from DSPy < 2.6: re-save it with this DSPy"
+            )
         unknown = sorted(entry.keys() - PREDICTOR_KEYS)
         if unknown:
             raise BadState(f"{source}: predictor {name!r} has unknown keys {', '.join(unknown)}: refusing to load them")
         signature = entry.get("signature")
         if not isinstance(signature, dict) or not isinstance(signature.get("fields"), list):
             raise BadState(f"{source}: predictor {name!r} has no signature with fields")
-        expected = len(param.signature.fields)
-        if len(signature["fields"]) != expected:
-            raise BadState(
-                f"{source}: predictor {name!r} has {len(signature['fields'])} fields, the program's signature has {expected}"
-            )
+        found, expected = len(signature["fields"]), len(param.signature.fields)
+        if found != expected:
+            raise BadState(f"{source}: predictor {name!r} has {found} fields, the program's signature has {expected}")
         if not isinstance(entry.get("demos", []), list):
             raise BadState(f"{source}: predictor {name!r} demos must be a list")
     try:
@@ -341,10 +342,8 @@ def _versions(*packages: str) -> dict[str, str]:
 
     found = {}
     for package in packages:
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[package] = version(package)
-        except PackageNotFoundError:
-            pass
     return found
 
 

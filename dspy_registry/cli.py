@@ -30,11 +30,17 @@ app = typer.Typer(
 )
 
 RegistryOpt = Annotated[
-    Optional[str],  # noqa: UP045 - typer needs Optional on Python 3.10
-    typer.Option("--registry", envvar="DSPYREG_REGISTRY", show_envvar=True,
-                 help="Registry path or git URL [default: ./registry]."),
+    Optional[str],
+    typer.Option(
+        "--registry",
+        envvar="DSPYREG_REGISTRY",
+        show_envvar=True,
+        help="Registry path or git URL [default: ./registry].",
+    ),
 ]
-NameOpt = Annotated[Optional[str], typer.Option("--name", help="Program name (needed when the registry holds several).")]  # noqa: UP045
+NameOpt = Annotated[
+    Optional[str], typer.Option("--name", help="Program name (needed when the registry holds several).")
+]
 TracebackOpt = Annotated[bool, typer.Option("--traceback", help="Show the full traceback of an unexpected error.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded in the tag message and the journal.")]
@@ -103,9 +109,11 @@ def _open(registry: str | None) -> Registry:
 
 @app.command()
 def init(
-    path: Annotated[Optional[str], typer.Argument(help="Where to create the registry [default: --registry].")] = None,  # noqa: UP045
+    path: Annotated[Optional[str], typer.Argument(help="Where to create the registry [default: --registry].")] = None,
     registry: RegistryOpt = None,
-    bare: Annotated[bool, typer.Option("--bare/--worktree", help="Bare repository (default) or one with a work tree.")] = True,
+    bare: Annotated[
+        bool, typer.Option("--bare/--worktree", help="Bare repository (default) or one with a work tree.")
+    ] = True,
     traceback: TracebackOpt = False,
 ) -> None:
     """Create a new registry from the registry template."""
@@ -118,15 +126,25 @@ def init(
 
 @app.command()
 def publish(
-    program_spec: Annotated[str, typer.Argument(help="path/to/file.py:Attr or package.module:Attr (a dspy.Module class or factory).")],
+    program_spec: Annotated[
+        str, typer.Argument(help="path/to/file.py:Attr or package.module:Attr (a dspy.Module class or factory).")
+    ],
     state: Annotated[Path, typer.Option("--state", help="The JSON state that program.save('x.json') wrote.")],
     version: Annotated[str, typer.Option("--version", help="New version, e.g. v1.1 (immutable once published).")],
     name: Annotated[str, typer.Option("--name", help="Program name, e.g. qa.")],
-    optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="Optimizer that produced the state, e.g. MIPROv2.")] = None,  # noqa: UP045
-    dev_score: Annotated[Optional[float], typer.Option("--dev-score", help="Dev-set score as a fraction in [0, 1].")] = None,  # noqa: UP045
-    trainset_size: Annotated[Optional[int], typer.Option("--trainset-size", help="Number of training examples.")] = None,  # noqa: UP045
+    optimizer: Annotated[
+        Optional[str], typer.Option("--optimizer", help="Optimizer that produced the state, e.g. MIPROv2.")
+    ] = None,
+    dev_score: Annotated[
+        Optional[float], typer.Option("--dev-score", help="Dev-set score as a fraction in [0, 1].")
+    ] = None,
+    trainset_size: Annotated[
+        Optional[int], typer.Option("--trainset-size", help="Number of training examples.")
+    ] = None,
     notes: Annotated[str, typer.Option("--notes", help="Free text kept in the manifest and tag.")] = "",
-    lm: Annotated[Optional[str], typer.Option("--lm", help="LM model the version is meant for, e.g. openai/gpt-4o-mini.")] = None,  # noqa: UP045
+    lm: Annotated[
+        Optional[str], typer.Option("--lm", help="LM model the version is meant for, e.g. openai/gpt-4o-mini.")
+    ] = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
@@ -142,14 +160,28 @@ def publish(
             reg.check_new_version(name, version)
             source = import_program(program_spec)
             result = reg.publish(
-                source, state_dict, name=name, version=version, optimizer=optimizer, trainset_size=trainset_size,
-                dev_score=dev_score, notes=notes, lm={"model": lm} if lm else None,
+                source,
+                state_dict,
+                name=name,
+                version=version,
+                optimizer=optimizer,
+                trainset_size=trainset_size,
+                dev_score=dev_score,
+                notes=notes,
+                lm={"model": lm} if lm else None,
             )
         for warning in result.warnings:
             _err().print(f"[yellow]warning:[/yellow] {_one_line(warning)}")
         if json_out:
-            _print_json({"name": result.name, "version": result.version, "commit": result.commit,
-                         "files": list(result.files), "warnings": list(result.warnings)})
+            _print_json(
+                {
+                    "name": result.name,
+                    "version": result.version,
+                    "commit": result.commit,
+                    "files": list(result.files),
+                    "warnings": list(result.warnings),
+                }
+            )
         else:
             from .render import publish_summary
 
@@ -158,7 +190,7 @@ def publish(
 
 @app.command("list")
 def list_(
-    program: Annotated[Optional[str], typer.Argument(help="Only this program.")] = None,  # noqa: UP045
+    program: Annotated[Optional[str], typer.Argument(help="Only this program.")] = None,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -196,8 +228,8 @@ def show(
 
 @app.command()
 def log(
-    program: Annotated[Optional[str], typer.Argument(help="Only this program.")] = None,  # noqa: UP045
-    env: Annotated[Optional[str], typer.Option("--env", help="Only this environment.")] = None,  # noqa: UP045
+    program: Annotated[Optional[str], typer.Argument(help="Only this program.")] = None,
+    env: Annotated[Optional[str], typer.Option("--env", help="Only this environment.")] = None,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -218,8 +250,15 @@ def log(
 def diff(
     ref_a: Annotated[str, typer.Argument(help="Old side: a registry ref or a saved state .json file.")],
     ref_b: Annotated[str, typer.Argument(help="New side: a registry ref or a saved state .json file.")],
-    output: Annotated[DiffFormat, typer.Option("--format", help="text (colored), markdown (PR comments) or json.")] = DiffFormat.text,
-    program_spec: Annotated[Optional[str], typer.Option("--program", help="Program spec giving field names and types to two bare .json files (imports dspy).")] = None,  # noqa: UP045
+    output: Annotated[
+        DiffFormat, typer.Option("--format", help="text (colored), markdown (PR comments) or json.")
+    ] = DiffFormat.text,
+    program_spec: Annotated[
+        Optional[str],
+        typer.Option(
+            "--program", help="Program spec giving field names and types to two bare .json files (imports dspy)."
+        ),
+    ] = None,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -248,7 +287,7 @@ def diff(
 @app.command()
 def promote(
     source: Annotated[str, typer.Argument(help="A version (v1.1) or an environment (staging).")],
-    to: Annotated[Optional[str], typer.Option("--to", help="Target environment [default: the next one].")] = None,  # noqa: UP045
+    to: Annotated[Optional[str], typer.Option("--to", help="Target environment [default: the next one].")] = None,
     reason: ReasonOpt = "",
     name: NameOpt = None,
     registry: RegistryOpt = None,
@@ -263,7 +302,7 @@ def promote(
 
 @app.command()
 def rollback(
-    env: Annotated[Optional[str], typer.Argument(help="Environment to roll back [default: prod].")] = None,  # noqa: UP045
+    env: Annotated[Optional[str], typer.Argument(help="Environment to roll back [default: prod].")] = None,
     reason: ReasonOpt = "",
     name: NameOpt = None,
     registry: RegistryOpt = None,

@@ -45,7 +45,9 @@ class ProgramView:
 
 
 # -- building views --------------------------------------------------------------------------------------------------
-def view_from_bundle(label: str, prompts: Mapping[str, Any], state: Mapping[str, Any], meta: Mapping[str, Any]) -> ProgramView:
+def view_from_bundle(
+    label: str, prompts: Mapping[str, Any], state: Mapping[str, Any], meta: Mapping[str, Any]
+) -> ProgramView:
     predictors = {}
     for name, p in prompts.items():
         fields = tuple(
@@ -65,7 +67,7 @@ def view_from_bundle(label: str, prompts: Mapping[str, Any], state: Mapping[str,
 
 
 def view_from_state(
-    label: str, state: Mapping[str, Any], typed: Mapping[str, ProgramView | PredictorView] | None = None
+    label: str, state: Mapping[str, Any], typed: Mapping[str, PredictorView] | None = None
 ) -> ProgramView:
     """A bare saved state; `typed` (predictor -> view from the live program) supplies field names and types."""
     predictors: dict[str, PredictorView] = {}
@@ -76,8 +78,7 @@ def view_from_state(
         if not is_predictor_state(entry):
             params[name] = entry
             continue
-        live = typed.get(name) if typed else None
-        predictors[name] = _predictor_from_state(entry, live if isinstance(live, PredictorView) else None)
+        predictors[name] = _predictor_from_state(entry, typed.get(name) if typed else None)
     metadata = {}
     versions = (state.get(METADATA_KEY) or {}).get("dependency_versions") or {}
     for key, value in versions.items():
@@ -86,7 +87,8 @@ def view_from_state(
 
 
 def _predictor_from_state(entry: Mapping[str, Any], live: PredictorView | None) -> PredictorView:
-    signature = entry.get("signature") if isinstance(entry.get("signature"), dict) else {}
+    raw_signature = entry.get("signature")
+    signature: Mapping[str, Any] = raw_signature if isinstance(raw_signature, dict) else {}
     instructions = signature.get("instructions", entry.get("signature_instructions"))
     raw_fields = signature.get("fields") or []
     fields = []
@@ -107,7 +109,8 @@ def _predictor_from_state(entry: Mapping[str, Any], live: PredictorView | None) 
         )
     if not fields and "signature_prefix" in entry:
         fields.append(FieldView(None, "output", None, "", str(entry["signature_prefix"])))
-    demos = entry.get("demos") if isinstance(entry.get("demos"), list) else []
+    raw_demos = entry.get("demos")
+    demos: list[Any] = raw_demos if isinstance(raw_demos, list) else []
     return PredictorView(
         instructions=instructions,
         fields=tuple(fields),
@@ -256,26 +259,22 @@ def _diff_fields(a: Sequence[FieldView], b: Sequence[FieldView]) -> FieldChanges
     if not named:  # bare states: compare by position
         added = tuple(b[len(a) :])
         removed = tuple(a[len(b) :])
-        changed = tuple(
-            (_field_label(y, i), Change(x, y)) for i, (x, y) in enumerate(zip(a, b)) if x != y
-        )
+        changed = tuple((_field_label(y, i), Change(x, y)) for i, (x, y) in enumerate(zip(a, b)) if x != y)
         return FieldChanges(added, removed, (), changed)
     a_by, b_by = {f.name: f for f in a}, {f.name: f for f in b}
-    added = [f for f in b if f.name not in a_by]
-    removed = [f for f in a if f.name not in b_by]
+    new_fields = [f for f in b if f.name not in a_by]
+    gone_fields = [f for f in a if f.name not in b_by]
     renamed = []
-    for old in list(removed):
+    for old in list(gone_fields):
         match = next(
-            (n for n in added if (n.role, n.type, n.description) == (old.role, old.type, old.description)), None
+            (n for n in new_fields if (n.role, n.type, n.description) == (old.role, old.type, old.description)), None
         )
         if match is not None:
             renamed.append(Change(old.name, match.name))
-            removed.remove(old)
-            added.remove(match)
-    changed = tuple(
-        (str(f.name), Change(a_by[f.name], f)) for f in b if f.name in a_by and a_by[f.name] != f
-    )
-    return FieldChanges(tuple(added), tuple(removed), tuple(renamed), changed)
+            gone_fields.remove(old)
+            new_fields.remove(match)
+    changed = tuple((str(f.name), Change(a_by[f.name], f)) for f in b if f.name in a_by and a_by[f.name] != f)
+    return FieldChanges(tuple(new_fields), tuple(gone_fields), tuple(renamed), changed)
 
 
 def _demo_identity(demo: Mapping[str, Any], input_names: tuple[str, ...] | None) -> str:

@@ -262,11 +262,11 @@ class GitStore:
                 self.run("update-ref", "--stdin", input=script)
                 return
             except GitError as err:
-                if any(m in err.stderr for m in _LOCK_MARKERS) and "but expected" not in err.stderr:
-                    # Another writer holds a lock right now; our expectations may still hold, so try again.
-                    if attempt < lock_retries and self._olds_hold(updates):
-                        time.sleep(0.02 * (attempt + 1))
-                        continue
+                locked = any(m in err.stderr for m in _LOCK_MARKERS) and "but expected" not in err.stderr
+                # Another writer holds a lock right now; while our expectations still hold, try again.
+                if locked and attempt < lock_retries and self._olds_hold(updates):
+                    time.sleep(0.02 * (attempt + 1))
+                    continue
                 if any(m in err.stderr for m in _CONFLICT_MARKERS + _LOCK_MARKERS):
                     raise ConflictError(_conflict_message(err.stderr)) from None
                 raise

@@ -68,7 +68,9 @@ class Manifest:
             data = tomlkit.parse(text).unwrap()
             version = data.get("schema_version")
             if version != SCHEMA_VERSION:
-                raise BadManifest(f"{where}: unsupported schema_version {version!r} (this dspyreg reads {SCHEMA_VERSION})")
+                raise BadManifest(
+                    f"{where}: unsupported schema_version {version!r} (this dspyreg reads {SCHEMA_VERSION})"
+                )
             program = data["program"]
             opt = dict(data.get("optimization", {}))
             metrics = opt.pop("metrics", {})

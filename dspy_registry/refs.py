@@ -50,19 +50,24 @@ def check_environment(name: str) -> str:
     return name
 
 
-def version_key(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...], str]:
+VersionKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...], str]
+
+
+def version_key(version: str) -> VersionKey:
     """Semantic-version order; a prerelease sorts before its release; ties broken by the text itself."""
     m = VERSION_RE.fullmatch(version)
     if m is None:
         raise _invalid(f"invalid version {version!r}")
     pre = m.group("pre")
-    pre_key = tuple((0, int(p)) if p.isdigit() else (1, p) for p in pre.split(".")) if pre else ()
+    pre_key: tuple[tuple[int, int | str], ...] = (
+        tuple((0, int(p)) if p.isdigit() else (1, p) for p in pre.split(".")) if pre else ()
+    )
     return (
         int(m.group("major")),
         int(m.group("minor") or 0),
         int(m.group("patch") or 0),
         0 if pre else 1,
-        pre_key,  # type: ignore[return-value]
+        pre_key,
         version,
     )
 

@@ -27,7 +27,6 @@ from .errors import (
 )
 from .gitstore import GitStore, RefUpdate, TreeEntry, utc_now
 from .manifest import Manifest, RegistryConfig
-from .state import canonical_json
 from .refs import (
     JOURNAL_REF,
     MAIN_REF,
@@ -46,6 +45,7 @@ from .refs import (
     tag_ref,
     version_key,
 )
+from .state import canonical_json
 
 if TYPE_CHECKING:
     import dspy
@@ -106,15 +106,20 @@ class VersionDetail:
         manifest = {
             "schema_version": m.schema_version,
             "program": vars(m.program),
-            "optimization": {**{k: v for k, v in vars(m.optimization).items() if k != "metrics"},
-                             "metrics": dict(m.optimization.metrics)},
+            "optimization": {
+                **{k: v for k, v in vars(m.optimization).items() if k != "metrics"},
+                "metrics": dict(m.optimization.metrics),
+            },
             "runtime": dict(m.runtime),
             "lm": dict(m.lm),
             "files": dict(m.files),
         }
         base = self.info.to_json()
-        return {**{k: base[k] for k in ("name", "version", "commit", "created", "environments")},
-                "manifest": manifest, "predictors": dict(self.predictors)}
+        return {
+            **{k: base[k] for k in ("name", "version", "commit", "created", "environments")},
+            "manifest": manifest,
+            "predictors": dict(self.predictors),
+        }
 
 
 @dataclass(frozen=True)
@@ -176,8 +181,10 @@ class Registry:
         store = GitStore.open(Path(where))
         if store.read_blob(MAIN_REF, "registry.toml") is None:
             store.close()
-            raise NotARegistry(f"{where} is a git repository but not a dspyreg registry (no registry.toml on main): "
-                               f"create one with `dspyreg init`")
+            raise NotARegistry(
+                f"{where} is a git repository but not a dspyreg registry (no registry.toml on main): "
+                f"create one with `dspyreg init`"
+            )
         return cls(store, where)
 
     @classmethod
@@ -195,8 +202,9 @@ class Registry:
                 raise NotARegistry(f"{path} already has a main branch (is it a registry already?): choose a new folder")
         else:
             store = GitStore.init(path, bare=bare)
-        files = {str(p.relative_to(template_dir())): p.read_bytes()
-                 for p in sorted(template_dir().rglob("*")) if p.is_file()}
+        files = {
+            str(p.relative_to(template_dir())): p.read_bytes() for p in sorted(template_dir().rglob("*")) if p.is_file()
+        }
         blobs = store.write_blobs(files)
         tree = store.write_tree(None, {p: TreeEntry("100644", "blob", sha) for p, sha in blobs.items()})
         who, now = store.identity(), utc_now()
@@ -227,7 +235,9 @@ class Registry:
 
     # -- names -------------------------------------------------------------------------------------------------------
     def programs(self) -> list[str]:
-        return sorted(n for n, e in self.store.list_tree(MAIN_REF).items() if e.type == "tree" and PROGRAM_RE.fullmatch(n))
+        return sorted(
+            n for n, e in self.store.list_tree(MAIN_REF).items() if e.type == "tree" and PROGRAM_RE.fullmatch(n)
+        )
 
     def _program(self, program: str | None) -> str:
         if program is not None:
@@ -237,7 +247,9 @@ class Registry:
             return programs[0]
         if not programs:
             raise UnknownRef(f"registry {self.location} holds no program yet: publish one first")
-        raise InvalidName(f"registry holds several programs ({', '.join(programs)}): say which with --name or program/ref")
+        raise InvalidName(
+            f"registry holds several programs ({', '.join(programs)}): say which with --name or program/ref"
+        )
 
     def _check_env(self, env: str, *, allow_rollback: bool = False) -> str:
         check_environment(env)
@@ -420,13 +432,19 @@ class Registry:
             raise InvalidName(f"trainset size {trainset_size} is negative")
         who, now = self.store.identity(), utc_now()
         created = now.isoformat().replace("+00:00", "Z")
-        meta = PublishMeta(name, version, created, f"{who.name} <{who.email}>", optimizer, trainset_size, dev_score,
-                           notes, lm, metrics)
+        meta = PublishMeta(
+            name, version, created, f"{who.name} <{who.email}>", optimizer, trainset_size, dev_score, notes, lm, metrics
+        )
         bundle = build_bundle(source, state, meta)
         blobs = self.store.write_blobs(bundle.files)
         subtree = self.store.write_tree(None, {p: TreeEntry("100644", "blob", s) for p, s in blobs.items()})
-        payload = {"created": created, "dev_score": dev_score, "optimizer": optimizer,
-                   "trainset_size": trainset_size, "notes": notes}
+        payload = {
+            "created": created,
+            "dev_score": dev_score,
+            "optimizer": optimizer,
+            "trainset_size": trainset_size,
+            "notes": notes,
+        }
         message = f"Publish {name} {version}\n\n" + (f"{notes}\n\n" if notes else "") + _payload_line(payload)
         tag_name = tag_ref(name, version)
         for _attempt in range(PUBLISH_RETRIES):
@@ -439,11 +457,15 @@ class Registry:
                 self.store.transaction([RefUpdate(MAIN_REF, commit, parent), RefUpdate(tag_name, tag, ZERO_SHA)])
             except ConflictError:
                 if self.store.ref_value(tag_name) is not None:
-                    raise ConflictError(f"another writer published {name} {version} first; nothing was changed") from None
+                    raise ConflictError(
+                        f"another writer published {name} {version} first; nothing was changed"
+                    ) from None
                 continue  # main moved (another publish): rebuild on the new tip
             return PublishResult(name, version, commit, tuple(sorted(bundle.files)), bundle.warnings)
-        raise ConflictError(f"main kept moving while publishing {name} {version} ({PUBLISH_RETRIES} tries); "
-                            "nothing was changed: re-run the command")
+        raise ConflictError(
+            f"main kept moving while publishing {name} {version} ({PUBLISH_RETRIES} tries); "
+            "nothing was changed: re-run the command"
+        )
 
     def check_new_version(self, name: str, version: str) -> str:
         """The normalized version, if `name` may publish it; raises otherwise."""
@@ -453,7 +475,9 @@ class Registry:
             raise DuplicateVersion(f"{name} {version} is already published; versions are immutable: use a new version")
         for (existing,) in self.store.for_each_ref(["%(refname:lstrip=3)"], f"refs/tags/{name}/"):
             if is_version(existing) and same_release(existing, version):
-                raise DuplicateVersion(f"{name} {existing} is already published and names the same release as {version}")
+                raise DuplicateVersion(
+                    f"{name} {existing} is already published and names the same release as {version}"
+                )
         return version
 
     def promote(self, source: str, to: str | None = None, *, name: str | None = None, reason: str = "") -> MoveResult:
@@ -469,7 +493,9 @@ class Registry:
         elif to is None:
             to = envs[0]
         if to == ROLLBACK_ENV:
-            raise InvalidName("the rollback environment is managed by dspyreg: promote to prod, or use `dspyreg rollback`")
+            raise InvalidName(
+                "the rollback environment is managed by dspyreg: promote to prod, or use `dspyreg rollback`"
+            )
         target_env = self._check_env(to)
         resolved = self.resolve(str(RefSpec(program, spec.version, spec.environment, spec.sha)))
         return self._move(program, target_env, resolved.version, "promote", reason)
@@ -497,16 +523,29 @@ class Registry:
         who, now = self.store.identity(), utc_now()
         actor, when = f"{who.name} <{who.email}>", now.isoformat().replace("+00:00", "Z")
         entries = [JournalEntry(program, env, current.version, version, action, actor, when, reason)]
-        tags = [(env, target, entries[0])]
+        tags: list[tuple[str, str | None, JournalEntry]] = [(env, target, entries[0])]
         if env == self.production:
             rollback = self._env_state(program, ROLLBACK_ENV, with_history=False)
             new_rollback = history[-1] if history else None
             if new_rollback != rollback.version:
-                entry = JournalEntry(program, ROLLBACK_ENV, rollback.version, new_rollback, "managed", actor, when,
-                                     f"previous {env} version")
+                entry = JournalEntry(
+                    program,
+                    ROLLBACK_ENV,
+                    rollback.version,
+                    new_rollback,
+                    "managed",
+                    actor,
+                    when,
+                    f"previous {env} version",
+                )
                 entries.append(entry)
-                tags.append((ROLLBACK_ENV, self.store.peel_to_commit(tag_ref(program, new_rollback))
-                             if new_rollback else None, entry))
+                tags.append(
+                    (
+                        ROLLBACK_ENV,
+                        self.store.peel_to_commit(tag_ref(program, new_rollback)) if new_rollback else None,
+                        entry,
+                    )
+                )
         updates = []
         for tag_env, commit, entry in tags:
             old = self._env_state(program, tag_env, with_history=False).raw
@@ -514,7 +553,9 @@ class Registry:
                 updates.append(RefUpdate(tag_ref(program, tag_env), ZERO_SHA, old))
                 continue
             message = f"{entry.action} {program}/{tag_env}: {entry.from_version or '-'} -> {entry.to_version}\n\n"
-            tag = self.store.write_tag(commit, f"{program}/{tag_env}", message + _payload_line(entry.to_json()), who, now)
+            tag = self.store.write_tag(
+                commit, f"{program}/{tag_env}", message + _payload_line(entry.to_json()), who, now
+            )
             updates.append(RefUpdate(tag_ref(program, tag_env), tag, old))
         journal_old = self.store.ref_value(JOURNAL_REF)
         blob = self.store.write_blobs({"h": canonical_json({"version": version, "history": list(history)})})["h"]
@@ -547,7 +588,7 @@ class Registry:
         root.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".tmp-"))
         for path in self.store.list_files(resolved.commit, prefix):
-            dest = tmp / path[len(prefix):]
+            dest = tmp / path[len(prefix) :]
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(self.store.read_blob(resolved.commit, path) or b"")
         try:
@@ -577,7 +618,7 @@ def cache_dir() -> Path:
 
 def is_state_path(ref: str) -> bool:
     """A `diff` side that names a saved state file rather than a registry ref."""
-    return ref.endswith((".json", ".pkl", ".pickle")) or os.sep in ref and Path(ref).exists() or Path(ref).is_file()
+    return ref.endswith((".json", ".pkl", ".pickle")) or (os.sep in ref and Path(ref).exists()) or Path(ref).is_file()
 
 
 def state_view(path: Path, program_spec: str | None = None) -> ProgramView:
@@ -640,4 +681,3 @@ def _journal_entries(message: str) -> list[JournalEntry]:
             except (json.JSONDecodeError, TypeError):
                 continue
     return entries
-

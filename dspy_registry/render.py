@@ -39,8 +39,14 @@ def versions_table(versions: Sequence[VersionInfo]) -> Table | Text:
         table.add_column(column, no_wrap=column not in ("optimizer", "notes"), overflow="fold")
     for v in versions:
         table.add_row(
-            v.name, Text(v.version, style="bold"), _envs(v.environments), _score(v.dev_score), v.optimizer or "-",
-            v.created[:16].replace("T", " "), v.commit[:7], escape(_short(v.notes, 60)),
+            v.name,
+            Text(v.version, style="bold"),
+            _envs(v.environments),
+            _score(v.dev_score),
+            v.optimizer or "-",
+            v.created[:16].replace("T", " "),
+            v.commit[:7],
+            escape(_short(v.notes, 60)),
         )
     return table
 
@@ -74,8 +80,12 @@ def detail_view(d: VersionDetail) -> Group:
     for name, p in d.predictors.items():
         boot = sum(1 for demo in p.get("demos", []) if demo.get("augmented"))
         count = len(p.get("demos", []))
-        preds.add_row(name, escape(p.get("signature", "")), f"{count} ({boot} bootstrapped)",
-                      escape(_short(p.get("instructions", ""), 160)))
+        preds.add_row(
+            name,
+            escape(p.get("signature", "")),
+            f"{count} ({boot} bootstrapped)",
+            escape(_short(p.get("instructions", ""), 160)),
+        )
     return Group(head, Text(), preds)
 
 
@@ -86,9 +96,16 @@ def log_table(entries: Sequence[JournalEntry]) -> Table | Text:
     for column in ("time", "program", "env", "action", "from", "to", "actor", "reason"):
         table.add_column(column, no_wrap=column not in ("actor", "reason"), overflow="fold")
     for e in entries:
-        table.add_row(e.time[:19].replace("T", " "), e.program, Text(e.env, style=ENV_STYLE.get(e.env, "cyan")),
-                      e.action, e.from_version or "-", e.to_version or "-", escape(e.actor.split(" <")[0]),
-                      escape(e.reason))
+        table.add_row(
+            e.time[:19].replace("T", " "),
+            e.program,
+            Text(e.env, style=ENV_STYLE.get(e.env, "cyan")),
+            e.action,
+            e.from_version or "-",
+            e.to_version or "-",
+            escape(e.actor.split(" <")[0]),
+            escape(e.reason),
+        )
     return table
 
 
@@ -188,8 +205,10 @@ def _demos_table(d: DemoChanges) -> Group:
     for demo in d.added:
         table.add_row(Text("+", style="green"), Text(_demo_line(demo, 240, names), style="green"))
     for c in d.changed:
-        table.add_row(Text("~", style="yellow"),
-                      Text(f"{_demo_line(c.before, 120, names)}  =>  {_demo_line(c.after, 120, names)}"))
+        table.add_row(
+            Text("~", style="yellow"),
+            Text(f"{_demo_line(c.before, 120, names)}  =>  {_demo_line(c.after, 120, names)}"),
+        )
     return Group(counts, table)
 
 
@@ -275,8 +294,10 @@ def diff_markdown(diff: Diff) -> str:
             lines += [f"**LM**: `{json.dumps(d.lm.before)}` → `{json.dumps(d.lm.after)}`", ""]
     if diff.metadata:
         lines += ["#### Metadata", "", "| key | before | after |", "| --- | --- | --- |"]
-        lines += [f"| {k} | {_md_escape(_value(c.before))} | {_md_escape(_value(c.after))} |"
-                  for k, c in diff.metadata.items()]
+        lines += [
+            f"| {k} | {_md_escape(_value(c.before))} | {_md_escape(_value(c.after))} |"
+            for k, c in diff.metadata.items()
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -286,8 +307,10 @@ def _md_fields(f: FieldChanges) -> list[str]:
     lines += [f"- ➕ {f_.role} `{_md_escape(_field_desc(f_))}`" for f_ in f.added]
     lines += [f"- ➖ {f_.role} `{_md_escape(_field_desc(f_))}`" for f_ in f.removed]
     lines += [f"- renamed `{c.before}` → `{c.after}`" for c in f.renamed]
-    lines += [f"- `{label}`: {_md_escape(_field_desc(c.before))} → {_md_escape(_field_desc(c.after))}"
-              for label, c in f.changed]
+    lines += [
+        f"- `{label}`: {_md_escape(_field_desc(c.before))} → {_md_escape(_field_desc(c.after))}"
+        for label, c in f.changed
+    ]
     return [*lines, ""]
 
 
@@ -304,8 +327,9 @@ def _md_demos(d: DemoChanges) -> list[str]:
         names = d.input_names
         lines += [f"| ➖ | {_md_escape(_demo_line(x, 200, names))} |" for x in d.removed]
         lines += [f"| ➕ | {_md_escape(_demo_line(x, 200, names))} |" for x in d.added]
-        lines += [f"| ✏️ | {_md_escape(_demo_line(c.before, 100, names))} ⇒ {_md_escape(_demo_line(c.after, 100, names))} |"
-                  for c in d.changed]
+        lines += [
+            f"| ✏️ | {_md_escape(_demo_line(c.before, 100, names))} ⇒ {_md_escape(_demo_line(c.after, 100, names))} |"
+            for c in d.changed
+        ]
         lines.append("")
     return lines
-

@@ -14,12 +14,30 @@ from .errors import BadState
 METADATA_KEY = "metadata"
 PREDICTOR_KEYS = frozenset({"demos", "signature", "lm", "traces", "train", "fields"})
 LEGACY_PREDICTOR_KEYS = frozenset(
-    {"extended_signature", "signature_instructions", "signature_prefix", "extended_signature_instructions",
-     "extended_signature_prefix"}
+    {
+        "extended_signature",
+        "signature_instructions",
+        "signature_prefix",
+        "extended_signature_instructions",
+        "extended_signature_prefix",
+    }
 )
 SECRET_KEYS = frozenset(
-    {"api_key", "api_base", "base_url", "api_secret", "secret", "token", "access_token", "password", "headers",
-     "extra_headers", "authorization", "organization", "model_list"}
+    {
+        "api_key",
+        "api_base",
+        "base_url",
+        "api_secret",
+        "secret",
+        "token",
+        "access_token",
+        "password",
+        "headers",
+        "extra_headers",
+        "authorization",
+        "organization",
+        "model_list",
+    }
 )
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".pk", ".cloudpickle", ".dill")
 
@@ -35,17 +53,23 @@ def read_state_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise BadState(f"{path} does not exist")
     if path.suffix.lower() in _PICKLE_SUFFIXES:
-        raise BadState(f"{path} is a pickle file: dspyreg never loads pickle; save the state with program.save('x.json')")
+        raise BadState(
+            f"{path} is a pickle file: dspyreg never loads pickle; save the state with program.save('x.json')"
+        )
     return parse_state(path.read_bytes(), str(path))
 
 
 def parse_state(data: bytes, source: str) -> dict[str, Any]:
     if data[:1] == b"\x80" or data[:2] in (b"(d", b"(l", b"}q", b"]q"):
-        raise BadState(f"{source} holds pickle bytes: dspyreg never loads pickle; save the state with program.save('x.json')")
+        raise BadState(
+            f"{source} holds pickle bytes: dspyreg never loads pickle; save the state with program.save('x.json')"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise BadState(f"{source} is not UTF-8 text (byte {err.start}): expected the JSON that program.save() writes") from None
+        raise BadState(
+            f"{source} is not UTF-8 text (byte {err.start}): expected the JSON that program.save() writes"
+        ) from None
     try:
         state = json.loads(text)
     except json.JSONDecodeError as err:
@@ -69,7 +93,9 @@ def strip_secrets(state: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             lm = dict(entry["lm"])
             for key in sorted(lm.keys() & SECRET_KEYS):
                 del lm[key]
-                warnings.append(f"removed {key!r} from the LM state of {name!r}: secrets and endpoints are never stored")
+                warnings.append(
+                    f"removed {key!r} from the LM state of {name!r}: secrets and endpoints are never stored"
+                )
             entry = {**entry, "lm": lm}
         clean[name] = entry
     return clean, warnings

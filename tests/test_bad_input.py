@@ -34,8 +34,18 @@ def assert_refused(result: Any, registry: Path | None, before: str | None, match
 
 @pytest.fixture
 def with_v1(registry_path: Path, states: dict[str, Path]) -> Path:
-    result = run("publish", EXAMPLE_SPEC, "--state", str(states["v1.0"]), "--name", "qa", "--version", "v1.0",
-                 "--registry", str(registry_path))
+    result = run(
+        "publish",
+        EXAMPLE_SPEC,
+        "--state",
+        str(states["v1.0"]),
+        "--name",
+        "qa",
+        "--version",
+        "v1.0",
+        "--registry",
+        str(registry_path),
+    )
     assert result.exit_code == 0, result.output
     return registry_path
 
@@ -105,8 +115,18 @@ BAD_STATES: dict[str, tuple[Callable[[Path, dict[str, Path]], Path], str]] = {
 def test_bad_states_are_refused(case: str, registry_path: Path, states: dict[str, Path], tmp_path: Path) -> None:
     make, match = BAD_STATES[case]
     before = ref_snapshot(registry_path)
-    result = run("publish", EXAMPLE_SPEC, "--state", str(make(tmp_path, states)), "--name", "qa", "--version", "v1.0",
-                 "--registry", str(registry_path))
+    result = run(
+        "publish",
+        EXAMPLE_SPEC,
+        "--state",
+        str(make(tmp_path, states)),
+        "--name",
+        "qa",
+        "--version",
+        "v1.0",
+        "--registry",
+        str(registry_path),
+    )
     assert_refused(result, registry_path, before, match)
 
 
@@ -114,8 +134,18 @@ def test_lm_secrets_are_stripped_with_a_warning(registry_path: Path, states: dic
     state = _state(states)
     state["check"]["lm"] = {"model": "openai/gpt-4o-mini", "api_key": "sk-live-123", "api_base": "https://internal"}
     path = _write(tmp_path, "s.json", json.dumps(state).encode())
-    result = run("publish", EXAMPLE_SPEC, "--state", str(path), "--name", "qa", "--version", "v1.0",
-                 "--registry", str(registry_path))
+    result = run(
+        "publish",
+        EXAMPLE_SPEC,
+        "--state",
+        str(path),
+        "--name",
+        "qa",
+        "--version",
+        "v1.0",
+        "--registry",
+        str(registry_path),
+    )
     assert result.exit_code == 0, result.output
     assert "warning: removed 'api_base'" in result.stderr and "warning: removed 'api_key'" in result.stderr
     assert b"sk-live-123" not in git(registry_path, "show", "qa/v1.0:qa/program.json").encode()
@@ -132,7 +162,10 @@ BAD_SPECS: dict[str, tuple[Callable[[Path], str], str]] = {
     "missing file": (lambda t: f"{t}/nope.py:Prog", "does not exist"),
     "missing module": (lambda t: "no_such_module_xyz:Prog", "does not import: ModuleNotFoundError"),
     "syntax error": (lambda t: _spec_file(t, "def broken(:\n"), "does not import: SyntaxError"),
-    "raises on import": (lambda t: _spec_file(t, "raise RuntimeError('boom')\n"), "does not import: RuntimeError: boom"),
+    "raises on import": (
+        lambda t: _spec_file(t, "raise RuntimeError('boom')\n"),
+        "does not import: RuntimeError: boom",
+    ),
     "missing attribute": (lambda t: _spec_file(t, "x = 1\n"), "'Prog' is not defined"),
     "not a module": (lambda t: _spec_file(t, "class Prog:\n    pass\n"), "not a dspy.Module"),
     "not callable": (lambda t: _spec_file(t, "Prog = 3\n"), "not a dspy.Module subclass or factory"),
@@ -143,32 +176,73 @@ BAD_SPECS: dict[str, tuple[Callable[[Path], str], str]] = {
 def test_bad_program_specs_are_refused(case: str, registry_path: Path, states: dict[str, Path], tmp_path: Path) -> None:
     make, match = BAD_SPECS[case]
     before = ref_snapshot(registry_path)
-    result = run("publish", make(tmp_path), "--state", str(states["v1.0"]), "--name", "qa", "--version", "v1.0",
-                 "--registry", str(registry_path))
+    result = run(
+        "publish",
+        make(tmp_path),
+        "--state",
+        str(states["v1.0"]),
+        "--name",
+        "qa",
+        "--version",
+        "v1.0",
+        "--registry",
+        str(registry_path),
+    )
     assert_refused(result, registry_path, before, match)
 
 
 @pytest.mark.parametrize("name", ["../x", "a/../b", "Q A", "qa@{", "qa~1", "qa^", "qa:x", "qa?", "qa*", "qa[", "qa\\"])
 def test_invalid_program_names(name: str, registry_path: Path, states: dict[str, Path]) -> None:
     before = ref_snapshot(registry_path)
-    result = run("publish", EXAMPLE_SPEC, "--state", str(states["v1.0"]), "--name", name, "--version", "v1.0",
-                 "--registry", str(registry_path))
+    result = run(
+        "publish",
+        EXAMPLE_SPEC,
+        "--state",
+        str(states["v1.0"]),
+        "--name",
+        name,
+        "--version",
+        "v1.0",
+        "--registry",
+        str(registry_path),
+    )
     assert_refused(result, registry_path, before, "invalid program name")
 
 
-@pytest.mark.parametrize("version", ["../x", "a/../b", "v1..2", "prod", "v1 .0", "v1@{0}", "v1~", "v1^", "v1:", "v1?",
-                                     "v1*", "v1[", "v1\\"])
+@pytest.mark.parametrize(
+    "version", ["../x", "a/../b", "v1..2", "prod", "v1 .0", "v1@{0}", "v1~", "v1^", "v1:", "v1?", "v1*", "v1[", "v1\\"]
+)
 def test_invalid_versions(version: str, registry_path: Path, states: dict[str, Path]) -> None:
     before = ref_snapshot(registry_path)
-    result = run("publish", EXAMPLE_SPEC, "--state", str(states["v1.0"]), "--name", "qa", "--version", version,
-                 "--registry", str(registry_path))
+    result = run(
+        "publish",
+        EXAMPLE_SPEC,
+        "--state",
+        str(states["v1.0"]),
+        "--name",
+        "qa",
+        "--version",
+        version,
+        "--registry",
+        str(registry_path),
+    )
     assert_refused(result, registry_path, before, "invalid version")
 
 
 def test_duplicate_version(with_v1: Path, states: dict[str, Path]) -> None:
     before = ref_snapshot(with_v1)
-    result = run("publish", EXAMPLE_SPEC, "--state", str(states["v1.1"]), "--name", "qa", "--version", "1.0",
-                 "--registry", str(with_v1))
+    result = run(
+        "publish",
+        EXAMPLE_SPEC,
+        "--state",
+        str(states["v1.1"]),
+        "--name",
+        "qa",
+        "--version",
+        "1.0",
+        "--registry",
+        str(with_v1),
+    )
     assert_refused(result, with_v1, before, "qa v1.0 is already published")
 
 
@@ -195,8 +269,9 @@ def test_unknown_refs_and_environments(args: list[str], match: str, with_v1: Pat
     assert_refused(run(*args, "--registry", str(with_v1)), with_v1, before, match)
 
 
-@pytest.mark.parametrize("command", [["list"], ["show", "prod"], ["log"], ["promote", "v1.0"], ["rollback"],
-                                     ["diff", "v1.0", "v1.1"]])
+@pytest.mark.parametrize(
+    "command", [["list"], ["show", "prod"], ["log"], ["promote", "v1.0"], ["rollback"], ["diff", "v1.0", "v1.1"]]
+)
 def test_registry_paths_that_are_not_registries(command: list[str], tmp_path: Path) -> None:
     assert_refused(run(*command, "--registry", str(tmp_path / "missing")), None, None, "does not exist")
     (tmp_path / "plain").mkdir(exist_ok=True)

@@ -29,15 +29,44 @@ def reg(tmp_path: Path, states: dict[str, Path], monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("DSPYREG_REGISTRY", str(path))  # every command below finds the registry through it
     assert "Initialized dspyreg registry" in ok("init")
     for version, state in (("v1.0", states["v1.0"]), ("1.1", states["v1.1"])):
-        ok("publish", EXAMPLE_SPEC, "--state", str(state), "--name", "qa", "--version", version,
-           "--optimizer", "BootstrapFewShot", "--dev-score", "0.5", "--trainset-size", "8", "--notes", "n")
+        ok(
+            "publish",
+            EXAMPLE_SPEC,
+            "--state",
+            str(state),
+            "--name",
+            "qa",
+            "--version",
+            version,
+            "--optimizer",
+            "BootstrapFewShot",
+            "--dev-score",
+            "0.5",
+            "--trainset-size",
+            "8",
+            "--notes",
+            "n",
+        )
     return path
 
 
 def test_publish_json(tmp_path: Path, states: dict[str, Path]) -> None:
     ok("init", str(tmp_path / "r"))
-    out = ok("publish", EXAMPLE_SPEC, "--state", str(states["v1.0"]), "--name", "qa", "--version", "v1.0",
-             "--registry", str(tmp_path / "r"), "--json", "--lm", "openai/gpt-4o-mini")
+    out = ok(
+        "publish",
+        EXAMPLE_SPEC,
+        "--state",
+        str(states["v1.0"]),
+        "--name",
+        "qa",
+        "--version",
+        "v1.0",
+        "--registry",
+        str(tmp_path / "r"),
+        "--json",
+        "--lm",
+        "openai/gpt-4o-mini",
+    )
     data = json.loads(out)
     assert data["version"] == "v1.0" and len(data["commit"]) == 40 and "manifest.toml" in data["files"]
     assert git(tmp_path / "r", "rev-parse", "qa/v1.0^{commit}").strip() == data["commit"]
@@ -55,7 +84,10 @@ def test_list_show_log_json_shapes(reg: Path) -> None:
     assert shown["version"] == "v1.0" and shown["manifest"]["optimization"]["trainset_size"] == 8
     assert set(shown["predictors"]) == {"generate_query", "answer.predict", "check"}
     log = json.loads(ok("log", "--json"))
-    assert [(e["env"], e["to_version"], e["reason"]) for e in log] == [("prod", "v1.0", "first"), ("staging", "v1.1", "")]
+    assert [(e["env"], e["to_version"], e["reason"]) for e in log] == [
+        ("prod", "v1.0", "first"),
+        ("staging", "v1.1", ""),
+    ]
     assert set(log[0]) >= {"program", "env", "from_version", "to_version", "action", "actor", "time", "reason"}
     assert json.loads(ok("log", "qa", "--env", "staging", "--json"))[0]["to_version"] == "v1.1"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -31,8 +32,12 @@ main()
 def _race(commands: list[list[str]], registry: Path, delay: float = 4.0) -> list[subprocess.CompletedProcess[str]]:
     start = time.time() + delay
     procs = [
-        subprocess.Popen([sys.executable, "-c", RACER, str(start), *cmd, "--registry", str(registry)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(start), *cmd, "--registry", str(registry)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for cmd in commands
     ]
     results = []
@@ -68,7 +73,7 @@ def test_concurrent_promotes_and_publishes(published: Registry, states: dict[str
         # The initial promote plus one entry per process that moved prod: no entry lost, none invented.
         assert len(prod_moves) == 1 + moved
         # Each entry starts where the previous one ended, and the tags agree with the journal.
-        for before, after in zip(prod_moves, prod_moves[1:]):
+        for before, after in itertools.pairwise(prod_moves):
             assert after.from_version == before.to_version
         assert reg.resolve("prod").version == prod_moves[-1].to_version
         rollback = [e for e in reg.log(env="rollback")]
@@ -130,6 +135,8 @@ def test_store_transactions_are_all_or_nothing_under_a_stale_expectation(registr
     assert main and journal
     before = ref_snapshot(registry_path)
     with pytest.raises(ConflictError):
-        store.transaction([RefUpdate("refs/heads/main", journal, main), RefUpdate("refs/heads/dspyreg/journal", main, main)])
+        store.transaction(
+            [RefUpdate("refs/heads/main", journal, main), RefUpdate("refs/heads/dspyreg/journal", main, main)]
+        )
     assert ref_snapshot(registry_path) == before
     store.close()

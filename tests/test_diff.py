@@ -20,9 +20,16 @@ runner = CliRunner()
 LEGACY_A: dict[str, Any] = {
     "retrieve": {"k": 3},
     "generate_query[0]": {
-        "traces": [], "train": [],
+        "traces": [],
+        "train": [],
         "demos": [
-            {"question": "Who wrote Hamlet?", "query": "hamlet author", "augmented": True, "dspy_uuid": "u1", "dspy_split": "train"},
+            {
+                "question": "Who wrote Hamlet?",
+                "query": "hamlet author",
+                "augmented": True,
+                "dspy_uuid": "u1",
+                "dspy_split": "train",
+            },
             {"question": "What is DSPy?", "query": "dspy"},
         ],
         "signature_instructions": "Write a search query.",
@@ -32,10 +39,17 @@ LEGACY_A: dict[str, Any] = {
 LEGACY_B: dict[str, Any] = {
     "retrieve": {"k": 5},
     "generate_query[0]": {
-        "traces": [], "train": [],
+        "traces": [],
+        "train": [],
         "demos": [
             {"question": "What is DSPy?", "query": "dspy framework"},
-            {"question": "Who wrote Hamlet?", "query": "hamlet author", "augmented": True, "dspy_uuid": "u9", "dspy_split": "dev"},
+            {
+                "question": "Who wrote Hamlet?",
+                "query": "hamlet author",
+                "augmented": True,
+                "dspy_uuid": "u9",
+                "dspy_split": "dev",
+            },
             {"question": "What is git?", "query": "git vcs", "augmented": True},
         ],
         "signature_instructions": "Write a short search query for a search engine.",
@@ -137,8 +151,9 @@ def test_registry_diff_text_and_markdown(published: Registry) -> None:
 
 
 def test_diff_between_a_ref_and_a_file(published: Registry, states: dict[str, Path]) -> None:
-    result = runner.invoke(app, ["diff", "v1.0", str(states["v1.1"]), "--format", "json",
-                                 "--registry", published.location])
+    result = runner.invoke(
+        app, ["diff", "v1.0", str(states["v1.1"]), "--format", "json", "--registry", published.location]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["predictors"]["changed"]["generate_query"]["instructions"]["after"].startswith("Rewrite")

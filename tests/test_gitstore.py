@@ -48,9 +48,7 @@ def test_a_failed_transaction_moves_no_ref(store: GitStore) -> None:
     tag = store.write_tag(two, "qa/v1", "msg", store.identity(), utc_now())
     # The second update expects a wrong old value: neither ref may move.
     with pytest.raises(ConflictError, match="another writer"):
-        store.transaction(
-            [RefUpdate("refs/tags/qa/v1", tag, ZERO_SHA), RefUpdate("refs/heads/main", two, two)]
-        )
+        store.transaction([RefUpdate("refs/tags/qa/v1", tag, ZERO_SHA), RefUpdate("refs/heads/main", two, two)])
     assert git(store.git_dir, "for-each-ref") == before
     assert store.ref_value("refs/tags/qa/v1") is None
 

@@ -16,13 +16,32 @@ from dspy_registry.refs import (
 )
 
 
-@pytest.mark.parametrize("text,expected", [("1.0", "v1.0"), ("v1.1", "v1.1"), ("v2.0.1-rc1", "v2.0.1-rc1"), ("3", "v3")])
+@pytest.mark.parametrize(
+    "text,expected", [("1.0", "v1.0"), ("v1.1", "v1.1"), ("v2.0.1-rc1", "v2.0.1-rc1"), ("3", "v3")]
+)
 def test_versions_are_normalized(text: str, expected: str) -> None:
     assert normalize_version(text) == expected
 
 
 @pytest.mark.parametrize(
-    "bad", ["../x", "a/../b", "v1..2", "prod", "v1 .0", "v1@{0}", "v1~1", "v1^", "v1:2", "v1?", "v1*", "v1[", "v1\\", "", "v01.0"]
+    "bad",
+    [
+        "../x",
+        "a/../b",
+        "v1..2",
+        "prod",
+        "v1 .0",
+        "v1@{0}",
+        "v1~1",
+        "v1^",
+        "v1:2",
+        "v1?",
+        "v1*",
+        "v1[",
+        "v1\\",
+        "",
+        "v01.0",
+    ],
 )
 def test_bad_versions_are_refused(bad: str) -> None:
     with pytest.raises(InvalidName, match="invalid version"):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import dspy
 import pytest
+import tomlkit
 from dspy.utils import DummyLM
 
 import dspy_registry
@@ -21,9 +21,11 @@ from .conftest import EXAMPLE_SPEC, git, publish_example, ref_snapshot
 def test_init_makes_main_and_journal(registry_path: Path) -> None:
     assert git(registry_path, "rev-parse", "--is-bare-repository").strip() == "true"
     assert set(git(registry_path, "ls-tree", "--name-only", "main").split()) == {
-        ".gitattributes", "README.md", "registry.toml"
+        ".gitattributes",
+        "README.md",
+        "registry.toml",
     }
-    config = tomllib.loads(git(registry_path, "show", "main:registry.toml"))
+    config = tomlkit.parse(git(registry_path, "show", "main:registry.toml"))
     assert config["schema_version"] == 1 and config["environments"]["order"] == ["staging", "prod"]
     assert git(registry_path, "rev-parse", "--verify", "refs/heads/dspyreg/journal")
 
@@ -46,8 +48,13 @@ def test_open_refuses_a_git_repository_that_is_not_a_registry(tmp_path: Path) ->
 def test_publish_writes_the_bundle_in_one_commit(published: Registry, registry_path: Path) -> None:
     files = set(git(registry_path, "ls-tree", "-r", "--name-only", "qa/v1.1").split())
     assert {
-        "qa/manifest.toml", "qa/program.json", "qa/prompts.json", "qa/code/qa_program.py",
-        "qa/prompts/generate_query.md", "qa/prompts/answer.predict.md", "qa/prompts/check.md",
+        "qa/manifest.toml",
+        "qa/program.json",
+        "qa/prompts.json",
+        "qa/code/qa_program.py",
+        "qa/prompts/generate_query.md",
+        "qa/prompts/answer.predict.md",
+        "qa/prompts/check.md",
     } <= files
     # One commit per publish on main; the version tag is annotated, named <program>/<version>, and never moves.
     assert git(registry_path, "rev-list", "--count", "main").strip() == "3"
@@ -60,7 +67,7 @@ def test_publish_writes_the_bundle_in_one_commit(published: Registry, registry_p
 def test_manifest_and_files_agree(published: Registry, registry_path: Path, states: dict[str, Path]) -> None:
     import hashlib
 
-    manifest = tomllib.loads(git(registry_path, "show", "qa/v1.0:qa/manifest.toml"))
+    manifest = tomlkit.parse(git(registry_path, "show", "qa/v1.0:qa/manifest.toml"))
     assert manifest["program"]["name"] == "qa" and manifest["program"]["version"] == "v1.0"
     assert manifest["program"]["entrypoint"] == "qa_program:DocsQA"
     assert manifest["optimization"] == {"optimizer": "BootstrapFewShot", "trainset_size": 8, "dev_score": 0.6}
@@ -106,13 +113,15 @@ def test_promote_staging_then_rollback(published: Registry, registry_path: Path)
     published.promote("v1.1")
     moved = published.promote("staging", reason="good")
     assert [(e.env, e.from_version, e.to_version) for e in moved.entries] == [
-        ("prod", "v1.0", "v1.1"), ("rollback", None, "v1.0")
+        ("prod", "v1.0", "v1.1"),
+        ("rollback", None, "v1.0"),
     ]
     assert published.resolve("rollback").version == "v1.0"
     back = published.rollback(reason="regression")
     assert published.resolve("prod").version == "v1.0"  # prod is the previous prod
     assert [(e.env, e.action, e.to_version) for e in back.entries] == [
-        ("prod", "rollback", "v1.0"), ("rollback", "managed", None)
+        ("prod", "rollback", "v1.0"),
+        ("rollback", "managed", None),
     ]
     with pytest.raises(UnknownRef, match="not set"):
         published.resolve("rollback")
@@ -200,8 +209,15 @@ def test_python_publish_api(registry_path: Path, states: dict[str, Path]) -> Non
 
     program = import_program(EXAMPLE_SPEC).program
     program.load(str(states["v1.1"]))
-    result = dspy_registry.publish(program, name="qa", version="2.0", registry=registry_path, optimizer="GEPA",
-                                   dev_score=0.8, lm="openai/gpt-4o-mini")
+    result = dspy_registry.publish(
+        program,
+        name="qa",
+        version="2.0",
+        registry=registry_path,
+        optimizer="GEPA",
+        dev_score=0.8,
+        lm="openai/gpt-4o-mini",
+    )
     assert result.version == "v2.0"
     with Registry.open(registry_path) as reg:
         manifest = reg.show("v2.0").manifest
@@ -214,7 +230,12 @@ def test_secrets_are_stripped_with_a_warning(registry: Registry, states: dict[st
     from dspy_registry.bundle import import_program
 
     state = read_state_file(states["v1.0"])
-    state["check"]["lm"] = {"model": "openai/gpt-4o-mini", "api_key": "sk-secret", "api_base": "http://x", "temperature": 0.0}
+    state["check"]["lm"] = {
+        "model": "openai/gpt-4o-mini",
+        "api_key": "sk-secret",
+        "api_base": "http://x",
+        "temperature": 0.0,
+    }
     result = registry.publish(import_program(EXAMPLE_SPEC), state, name="qa", version="v1.0")
     assert any("api_key" in w for w in result.warnings) and any("api_base" in w for w in result.warnings)
     stored = registry.store.read_blob("refs/tags/qa/v1.0", "qa/program.json")
@@ -237,6 +258,7 @@ def test_bad_state_changes_nothing(registry: Registry, registry_path: Path, stat
     state = read_state_file(states["v1.0"])
     del state["check"]
     with pytest.raises(BadState, match="lacks check"):
-        registry.publish(__import__("dspy_registry.bundle").bundle.import_program(EXAMPLE_SPEC), state,
-                         name="qa", version="v1.0")
+        registry.publish(
+            __import__("dspy_registry.bundle").bundle.import_program(EXAMPLE_SPEC), state, name="qa", version="v1.0"
+        )
     assert ref_snapshot(registry_path) == before
