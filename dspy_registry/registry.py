@@ -272,7 +272,7 @@ class Registry:
             spec = RefSpec(program, sha=leaf)
         if spec.environment is not None:
             env = self._check_env(spec.environment, allow_rollback=True)
-            state = self._env_state(program, env, with_history=False)
+            state = self._env_state(program, env, None)
             commit = self.store.peel_to_commit(tag_ref(program, env))
             if state.version is None or commit is None:
                 raise UnknownRef(f"{program}/{env} is not set: promote a version to it first")
@@ -296,23 +296,22 @@ class Registry:
     def _json_file(self, resolved: Resolved, path: str) -> Any:
         return json.loads(self._file(resolved, path))
 
-    def _env_state(self, program: str, env: str, *, with_history: bool = True) -> _EnvState:
+    def _env_state(self, program: str, env: str, journal: str | None) -> _EnvState:
+        """The env tag as it is now; its history as the journal commit `journal` has it (none when None)."""
         tag = self.store.read(tag_ref(program, env))
         if tag is None:
             raw, version = ZERO_SHA, None
         else:
             raw, version = tag.sha, _tag_payload(tag.data).get("to_version")
-        history: tuple[str, ...] = ()
-        if with_history:
-            blob = self.store.read_blob(JOURNAL_REF, f"{program}/{env}.json")
-            history = tuple(json.loads(blob)["history"]) if blob else ()
+        blob = self.store.read_blob(journal, f"{program}/{env}.json") if journal else None
+        history = tuple(json.loads(blob)["history"]) if blob else ()
         return _EnvState(raw, version, history)
 
     def environments_of(self, program: str) -> dict[str, str]:
         """env -> version for every environment of `program` that is set (rollback included)."""
         out = {}
         for env in (*self.config.environments, ROLLBACK_ENV):
-            version = self._env_state(program, env, with_history=False).version
+            version = self._env_state(program, env, None).version
             if version is not None:
                 out[env] = version
         return out
@@ -502,70 +501,61 @@ class Registry:
 
     def rollback(self, env: str | None = None, *, name: str | None = None, reason: str = "") -> MoveResult:
         program = self._program(name)
-        env = self._check_env(env or self.production)
-        state = self._env_state(program, env)
-        if not state.history:
-            raise NothingToRollBack(f"no earlier version of {program}/{env} in the journal: nothing to roll back to")
-        return self._move(program, env, state.history[-1], "rollback", reason)
+        return self._move(program, self._check_env(env or self.production), None, "rollback", reason)
 
-    def _move(self, program: str, env: str, version: str, action: str, reason: str) -> MoveResult:
-        """Move env (and, for production, the rollback tag) and append the journal, in one transaction."""
-        target = self.store.peel_to_commit(tag_ref(program, version))
-        if target is None:
-            raise UnknownRef(f"{program} {version} is not published")
-        current = self._env_state(program, env)
-        if current.version == version:
-            return MoveResult(())
+    def _move(self, program: str, env: str, version: str | None, action: str, reason: str) -> MoveResult:
+        """Move env (and, for production, the rollback tag) and append the journal, in one transaction.
+
+        Every expected old value comes from the reads the new state was computed from (the journal first, then the
+        tags), so a writer that moved any of them meanwhile makes this transaction fail instead of being overwritten.
+        """
+        journal_old = self.store.ref_value(JOURNAL_REF)
+        current = self._env_state(program, env, journal_old)
         if action == "rollback":
-            history = current.history[:-1]
+            if not current.history:
+                raise NothingToRollBack(
+                    f"no earlier version of {program}/{env} in the journal: nothing to roll back to"
+                )
+            version, history = current.history[-1], current.history[:-1]
         else:
             history = current.history + ((current.version,) if current.version else ())
+        assert version is not None
+        if current.version == version:
+            return MoveResult(())
         who, now = self.store.identity(), utc_now()
         actor, when = f"{who.name} <{who.email}>", now.isoformat().replace("+00:00", "Z")
-        entries = [JournalEntry(program, env, current.version, version, action, actor, when, reason)]
-        tags: list[tuple[str, str | None, JournalEntry]] = [(env, target, entries[0])]
+        moves = [(current, JournalEntry(program, env, current.version, version, action, actor, when, reason))]
         if env == self.production:
-            rollback = self._env_state(program, ROLLBACK_ENV, with_history=False)
+            rollback = self._env_state(program, ROLLBACK_ENV, None)
             new_rollback = history[-1] if history else None
             if new_rollback != rollback.version:
+                reason = f"previous {env} version"
                 entry = JournalEntry(
-                    program,
-                    ROLLBACK_ENV,
-                    rollback.version,
-                    new_rollback,
-                    "managed",
-                    actor,
-                    when,
-                    f"previous {env} version",
+                    program, ROLLBACK_ENV, rollback.version, new_rollback, "managed", actor, when, reason
                 )
-                entries.append(entry)
-                tags.append(
-                    (
-                        ROLLBACK_ENV,
-                        self.store.peel_to_commit(tag_ref(program, new_rollback)) if new_rollback else None,
-                        entry,
-                    )
-                )
+                moves.append((rollback, entry))
         updates = []
-        for tag_env, commit, entry in tags:
-            old = self._env_state(program, tag_env, with_history=False).raw
-            if commit is None:
-                updates.append(RefUpdate(tag_ref(program, tag_env), ZERO_SHA, old))
+        for state, entry in moves:
+            ref = tag_ref(program, entry.env)
+            if entry.to_version is None:
+                updates.append(RefUpdate(ref, ZERO_SHA, state.raw))
                 continue
-            message = f"{entry.action} {program}/{tag_env}: {entry.from_version or '-'} -> {entry.to_version}\n\n"
+            target = self.store.peel_to_commit(tag_ref(program, entry.to_version))
+            if target is None:
+                raise UnknownRef(f"{program} {entry.to_version} is not published")
+            message = f"{entry.action} {program}/{entry.env}: {entry.from_version or '-'} -> {entry.to_version}\n\n"
             tag = self.store.write_tag(
-                commit, f"{program}/{tag_env}", message + _payload_line(entry.to_json()), who, now
+                target, f"{program}/{entry.env}", message + _payload_line(entry.to_json()), who, now
             )
-            updates.append(RefUpdate(tag_ref(program, tag_env), tag, old))
-        journal_old = self.store.ref_value(JOURNAL_REF)
+            updates.append(RefUpdate(ref, tag, state.raw))
         blob = self.store.write_blobs({"h": canonical_json({"version": version, "history": list(history)})})["h"]
         tree = self.store.write_tree(journal_old, {f"{program}/{env}.json": TreeEntry("100644", "blob", blob)})
         summary = f"{action} {program}/{env}: {current.version or '-'} -> {version}\n\n"
-        body = "".join(_payload_line(e.to_json()) for e in entries)
+        body = "".join(_payload_line(entry.to_json()) for _, entry in moves)
         journal = self.store.write_commit(tree, [journal_old] if journal_old else [], summary + body, who, now)
         updates.append(RefUpdate(JOURNAL_REF, journal, journal_old or ZERO_SHA))
         self.store.transaction(updates)
-        return MoveResult(tuple(entries))
+        return MoveResult(tuple(entry for _, entry in moves))
 
     # -- loading -----------------------------------------------------------------------------------------------------
     def load(self, ref: str, name: str | None = None) -> dspy.Module:

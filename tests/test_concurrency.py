@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,3 +141,32 @@ def test_store_transactions_are_all_or_nothing_under_a_stale_expectation(registr
         )
     assert ref_snapshot(registry_path) == before
     store.close()
+
+
+@pytest.mark.parametrize("action", ["promote", "rollback"])
+def test_a_move_between_our_reads_and_our_write_is_never_overwritten(published: Registry, states: dict[str, Path],
+                                                                     action: str) -> None:
+    """A rival moves prod after we computed the new state but before our transaction: we must lose, not win."""
+    publish_example(published, states["v1.0"], "v1.2")
+    published.promote("v1.0", "prod")
+    published.promote("v1.1", "prod")
+    rival = Registry.open(published.location)
+    real_identity = published.store.identity
+    fired: list[bool] = []
+
+    def identity() -> Any:
+        if not fired:
+            fired.append(True)
+            rival.promote("v1.2", "prod", reason="rival")
+        return real_identity()
+
+    published.store.identity = identity  # type: ignore[method-assign]
+    with pytest.raises(ConflictError):
+        if action == "promote":
+            published.promote("v1.0", "prod")
+        else:
+            published.rollback()
+    rival.close()
+    prod = [(e.from_version, e.to_version, e.reason) for e in published.log(env="prod")]
+    assert prod[-1] == ("v1.1", "v1.2", "rival")
+    assert published.resolve("prod").version == "v1.2" and published.resolve("rollback").version == "v1.1"
