@@ -55,11 +55,17 @@ def publish(
     from .bundle import ProgramSource, current_state, lm_config
 
     cls = type(program)
+    if cls.__module__ == "__main__":
+        # Bundling the running script would make every `load` run the script again (and publish again).
+        raise RegistryError(
+            f"{cls.__qualname__} is defined in the script being run: define it in a module and import it"
+        )
     source_file = inspect.getsourcefile(cls)
     if source_file is None:
         raise RegistryError(f"cannot find the source file of {cls.__qualname__}: define it in a .py file")
     path = Path(source_file)
-    source = ProgramSource(program, {path.name: path.read_bytes()}, f"{path.stem}:{cls.__qualname__}")
+    # A copy: publishing checks the state by loading it, which must not touch the caller's program (or its LMs).
+    source = ProgramSource(program.deepcopy(), {path.name: path.read_bytes()}, f"{path.stem}:{cls.__qualname__}")
     with Registry.open(registry) as reg:
         return reg.publish(
             source,

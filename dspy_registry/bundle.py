@@ -286,11 +286,14 @@ def prompt_file(predictor_name: str) -> str:
 
 
 # -- the bundle ------------------------------------------------------------------------------------------------------
-def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta) -> Bundle:
-    """Every file of `<program>/` for this version, the manifest last (it holds the others' sha256)."""
+def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta, *, origin: str = "state") -> Bundle:
+    """Every file of `<program>/` for this version, the manifest last (it holds the others' sha256).
+
+    `origin` names where the state came from (a file name) in error messages.
+    """
     import dspy
 
-    warnings = apply_state(source.program, state)
+    warnings = apply_state(source.program, state, source=origin)
     clean_state, _ = strip_secrets(state)
     files: dict[str, bytes] = {
         PROGRAM_JSON: canonical_json(clean_state),

@@ -169,6 +169,7 @@ def publish(
                 dev_score=dev_score,
                 notes=notes,
                 lm={"model": lm} if lm else None,
+                origin=str(state),
             )
         for warning in result.warnings:
             _err().print(f"[yellow]warning:[/yellow] {_one_line(warning)}")

@@ -211,6 +211,8 @@ class Registry:
         main = store.write_commit(tree, [], "Initialize dspyreg registry\n", who, now)
         journal = store.write_commit(store.write_tree(None, {}), [], "Start the dspyreg journal\n", who, now)
         store.transaction([RefUpdate(MAIN_REF, main, ZERO_SHA), RefUpdate(JOURNAL_REF, journal, ZERO_SHA)])
+        if not bare and store.git_dir == (path / ".git").resolve():
+            store.run(f"--work-tree={path}", "reset", "-q", "--hard", MAIN_REF)  # show the template in the new checkout
         return cls(store, str(path))
 
     def close(self) -> None:
@@ -251,6 +253,12 @@ class Registry:
             f"registry holds several programs ({', '.join(programs)}): say which with --name or program/ref"
         )
 
+    def _known(self, program: str) -> str:
+        check_program(program)
+        if program not in self.programs():
+            raise UnknownRef(f"registry {self.location} holds no program {program!r}: see `dspyreg list`")
+        return program
+
     def _check_env(self, env: str, *, allow_rollback: bool = False) -> str:
         check_environment(env)
         known = self.config.environments + ((ROLLBACK_ENV,) if allow_rollback else ())
@@ -275,7 +283,10 @@ class Registry:
             state = self._env_state(program, env, None)
             commit = self.store.peel_to_commit(tag_ref(program, env))
             if state.version is None or commit is None:
-                raise UnknownRef(f"{program}/{env} is not set: promote a version to it first")
+                hint = f"it names the previous {self.production} once {self.production} has moved twice"
+                raise UnknownRef(
+                    f"{program}/{env} is not set: " + (hint if env == ROLLBACK_ENV else "promote a version to it first")
+                )
             return Resolved(program, state.version, commit, env)
         assert spec.sha is not None
         commit = self.store.peel_to_commit(spec.sha)
@@ -319,7 +330,7 @@ class Registry:
     # -- reading -----------------------------------------------------------------------------------------------------
     def versions(self, program: str | None = None) -> list[VersionInfo]:
         """Every published version (of one program, or all), oldest first by semantic version."""
-        pattern = f"refs/tags/{check_program(program)}/" if program else "refs/tags/"
+        pattern = f"refs/tags/{self._known(program)}/" if program else "refs/tags/"
         rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
         found: list[tuple[str, str, str, dict[str, Any]]] = []
         envs: dict[tuple[str, str], list[str]] = {}
@@ -371,7 +382,7 @@ class Registry:
     def log(self, program: str | None = None, env: str | None = None) -> list[JournalEntry]:
         """Every environment move, oldest first; optionally of one program and one environment."""
         if program is not None:
-            check_program(program)
+            self._known(program)
         if env is not None:
             self._check_env(env, allow_rollback=True)
         if self.store.ref_value(JOURNAL_REF) is None:
@@ -421,6 +432,7 @@ class Registry:
         notes: str = "",
         lm: Mapping[str, Any] | None = None,
         metrics: Mapping[str, float] | None = None,
+        origin: str = "state",
     ) -> PublishResult:
         from .bundle import PublishMeta, build_bundle
 
@@ -434,7 +446,7 @@ class Registry:
         meta = PublishMeta(
             name, version, created, f"{who.name} <{who.email}>", optimizer, trainset_size, dev_score, notes, lm, metrics
         )
-        bundle = build_bundle(source, state, meta)
+        bundle = build_bundle(source, state, meta, origin=origin)
         blobs = self.store.write_blobs(bundle.files)
         subtree = self.store.write_tree(None, {p: TreeEntry("100644", "blob", s) for p, s in blobs.items()})
         payload = {
@@ -607,8 +619,14 @@ def cache_dir() -> Path:
 
 
 def is_state_path(ref: str) -> bool:
-    """A `diff` side that names a saved state file rather than a registry ref."""
-    return ref.endswith((".json", ".pkl", ".pickle")) or (os.sep in ref and Path(ref).exists()) or Path(ref).is_file()
+    """A `diff` side that names a saved state (a .json, or a pickle or folder to refuse) rather than a registry ref."""
+    if ref.endswith((".json", ".pkl", ".pickle")):
+        return True
+    try:
+        parse_ref(ref)
+    except InvalidName:
+        return Path(ref).exists()  # e.g. a save_program=True folder: read_state_file explains why it is refused
+    return False
 
 
 def state_view(path: Path, program_spec: str | None = None) -> ProgramView:

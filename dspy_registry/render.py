@@ -7,7 +7,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Group
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -27,6 +26,11 @@ def _envs(envs: Sequence[str]) -> Text:
     return text
 
 
+def _row(table: Table, *cells: Any) -> None:
+    """Add a row whose plain strings stay plain: `MIPROv2[light]` or `list[str]` are not rich markup."""
+    table.add_row(*(cell if isinstance(cell, Text | Group | Table) else Text(str(cell)) for cell in cells))
+
+
 def _score(score: float | None) -> str:
     return "-" if score is None else f"{score:.3f}"
 
@@ -38,7 +42,8 @@ def versions_table(versions: Sequence[VersionInfo]) -> Table | Text:
     for column in ("program", "version", "environments", "dev score", "optimizer", "created", "commit", "notes"):
         table.add_column(column, no_wrap=column not in ("optimizer", "notes"), overflow="fold")
     for v in versions:
-        table.add_row(
+        _row(
+            table,
             v.name,
             Text(v.version, style="bold"),
             _envs(v.environments),
@@ -46,7 +51,7 @@ def versions_table(versions: Sequence[VersionInfo]) -> Table | Text:
             v.optimizer or "-",
             v.created[:16].replace("T", " "),
             v.commit[:7],
-            escape(_short(v.notes, 60)),
+            Text(_short(v.notes, 60)),
         )
     return table
 
@@ -71,20 +76,21 @@ def detail_view(d: VersionDetail) -> Group:
     ]
     rows += [(f"metric {k}", str(v)) for k, v in m.optimization.metrics.items()]
     if m.program.notes:
-        rows.append(("notes", escape(m.program.notes)))
+        rows.append(("notes", Text(m.program.notes)))
     for key, value in rows:
-        head.add_row(key, value)
+        _row(head, key, value)
     preds = Table(box=None, header_style="bold", pad_edge=False, title="predictors", title_justify="left")
     for column in ("predictor", "signature", "demos", "instructions"):
         preds.add_column(column, overflow="fold")
     for name, p in d.predictors.items():
         boot = sum(1 for demo in p.get("demos", []) if demo.get("augmented"))
         count = len(p.get("demos", []))
-        preds.add_row(
+        _row(
+            preds,
             name,
-            escape(p.get("signature", "")),
+            Text(p.get("signature", "")),
             f"{count} ({boot} bootstrapped)",
-            escape(_short(p.get("instructions", ""), 160)),
+            Text(_short(p.get("instructions", ""), 160)),
         )
     return Group(head, Text(), preds)
 
@@ -96,15 +102,16 @@ def log_table(entries: Sequence[JournalEntry]) -> Table | Text:
     for column in ("time", "program", "env", "action", "from", "to", "actor", "reason"):
         table.add_column(column, no_wrap=column not in ("actor", "reason"), overflow="fold")
     for e in entries:
-        table.add_row(
+        _row(
+            table,
             e.time[:19].replace("T", " "),
             e.program,
             Text(e.env, style=ENV_STYLE.get(e.env, "cyan")),
             e.action,
             e.from_version or "-",
             e.to_version or "-",
-            escape(e.actor.split(" <")[0]),
-            escape(e.reason),
+            Text(e.actor.split(" <")[0]),
+            Text(e.reason),
         )
     return table
 
@@ -179,13 +186,13 @@ def _fields_table(changes: FieldChanges) -> Table:
     table.add_column(width=2)
     table.add_column(overflow="fold")
     for f in changes.added:
-        table.add_row(Text("+", style="green"), Text(f"{f.role} {_field_desc(f)}", style="green"))
+        _row(table, Text("+", style="green"), Text(f"{f.role} {_field_desc(f)}", style="green"))
     for f in changes.removed:
-        table.add_row(Text("-", style="red"), Text(f"{f.role} {_field_desc(f)}", style="red"))
+        _row(table, Text("-", style="red"), Text(f"{f.role} {_field_desc(f)}", style="red"))
     for c in changes.renamed:
-        table.add_row(Text("~", style="yellow"), f"renamed {c.before} -> {c.after}")
+        _row(table, Text("~", style="yellow"), f"renamed {c.before} -> {c.after}")
     for label, c in changes.changed:
-        table.add_row(Text("~", style="yellow"), f"{label}: {_field_desc(c.before)}  ->  {_field_desc(c.after)}")
+        _row(table, Text("~", style="yellow"), f"{label}: {_field_desc(c.before)}  ->  {_field_desc(c.after)}")
     return table
 
 
@@ -201,11 +208,12 @@ def _demos_table(d: DemoChanges) -> Group:
     table.add_column(overflow="fold")
     names = d.input_names
     for demo in d.removed:
-        table.add_row(Text("-", style="red"), Text(_demo_line(demo, 240, names), style="red"))
+        _row(table, Text("-", style="red"), Text(_demo_line(demo, 240, names), style="red"))
     for demo in d.added:
-        table.add_row(Text("+", style="green"), Text(_demo_line(demo, 240, names), style="green"))
+        _row(table, Text("+", style="green"), Text(_demo_line(demo, 240, names), style="green"))
     for c in d.changed:
-        table.add_row(
+        _row(
+            table,
             Text("~", style="yellow"),
             Text(f"{_demo_line(c.before, 120, names)}  =>  {_demo_line(c.after, 120, names)}"),
         )
@@ -241,7 +249,7 @@ def diff_view(diff: Diff, *, plain: bool = False) -> Group:
         for column in ("key", "before", "after"):
             table.add_column(column, overflow="fold")
         for key, c in diff.metadata.items():
-            table.add_row(key, Text(_value(c.before), style="red"), Text(_value(c.after), style="green"))
+            _row(table, key, Text(_value(c.before), style="red"), Text(_value(c.after), style="green"))
         parts.append(table)
     return Group(*parts)
 
@@ -251,7 +259,7 @@ def _value(value: Any) -> str:
 
 
 # -- diff as markdown (pull-request comments) -------------------------------------------------------------------------
-def _md_escape(text: str) -> str:
+def _md_Text(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
@@ -295,8 +303,7 @@ def diff_markdown(diff: Diff) -> str:
     if diff.metadata:
         lines += ["#### Metadata", "", "| key | before | after |", "| --- | --- | --- |"]
         lines += [
-            f"| {k} | {_md_escape(_value(c.before))} | {_md_escape(_value(c.after))} |"
-            for k, c in diff.metadata.items()
+            f"| {k} | {_md_Text(_value(c.before))} | {_md_Text(_value(c.after))} |" for k, c in diff.metadata.items()
         ]
         lines.append("")
     return "\n".join(lines)
@@ -304,12 +311,11 @@ def diff_markdown(diff: Diff) -> str:
 
 def _md_fields(f: FieldChanges) -> list[str]:
     lines = ["**Fields**:", ""]
-    lines += [f"- ➕ {f_.role} `{_md_escape(_field_desc(f_))}`" for f_ in f.added]
-    lines += [f"- ➖ {f_.role} `{_md_escape(_field_desc(f_))}`" for f_ in f.removed]
+    lines += [f"- ➕ {f_.role} `{_md_Text(_field_desc(f_))}`" for f_ in f.added]
+    lines += [f"- ➖ {f_.role} `{_md_Text(_field_desc(f_))}`" for f_ in f.removed]
     lines += [f"- renamed `{c.before}` → `{c.after}`" for c in f.renamed]
     lines += [
-        f"- `{label}`: {_md_escape(_field_desc(c.before))} → {_md_escape(_field_desc(c.after))}"
-        for label, c in f.changed
+        f"- `{label}`: {_md_Text(_field_desc(c.before))} → {_md_Text(_field_desc(c.after))}" for label, c in f.changed
     ]
     return [*lines, ""]
 
@@ -325,10 +331,10 @@ def _md_demos(d: DemoChanges) -> list[str]:
     if d.added or d.removed or d.changed:
         lines += ["| | demo |", "| --- | --- |"]
         names = d.input_names
-        lines += [f"| ➖ | {_md_escape(_demo_line(x, 200, names))} |" for x in d.removed]
-        lines += [f"| ➕ | {_md_escape(_demo_line(x, 200, names))} |" for x in d.added]
+        lines += [f"| ➖ | {_md_Text(_demo_line(x, 200, names))} |" for x in d.removed]
+        lines += [f"| ➕ | {_md_Text(_demo_line(x, 200, names))} |" for x in d.added]
         lines += [
-            f"| ✏️ | {_md_escape(_demo_line(c.before, 100, names))} ⇒ {_md_escape(_demo_line(c.after, 100, names))} |"
+            f"| ✏️ | {_md_Text(_demo_line(c.before, 100, names))} ⇒ {_md_Text(_demo_line(c.after, 100, names))} |"
             for c in d.changed
         ]
         lines.append("")

@@ -115,11 +115,12 @@ BAD_STATES: dict[str, tuple[Callable[[Path, dict[str, Path]], Path], str]] = {
 def test_bad_states_are_refused(case: str, registry_path: Path, states: dict[str, Path], tmp_path: Path) -> None:
     make, match = BAD_STATES[case]
     before = ref_snapshot(registry_path)
+    path = make(tmp_path, states)
     result = run(
         "publish",
         EXAMPLE_SPEC,
         "--state",
-        str(make(tmp_path, states)),
+        str(path),
         "--name",
         "qa",
         "--version",
@@ -128,6 +129,7 @@ def test_bad_states_are_refused(case: str, registry_path: Path, states: dict[str
         str(registry_path),
     )
     assert_refused(result, registry_path, before, match)
+    assert str(path) in result.stderr  # the message names the file
 
 
 def test_lm_secrets_are_stripped_with_a_warning(registry_path: Path, states: dict[str, Path], tmp_path: Path) -> None:

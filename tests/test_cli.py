@@ -150,3 +150,38 @@ def test_console_script_runs(reg: Path) -> None:
     assert exe.exists(), "the dspyreg console script is installed with the package"
     proc = subprocess.run([str(exe), "list", "--json", "--registry", str(reg)], capture_output=True, text=True)
     assert proc.returncode == 0 and json.loads(proc.stdout)[0]["version"] == "v1.0"
+
+
+def test_brackets_are_not_markup(tmp_path: Path, states: dict[str, Path]) -> None:
+    ok("init", str(tmp_path / "r"))
+    ok(
+        "publish",
+        EXAMPLE_SPEC,
+        "--state",
+        str(states["v1.0"]),
+        "--name",
+        "qa",
+        "--version",
+        "v1.0",
+        "--optimizer",
+        "MIPROv2[light]",
+        "--registry",
+        str(tmp_path / "r"),
+    )
+    assert "MIPROv2[light]" in ok("list", "--registry", str(tmp_path / "r"))
+    assert "MIPROv2[light]" in ok("show", "v1.0", "--registry", str(tmp_path / "r"))
+
+
+def test_unknown_program_is_an_error(reg: Path) -> None:
+    for command in (["log", "nosuch"], ["list", "nosuch"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 1 and "no program 'nosuch'" in result.stderr
+
+
+def test_a_file_named_like_a_ref_does_not_turn_diff_into_a_file_diff(
+    reg: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "v1.0").write_text("not a state")
+    data = json.loads(ok("diff", "v1.0", "v1.1", "--format", "json"))
+    assert data["a"] == "qa/v1.0"

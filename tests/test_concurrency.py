@@ -144,8 +144,9 @@ def test_store_transactions_are_all_or_nothing_under_a_stale_expectation(registr
 
 
 @pytest.mark.parametrize("action", ["promote", "rollback"])
-def test_a_move_between_our_reads_and_our_write_is_never_overwritten(published: Registry, states: dict[str, Path],
-                                                                     action: str) -> None:
+def test_a_move_between_our_reads_and_our_write_is_never_overwritten(
+    published: Registry, states: dict[str, Path], action: str
+) -> None:
     """A rival moves prod after we computed the new state but before our transaction: we must lose, not win."""
     publish_example(published, states["v1.0"], "v1.2")
     published.promote("v1.0", "prod")

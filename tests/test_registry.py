@@ -209,6 +209,8 @@ def test_python_publish_api(registry_path: Path, states: dict[str, Path]) -> Non
 
     program = import_program(EXAMPLE_SPEC).program
     program.load(str(states["v1.1"]))
+    lm = dspy.LM("openai/gpt-4o-mini", api_key="sk-caller", cache=False)
+    program.check.lm = lm
     result = dspy_registry.publish(
         program,
         name="qa",
@@ -224,6 +226,24 @@ def test_python_publish_api(registry_path: Path, states: dict[str, Path]) -> Non
         assert manifest.lm == {"model": "openai/gpt-4o-mini"} and manifest.optimization.optimizer == "GEPA"
         loaded = reg.load("v2.0")
     assert loaded.answer.predict.signature.instructions == program.answer.predict.signature.instructions
+    assert program.check.lm is lm and lm.kwargs["api_key"] == "sk-caller"  # the caller's program is untouched
+    assert loaded.check.lm is not None and "api_key" not in loaded.check.lm.kwargs
+
+
+def test_python_publish_refuses_a_class_from_the_running_script(registry_path: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import dspy, dspy_registry\n"
+        "class Tiny(dspy.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n        self.p = dspy.Predict('q -> a')\n"
+        "    def forward(self, q):\n        return self.p(q=q)\n"
+        f"dspy_registry.publish(Tiny(), name='tiny', version='v1', registry={str(registry_path)!r})\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert proc.returncode != 0 and "defined in the script being run" in proc.stderr
 
 
 def test_secrets_are_stripped_with_a_warning(registry: Registry, states: dict[str, Path], tmp_path: Path) -> None:
