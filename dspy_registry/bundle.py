@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import importlib.util
+import inspect
 import platform
 import re
 import sys
@@ -37,6 +37,9 @@ PROMPTS_JSON = "prompts.json"
 MANIFEST_TOML = "manifest.toml"
 CODE_DIR = "code"
 PROMPTS_DIR = "prompts"
+INTERFACE_JSON = "interface.json"
+EXAMPLE_INPUT = "examples/input.json"
+EXAMPLE_OUTPUT = "examples/output.json"
 _LM_FIELDS = ("model", "temperature", "max_tokens", "model_type", "num_retries", "timeout")
 
 
@@ -61,6 +64,7 @@ class PublishMeta:
     notes: str = ""
     lm: Mapping[str, Any] | None = None
     metrics: Mapping[str, float] | None = None
+    record_with: Any = None  # a dspy LM: run the program once on the example input and record what it said
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,8 @@ class Bundle:
 # -- program specs ---------------------------------------------------------------------------------------------------
 def import_program(spec: str) -> ProgramSource:
     """`path/to/file.py:Attr` or `package.module:Attr` -> the program and its source files."""
+    from .runtime.inference import import_file, instantiate
+
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr.isidentifier():
         raise BadProgramSpec(f"invalid program spec {spec!r}: use path/to/file.py:Attr or package.module:Attr")
@@ -81,7 +87,7 @@ def import_program(spec: str) -> ProgramSource:
             path = Path(target).resolve()
             if not path.is_file():
                 raise BadProgramSpec(f"program spec {spec!r}: {target} does not exist")
-            module = _import_file(path, f"dspyreg_user_{_safe(path.stem)}_{_digest(str(path))[:8]}")
+            module = import_file(path, f"dspyreg_user_{_safe(path.stem)}_{_digest(str(path))[:8]}")
             code, entrypoint = {path.name: path.read_bytes()}, f"{path.stem}:{attr}"
         else:
             sys.path.insert(0, str(Path.cwd()))
@@ -94,38 +100,11 @@ def import_program(spec: str) -> ProgramSource:
         raise
     except BaseException as err:  # user code may raise anything, SystemExit included
         raise BadProgramSpec(f"program spec {spec!r} does not import: {type(err).__name__}: {err}") from None
-    return ProgramSource(_instantiate(module, attr, spec), code, entrypoint)
-
-
-def program_from_code(code_dir: Path, entrypoint: str, tag: str) -> dspy.Module:
-    """Instantiate the entrypoint of a bundle's `code/`, imported under names unique to `tag` (a commit)."""
-    module_name, _, attr = entrypoint.partition(":")
-    if "." not in module_name:
-        module = _import_file(code_dir / f"{module_name}.py", f"dspyreg_code_{tag[:12]}_{_safe(module_name)}")
-    else:
-        sys.path.insert(0, str(code_dir))
-        try:
-            module = importlib.import_module(module_name)
-        finally:
-            sys.path.remove(str(code_dir))
-    return _instantiate(module, attr, entrypoint)
-
-
-def _import_file(path: Path, name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise BadProgramSpec(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # pydantic and dataclasses look their module up while the body runs
-    sys.path.insert(0, str(path.parent))  # the file may import its neighbours
     try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
+        program = instantiate(module, attr, f"program spec {spec!r}")
+    except TypeError as err:
+        raise BadProgramSpec(str(err)) from None
+    return ProgramSource(program, code, entrypoint)
 
 
 def _module_code(module: Any) -> dict[str, bytes]:
@@ -141,25 +120,6 @@ def _module_code(module: Any) -> dict[str, bytes]:
         for p in sorted(root.rglob("*.py"))
         if "__pycache__" not in p.parts
     }
-
-
-def _instantiate(module: Any, attr: str, spec: str) -> dspy.Module:
-    import dspy
-
-    obj = getattr(module, attr, None)
-    if obj is None:
-        raise BadProgramSpec(f"program spec {spec!r}: {attr!r} is not defined in {module.__name__}")
-    if isinstance(obj, dspy.Module):
-        return obj
-    if not callable(obj):
-        raise BadProgramSpec(f"program spec {spec!r}: {attr} is not a dspy.Module subclass or factory")
-    try:
-        program = obj()
-    except Exception as err:
-        raise BadProgramSpec(f"program spec {spec!r}: calling {attr}() failed: {type(err).__name__}: {err}") from None
-    if not isinstance(program, dspy.Module):
-        raise BadProgramSpec(f"program spec {spec!r}: {attr}() gave {type(program).__name__}, not a dspy.Module")
-    return program
 
 
 # -- state <-> program -----------------------------------------------------------------------------------------------
@@ -285,6 +245,121 @@ def prompt_file(predictor_name: str) -> str:
     return f"{PROMPTS_DIR}/{_safe(predictor_name)}.md"
 
 
+# -- the program's interface and an example --------------------------------------------------------------------------
+def _known_fields(program: Any) -> dict[str, dict[str, Any]]:
+    """Every field name any predictor declares -> its view (the first declaration wins: inputs before outputs)."""
+    known: dict[str, dict[str, Any]] = {}
+    for _, predictor in program.named_predictors():
+        sig = predictor.signature
+        for name, info in (*sig.input_fields.items(), *sig.output_fields.items()):
+            known.setdefault(name, _field_view(name, info))
+    return known
+
+
+def _forward_inputs(program: Any) -> list[tuple[str, Any, bool]]:
+    """(name, annotation, required) of forward()'s parameters; the first predictor's inputs if it takes **kwargs."""
+    forward = type(program).forward  # the class's function: DSPy warns when an instance's forward is touched
+    try:
+        hints = typing.get_type_hints(forward)
+    except Exception:  # an annotation that does not resolve: keep its text
+        hints = {}
+    params = [
+        p
+        for p in list(inspect.signature(forward).parameters.values())[1:]
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    if params:
+        return [(p.name, hints.get(p.name, p.annotation), p.default is p.empty) for p in params]
+    predictors = program.predictors()
+    fields = predictors[0].signature.input_fields.items() if predictors else []
+    return [(name, info.annotation, True) for name, info in fields]
+
+
+def _interface_field(known: Mapping[str, dict[str, Any]], name: str, annotation: Any, required: bool) -> dict[str, Any]:
+    field = dict(known.get(name) or {"name": name, "type": "Any", "description": ""})
+    field.pop("prefix", None)
+    if annotation is not inspect.Parameter.empty and annotation is not None:
+        field["type"] = annotation if isinstance(annotation, str) else type_name(annotation)
+    return {**field, "required": required}
+
+
+def interface_inputs(program: Any) -> list[dict[str, Any]]:
+    """The program's inputs: forward()'s parameters, typed and described by the predictor fields of the same name."""
+    known = _known_fields(program)
+    return [_interface_field(known, n, annotation, required) for n, annotation, required in _forward_inputs(program)]
+
+
+def interface_outputs(program: Any, example: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What the program returns, found by running it once offline on `example` with a DummyLM that answers every
+    field with a value of its type; when that fails, the output fields of its last predictor."""
+    known = _known_fields(program)
+    names = _probe_outputs(program, example)
+    if names is None:
+        predictors = program.predictors()
+        names = list(predictors[-1].signature.output_fields) if predictors else []
+    return [_interface_field(known, name, inspect.Parameter.empty, True) for name in names]
+
+
+def _probe_outputs(program: Any, example: Mapping[str, Any]) -> list[str] | None:
+    import dspy
+    from dspy.utils import DummyLM
+
+    from .fake_lm import placeholder
+
+    answer = {
+        name: placeholder(name, type_name(info.annotation))
+        for _, predictor in program.named_predictors()
+        for name, info in predictor.signature.output_fields.items()
+    }
+    try:
+        with dspy.context(lm=DummyLM([answer] * 200), track_usage=False):
+            prediction = program.deepcopy()(**example)
+    except Exception:
+        return None
+    return list(prediction.keys()) if isinstance(prediction, dspy.Prediction) else None
+
+
+def example_input(program: Any, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """examples/input.json: the inputs of the first demo that has them all, else a sample value per input."""
+    names = [f["name"] for f in inputs]
+    required = [f["name"] for f in inputs if f["required"]]
+    for _, predictor in program.named_predictors():
+        for demo in map(_plain, predictor.demos):
+            if all(k in demo for k in required):
+                return {k: demo[k] for k in names if k in demo}
+    return {f["name"]: _sample(f["type"]) for f in inputs if f["required"]}
+
+
+def example_output(program: Any, example: Mapping[str, Any], outputs: list[str], record_with: Any) -> dict[str, Any]:
+    """examples/output.json: recorded by running the program when an LM is given; else taken (and labelled so)
+    from the demo that shares the example's inputs and holds most of the outputs."""
+    import dspy
+
+    if record_with is not None:
+        with dspy.context(lm=record_with):
+            prediction = program.deepcopy()(**example)
+        model = getattr(record_with, "model", type(record_with).__name__)
+        recorded = _plain({k: prediction.get(k) for k in outputs})
+        return {"source": f"recorded at publish with {model}", "output": recorded}
+    candidates = [
+        (name, demo)
+        for name, predictor in program.named_predictors()
+        for demo in map(_plain, predictor.demos)
+        if all(demo.get(k, v) == v for k, v in example.items()) and any(k in demo for k in outputs)
+    ]
+    if not candidates:
+        return {"source": "no LM at publish and no demo for this input: nothing recorded", "output": {}}
+    name, demo = max(candidates, key=lambda c: sum(k in c[1] for k in outputs))
+    return {
+        "source": f"taken from a demo of predictor {name}, not a recorded run",
+        "output": {k: demo[k] for k in outputs if k in demo},
+    }
+
+
+def _sample(type_text: str) -> Any:
+    return {"int": 1, "float": 0.5, "bool": True}.get(type_text, [] if type_text.startswith("list") else "example")
+
+
 # -- the bundle ------------------------------------------------------------------------------------------------------
 def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta, *, origin: str = "state") -> Bundle:
     """Every file of `<program>/` for this version, the manifest last (it holds the others' sha256).
@@ -303,6 +378,13 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
         files[prompt_file(name)] = render_prompt(name, predictor).encode()
     for path, data in source.code.items():
         files[f"{CODE_DIR}/{path}"] = data
+    inputs = interface_inputs(source.program)
+    example = example_input(source.program, inputs)
+    outputs = interface_outputs(source.program, example)
+    output = example_output(source.program, example, [f["name"] for f in outputs], meta.record_with)
+    files[INTERFACE_JSON] = canonical_json({"inputs": inputs, "outputs": outputs})
+    files[EXAMPLE_INPUT] = canonical_json(example)
+    files[EXAMPLE_OUTPUT] = canonical_json(output)
     lm = dict(meta.lm) if meta.lm else _lm_settings(source.program)
     manifest = Manifest(
         program=ProgramInfo(meta.name, meta.version, source.entrypoint, meta.created, meta.author, meta.notes),

@@ -145,6 +145,14 @@ def publish(
     lm: Annotated[
         Optional[str], typer.Option("--lm", help="LM model the version is meant for, e.g. openai/gpt-4o-mini.")
     ] = None,
+    record_example: Annotated[
+        bool,
+        typer.Option(
+            "--record-example",
+            help="Run the program once on its example input with the LM (--lm, DSPYREG_LM_*) "
+            "and record its output in examples/output.json.",
+        ),
+    ] = False,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
@@ -159,6 +167,7 @@ def publish(
             state_dict = read_state_file(state)
             reg.check_new_version(name, version)
             source = import_program(program_spec)
+            recorder = _recording_lm(lm) if record_example else None
             result = reg.publish(
                 source,
                 state_dict,
@@ -170,6 +179,7 @@ def publish(
                 notes=notes,
                 lm={"model": lm} if lm else None,
                 origin=str(state),
+                record_with=recorder,
             )
         for warning in result.warnings:
             _err().print(f"[yellow]warning:[/yellow] {_one_line(warning)}")
@@ -187,6 +197,15 @@ def publish(
             from .render import publish_summary
 
             _out().print(publish_summary(result))
+
+
+def _recording_lm(model: str | None) -> Any:
+    from .runtime.inference import make_lm
+
+    lm = make_lm({"model": model} if model else {})
+    if lm is None:
+        raise RegistryError("--record-example needs an LM: pass --lm MODEL or set DSPYREG_LM_MODEL")
+    return lm
 
 
 @app.command("list")
@@ -314,6 +333,75 @@ def rollback(
     with _funnel(traceback), _open(registry) as reg:
         result = reg.rollback(env, name=name, reason=reason)
         _moved(result, json_out, what=env or "prod")
+
+
+NoVerifyOpt = Annotated[
+    bool, typer.Option("--no-verify", help="Use the version even if it fails verification (prints a warning).")
+]
+
+
+def _checked(reg: Registry, ref: str, name: str | None, no_verify: bool) -> Any:
+    if no_verify:
+        _err().print(f"[yellow]warning:[/yellow] not verifying {_one_line(ref)} (--no-verify)")
+    return reg.checked(ref, name, verify=not no_verify)
+
+
+@app.command()
+def export(
+    ref: Annotated[str, typer.Argument(help="The version to export: v1.1, prod, qa/prod...")],
+    dest: Annotated[Path, typer.Argument(help="Folder to write the deployment bundle to (new or empty).")],
+    force: Annotated[bool, typer.Option("--force", help="Replace the folder if it is not empty.")] = False,
+    no_verify: NoVerifyOpt = False,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Write a version's deployment bundle: state, prompts, code, config, API server, Docker files, guide."""
+    with _funnel(traceback), _open(registry) as reg:
+        resolved = _checked(reg, ref, name, no_verify)
+        folder = reg.export(resolved, dest, force=force)
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        if json_out:
+            _print_json(
+                {
+                    "name": resolved.program,
+                    "version": resolved.version,
+                    "commit": resolved.commit,
+                    "path": str(folder),
+                    "files": files,
+                }
+            )
+        else:
+            _out().print(
+                f"Exported {resolved.program} {resolved.version} to {folder} ({len(files)} files). "
+                f"Run it: cd {folder} && python api.py --port 8000"
+            )
+
+
+@app.command()
+def verify(
+    ref: Annotated[
+        Optional[str], typer.Argument(help="One version or environment [default: every environment].")
+    ] = None,
+    all_versions: Annotated[bool, typer.Option("--all", help="Verify every published version.")] = False,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Check bundles against their manifests and environment tags against the journal; exit 1 on any problem."""
+    with _funnel(traceback), _open(registry) as reg:
+        problems = reg.verify(ref, name, everything=all_versions)
+        if json_out:
+            _print_json([{"subject": p.subject, "message": p.message} for p in problems])
+        else:
+            for problem in problems:
+                _out().print(f"[red]problem:[/red] {_one_line(str(problem))}")
+            if not problems:
+                _out().print("[green]verified:[/green] every bundle matches its manifest and every tag the journal")
+        if problems:
+            raise typer.Exit(1)
 
 
 def _moved(result: Any, json_out: bool, *, what: str) -> None:

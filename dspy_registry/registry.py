@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
     from .bundle import ProgramSource
     from .diff import Diff, ProgramView
+    from .verify import Problem
 
 DEFAULT_REGISTRY = "registry"
 TEMPLATE_DIR_NAMES = ("registry_template", "../registry-template")
@@ -433,6 +434,7 @@ class Registry:
         lm: Mapping[str, Any] | None = None,
         metrics: Mapping[str, float] | None = None,
         origin: str = "state",
+        record_with: Any = None,
     ) -> PublishResult:
         from .bundle import PublishMeta, build_bundle
 
@@ -444,7 +446,17 @@ class Registry:
         who, now = self.store.identity(), utc_now()
         created = now.isoformat().replace("+00:00", "Z")
         meta = PublishMeta(
-            name, version, created, f"{who.name} <{who.email}>", optimizer, trainset_size, dev_score, notes, lm, metrics
+            name,
+            version,
+            created,
+            f"{who.name} <{who.email}>",
+            optimizer,
+            trainset_size,
+            dev_score,
+            notes,
+            lm,
+            metrics,
+            record_with,
         )
         bundle = build_bundle(source, state, meta, origin=origin)
         blobs = self.store.write_blobs(bundle.files)
@@ -569,35 +581,121 @@ class Registry:
         self.store.transaction(updates)
         return MoveResult(tuple(entry for _, entry in moves))
 
-    # -- loading -----------------------------------------------------------------------------------------------------
-    def load(self, ref: str, name: str | None = None) -> dspy.Module:
-        """The program of `ref`, built from its bundled code and JSON state (never pickle), ready to call."""
-        from .bundle import apply_state, program_from_code
+    # -- verifying, exporting, loading --------------------------------------------------------------------------
+    def verify(self, ref: str | None = None, name: str | None = None, *, everything: bool = False) -> list[Problem]:
+        """Problems of one ref's version, of every version (`everything`), or of what each environment points to;
+        plus the environment tags of the programs involved. Empty when all is sound."""
+        from .verify import verify_environments, verify_version
+
+        problems: list[Problem] = []
+        if ref is not None:
+            resolved = self.resolve(ref, name)
+            return verify_version(self, resolved) + verify_environments(self, resolved.program)
+        programs = [self._known(name)] if name else self.programs()
+        seen: set[tuple[str, str]] = set()
+        for program in programs:
+            targets: list[Resolved | None]
+            if everything:
+                targets = [Resolved(v.name, v.version, v.commit) for v in self.versions(program)]
+            else:
+                targets = [self._env_target(program, env) for env in self.environments_of(program)]
+            for target in targets:
+                if target is not None and (target.version, target.commit) not in seen:
+                    seen.add((target.version, target.commit))
+                    problems += verify_version(self, target)
+            problems += verify_environments(self, program)
+        return problems
+
+    def _env_target(self, program: str, env: str) -> Resolved | None:
+        try:
+            return self.resolve(env, program)
+        except UnknownRef:
+            return None
+
+    def checked(self, ref: str, name: str | None = None, *, verify: bool = True) -> Resolved:
+        """Resolve `ref` for use (load, export, serve): refuse it when its version or its environment tag fails
+        verification, naming the file or ref at fault."""
+        from .verify import VerificationFailed, verify_environments, verify_version
 
         resolved = self.resolve(ref, name)
-        manifest = self.manifest(resolved)
-        code_dir = self._materialize_code(resolved)
-        program = program_from_code(code_dir, manifest.program.entrypoint, resolved.commit)
-        apply_state(program, self._json_file(resolved, "program.json"), source=f"{resolved.program} {resolved.version}")
-        return program
+        if verify:
+            envs = (resolved.environment,) if resolved.environment else ()
+            problems = verify_version(self, resolved, load=False)
+            problems += verify_environments(self, resolved.program, envs) if envs else []
+            if problems:
+                raise VerificationFailed(f"{resolved.program}/{resolved.environment or resolved.version}", problems)
+        return resolved
 
-    def _materialize_code(self, resolved: Resolved) -> Path:
-        """The bundle's code/ as files, cached per commit (written to a temporary folder, then renamed)."""
-        root = cache_dir() / "code" / resolved.commit / resolved.program
-        if root.is_dir():
-            return root
-        prefix = f"{resolved.program}/code/"
-        root.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".tmp-"))
-        for path in self.store.list_files(resolved.commit, prefix):
-            dest = tmp / path[len(prefix) :]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(self.store.read_blob(resolved.commit, path) or b"")
+    def export(self, resolved: Resolved, dest: Path, *, force: bool = False) -> Path:
+        """Write the deployment bundle of `resolved` to `dest`: all or nothing (built aside, then renamed in)."""
+        if dest.exists() and not dest.is_dir():
+            raise RegistryError(f"{dest} exists and is not a folder: choose a folder to export to")
+        if dest.is_dir() and any(dest.iterdir()) and not force:
+            raise RegistryError(f"{dest} is not empty: choose an empty folder, or pass --force to replace it")
+        files = self.deployment(resolved)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the bundle private to this user
         try:
-            tmp.rename(root)
-        except OSError:  # another process cached it first
+            for path, data in files.items():
+                target = tmp / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            if dest.exists():
+                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+                dest.rename(old)
+                tmp.rename(dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(dest)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-        return root
+            raise
+        return dest
+
+    def deployment(self, resolved: Resolved) -> dict[str, bytes]:
+        """Every file of the deployment bundle: the published ones, then what runs them (see export.py)."""
+        from .export import deployment_files
+
+        prefix = f"{resolved.program}/"
+        files = {
+            path[len(prefix) :]: self.store.read_blob(resolved.commit, path) or b""
+            for path in self.store.list_files(resolved.commit, prefix)
+        }
+        manifest = Manifest.loads(files["manifest.toml"].decode())
+        state = json.loads(files["program.json"])
+        interface = json.loads(files.get("interface.json", b'{"inputs": [], "outputs": []}'))
+        example = json.loads(files.get("examples/input.json", b"{}"))
+        return files | deployment_files(manifest, resolved.commit, state, interface, example)
+
+    def materialize(self, resolved: Resolved) -> Path:
+        """The deployment bundle of `resolved` in the cache (one folder per commit and program, written once)."""
+        from . import __version__
+
+        dest = cache_dir() / "bundles" / __version__ / resolved.commit / resolved.program
+        if not (dest / "config.json").is_file():
+            try:
+                self.export(resolved, dest, force=True)
+            except OSError:  # another process wrote it first
+                if not (dest / "config.json").is_file():
+                    raise
+        return dest
+
+    def load(self, ref: str, name: str | None = None, *, verify: bool = True) -> dspy.Module:
+        """The program of `ref`, built from its bundled code and JSON state (never pickle), ready to call."""
+        from .runtime.inference import load_program
+
+        resolved = self.checked(ref, name, verify=verify)
+        folder = self.materialize(resolved)
+        entrypoint = json.loads((folder / "config.json").read_text())["pipeline"]["entrypoint"]
+        try:
+            return load_program(folder, entrypoint, resolved.commit)
+        except Exception as err:
+            raise RegistryError(
+                f"{resolved.program} {resolved.version} does not load: {type(err).__name__}: {err}"
+            ) from None
 
 
 # -- helpers shared by the facade and the CLI ------------------------------------------------------------------------

@@ -1,0 +1,236 @@
+"""The deployment bundle: a version's files plus what runs them anywhere without dspyreg.
+
+`deployment_files` adds to the published files: config.json, requirements.txt, inference.py and api.py (copied
+verbatim from dspy_registry/runtime), Dockerfile, docker-compose.yml, .dockerignore and a README deployment guide.
+Everything is JSON, TOML, text or Python source: never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from .manifest import Manifest
+from .state import METADATA_KEY, canonical_json, is_predictor_state
+
+RUNTIME_DIR = Path(__file__).parent / "runtime"
+RUNTIME_FILES = ("inference.py", "api.py")
+PORT = 8000
+API_COMMAND = ["python", "api.py", "--host", "0.0.0.0", "--port", str(PORT)]
+HEALTHCHECK = [
+    "python",
+    "-c",
+    f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/health', timeout=4)",
+]
+_SERVE_PACKAGES = {"fastapi": "0.110", "uvicorn": "0.29"}
+
+
+def deployment_files(
+    manifest: Manifest, commit: str, state: Mapping[str, Any], interface: Mapping[str, Any], example: Any
+) -> dict[str, bytes]:
+    files = {
+        "config.json": canonical_json(config(manifest, commit, state)),
+        "requirements.txt": requirements(manifest).encode(),
+        "Dockerfile": dockerfile(manifest).encode(),
+        "docker-compose.yml": compose(manifest).encode(),
+        ".dockerignore": b"__pycache__/\n*.pyc\n.venv/\n",
+        "README.md": readme(manifest, interface, example).encode(),
+    }
+    for runtime_file in RUNTIME_FILES:
+        files[runtime_file] = (RUNTIME_DIR / runtime_file).read_bytes()
+    return files
+
+
+def config(manifest: Manifest, commit: str, state: Mapping[str, Any]) -> dict[str, Any]:
+    """config.json, in the shape deployment guides use: pipeline, lm, retriever (if any), performance."""
+    lm = {k: manifest.lm[k] for k in ("model", "temperature", "max_tokens") if k in manifest.lm}
+    lm["timeout"] = manifest.lm.get("timeout", 30)
+    out: dict[str, Any] = {
+        "pipeline": {
+            "type": "dspy",
+            "name": manifest.program.name,
+            "version": manifest.program.version,
+            "commit": commit,
+            "checkpoint": "program.json",
+            "entrypoint": manifest.program.entrypoint,
+            "interface": "interface.json",
+        },
+        "lm": lm,
+    }
+    retrievers = {
+        key: value
+        for key, value in state.items()
+        if key != METADATA_KEY and isinstance(value, dict) and not is_predictor_state(value) and "k" in value
+    }
+    if retrievers:
+        key, value = next(iter(retrievers.items()))
+        out["retriever"] = {"type": "dspy.Retrieve", "module": key, "top_k": value["k"]}
+    metrics = manifest.optimization.metrics
+    performance = {
+        "dev_score": manifest.optimization.dev_score,
+        "avg_latency_ms": metrics.get("avg_latency_ms"),
+        "cost_per_query": metrics.get("cost_per_query"),
+    }
+    out["performance"] = {k: v for k, v in performance.items() if v is not None}
+    return out
+
+
+def _installed(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def requirements(manifest: Manifest) -> str:
+    lines = [
+        f"# Runtime of {manifest.program.name} {manifest.program.version}, exported by dspyreg (not needed to run it).",
+        "# dspy is pinned to the version this program was published with; add what the program's code imports.",
+        f"dspy=={manifest.runtime['dspy']}" if "dspy" in manifest.runtime else "dspy",
+    ]
+    for package, minimum in _SERVE_PACKAGES.items():
+        installed = _installed(package)
+        lines.append(f"{package}=={installed}" if installed else f"{package}>={minimum}")
+    return "\n".join(lines) + "\n"
+
+
+def _python_minor(manifest: Manifest) -> str:
+    parts = manifest.runtime.get("python", "3.11").split(".")
+    return ".".join(parts[:2])
+
+
+def dockerfile(manifest: Manifest) -> str:
+    return f"""# {manifest.program.name} {manifest.program.version}, exported by dspyreg.
+FROM python:{_python_minor(manifest)}-slim
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+ENV PYTHONUNBUFFERED=1
+EXPOSE {PORT}
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD {json.dumps(HEALTHCHECK)}
+CMD {json.dumps(API_COMMAND)}
+"""
+
+
+def compose(manifest: Manifest) -> str:
+    name, ver = manifest.program.name, manifest.program.version
+    default_model = manifest.lm.get("model", "")
+    command = ", ".join(json.dumps(part) for part in API_COMMAND)
+    test = ", ".join(json.dumps(part) for part in ["CMD", *HEALTHCHECK])
+    return f"""# {name} {ver}, exported by dspyreg. Secrets come from the environment (or an .env file):
+#   DSPYREG_LM_API_KEY=... docker compose up --build
+services:
+  {name}:
+    build: .
+    image: {name}:{ver}
+    command: [{command}]
+    ports:
+      - "{PORT}:{PORT}"
+    environment:
+      DSPYREG_LM_MODEL: ${{DSPYREG_LM_MODEL:-{default_model}}}
+      DSPYREG_LM_API_BASE: ${{DSPYREG_LM_API_BASE:-}}
+      DSPYREG_LM_API_KEY: ${{DSPYREG_LM_API_KEY:-}}
+      DSPYREG_API_TOKEN: ${{DSPYREG_API_TOKEN:-}}
+      OPENAI_API_KEY: ${{OPENAI_API_KEY:-}}
+    healthcheck:
+      test: [{test}]
+      interval: 30s
+      timeout: 5s
+      start_period: 30s
+      retries: 3
+    restart: unless-stopped
+"""
+
+
+def readme(manifest: Manifest, interface: Mapping[str, Any], example: Any) -> str:
+    name, ver = manifest.program.name, manifest.program.version
+    inputs = "\n".join(
+        f"| `{f['name']}` | `{f['type']}` | {f.get('description', '')} |" for f in interface.get("inputs", [])
+    )
+    outputs = "\n".join(
+        f"| `{f['name']}` | `{f['type']}` | {f.get('description', '')} |" for f in interface.get("outputs", [])
+    )
+    body = json.dumps(example, ensure_ascii=False)
+    model = manifest.lm.get("model", "openai/gpt-4o-mini")
+    return f"""# {name} {ver}: deployment guide
+
+This folder is a self-contained deployment of the DSPy program `{name}` version `{ver}`, exported by dspyreg.
+It needs Python and `pip install -r requirements.txt`; it does not need dspyreg. The program is rebuilt from
+`code/` and its optimized state `program.json` (JSON, never pickle).
+
+| file | what |
+| --- | --- |
+| `program.json` | the DSPy state: instructions and demos per predictor |
+| `prompts.json`, `prompts/*.md` | the prompts, per predictor, as DSPy's ChatAdapter sends them |
+| `code/` | the program's source; `config.json` names its entrypoint |
+| `manifest.toml` | version, optimizer, scores, runtime versions, sha256 of every published file |
+| `interface.json` | the program's inputs and outputs, with types |
+| `config.json` | pipeline, LM and performance settings |
+| `inference.py` | `PipelineServer(".").predict(**inputs)` |
+| `api.py` | the HTTP API (FastAPI) |
+| `examples/input.json`, `examples/output.json` | an input, and the output it gave (see its `source`) |
+
+## Run it locally
+
+```sh
+python -m venv .venv && .venv/bin/pip install -r requirements.txt
+export DSPYREG_LM_MODEL={model} DSPYREG_LM_API_KEY=...    # or the provider's usual key variable
+.venv/bin/python api.py --port {PORT}
+```
+
+```sh
+curl -s -X POST http://127.0.0.1:{PORT}/predict -H 'Content-Type: application/json' -d @examples/input.json
+# e.g. {body}
+curl -s http://127.0.0.1:{PORT}/health
+curl -s http://127.0.0.1:{PORT}/version
+```
+
+In Python: `from inference import PipelineServer; PipelineServer(".").predict(**inputs)`.
+
+Inputs (the body of `POST /predict`):
+
+| name | type | description |
+| --- | --- | --- |
+{inputs}
+
+Outputs (with `program`, `version` and `usage` beside them):
+
+| name | type | description |
+| --- | --- | --- |
+{outputs}
+
+## Variables
+
+| variable | meaning |
+| --- | --- |
+| `DSPYREG_LM_MODEL` | the LM, e.g. `{model}` (default: config.json's `lm.model`) |
+| `DSPYREG_LM_API_BASE` | an OpenAI-compatible endpoint, e.g. a local server |
+| `DSPYREG_LM_API_KEY` | the key; the provider's usual variable (e.g. `OPENAI_API_KEY`) works too; never logged |
+| `DSPYREG_LM_NUM_RETRIES` | LM retries per call (default 3) |
+| `DSPYREG_API_TOKEN` | when set, requests need `Authorization: Bearer <token>` (`/health` stays open) |
+
+DSPy's response cache is off: every request reaches the LM. Errors: 422 for a body that does not fit the inputs,
+502 with a JSON error when the LM fails or answers something unparseable.
+
+## Docker
+
+```sh
+docker compose up --build            # secrets from your environment, healthcheck on /health
+```
+
+## Roll back
+
+This folder is one immutable version. To roll back, point prod at the previous version and deploy what it points to:
+
+```sh
+dspyreg rollback                      # prod -> the previous prod version, journaled
+dspyreg export prod ./deploy --force  # the bundle prod now points to
+docker compose up --build -d          # from ./deploy
+```
+
+Or run `dspyreg serve` (which follows prod and swaps versions by itself).
+"""

@@ -1,0 +1,407 @@
+"""The HTTP API of a dspyreg bundle (FastAPI + uvicorn).
+
+Copied verbatim into every exported bundle as `api.py` (run `python api.py --port 8000` there); `dspyreg serve`
+builds the same app over a backend that follows an environment and swaps versions. Endpoints:
+
+    POST /predict          the program's inputs -> its outputs, plus program, version and usage
+    POST /predict/batch    {"inputs": [...]} -> {"results": [...]} on one version
+    GET  /health           liveness (always open)
+    GET  /ready            200 once a verified version is loaded, else 503
+    GET  /version          program, version, commit, environment
+    GET  /docs             OpenAPI, with request and response schemas from the loaded version's signature
+
+Program calls run in a bounded thread pool, off the event loop, so slow LM calls proceed in parallel. Each request
+runs on the version that was current when it arrived, even if a swap happens meanwhile. Errors are JSON, never a
+traceback: 401 without the DSPYREG_API_TOKEN bearer token, 413 above the body limit, 422 for a body that does not
+fit, 502 when the LM fails or answers something unparseable, 503 when not ready.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import sys
+import time
+import typing
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+try:  # inside the dspyreg package
+    from .inference import InputError, LMFailure, PipelineServer, ProgramFailure
+except ImportError:  # in an exported bundle, beside inference.py
+    from inference import InputError, LMFailure, PipelineServer, ProgramFailure  # type: ignore[no-redef]
+
+ENV_TOKEN = "DSPYREG_API_TOKEN"
+DEFAULT_MAX_BODY = 1 << 20
+DEFAULT_THREADS = 64
+access_log = logging.getLogger("dspyreg.access")
+
+
+class Backend(Protocol):
+    """What the app serves: the current loaded version (None until one is), and why it is or is not ready."""
+
+    environment: str | None
+
+    def current(self) -> PipelineServer | None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class StaticBackend:
+    """One bundle folder, loaded once at startup."""
+
+    environment: str | None = None
+
+    def __init__(self, bundle_dir: str | Path) -> None:
+        self.server = PipelineServer(bundle_dir)
+
+    def current(self) -> PipelineServer:
+        return self.server
+
+    def status(self) -> dict[str, Any]:
+        return {"ready": True, "version": self.server.version}
+
+
+# -- models from the program's signature -----------------------------------------------------------------------------
+def _annotations(server: PipelineServer) -> dict[str, Any]:
+    """Live types by field name: forward()'s annotations, then the predictors' declared fields."""
+    found: dict[str, Any] = {}
+    for _, predictor in server.program.named_predictors():
+        sig = predictor.signature
+        for name, info in (*sig.output_fields.items(), *sig.input_fields.items()):
+            found.setdefault(name, info.annotation)
+    try:
+        hints = typing.get_type_hints(type(server.program).forward)
+    except Exception:
+        hints = {}
+    found.update({k: v for k, v in hints.items() if k != "return"})
+    return found
+
+
+def models(server: PipelineServer) -> tuple[type[Any], type[Any]]:
+    """(request, response) pydantic models of `server`'s version, built once per loaded version."""
+    cached = getattr(server, "_api_models", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    types = _annotations(server)
+    title = "".join(part.capitalize() for part in server.name.replace("-", "_").split("_"))
+
+    def field(spec: dict[str, Any], required: bool) -> tuple[Any, Any]:
+        annotation = types.get(spec["name"], Any)
+        description = spec.get("description") or None
+        if required:
+            return annotation, Field(..., description=description)
+        return annotation | None, Field(None, description=description)
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    request = create_model(  # type: ignore[call-overload]
+        f"{title}Request",
+        __base__=Strict,
+        **{f["name"]: field(f, f.get("required", True)) for f in server.interface["inputs"]},
+    )
+    usage = create_model(
+        "Usage",
+        prompt_tokens=(int, 0),
+        completion_tokens=(int, 0),
+        total_tokens=(int, 0),
+        cost=(float | None, Field(None, description="USD, when DSPy knows the model's price")),
+        lm_calls=(int, 0),
+    )
+    response = create_model(  # type: ignore[call-overload]
+        f"{title}Response",
+        program=(str, ...),
+        version=(str, ...),
+        usage=(usage, ...),
+        **{f["name"]: field(f, False) for f in server.interface["outputs"]},
+    )
+    server._api_models = (request, response)  # type: ignore[attr-defined]
+    return request, response
+
+
+def _error(status: int, kind: str, detail: Any) -> Any:
+    return JSONResponse({"error": kind, "detail": detail}, status_code=status)
+
+
+# -- the app -----------------------------------------------------------------------------------------------------------
+def create_app(
+    backend: Backend,
+    *,
+    threads: int = DEFAULT_THREADS,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    token: str | None = None,
+) -> Any:
+    token = token if token is not None else (os.environ.get(ENV_TOKEN) or None)
+    limiter = anyio.CapacityLimiter(threads)
+    app = FastAPI(title="dspyreg program API", version="1", docs_url="/docs", openapi_url="/openapi.json")
+    open_paths = {"/health", "/ready"}
+
+    @app.middleware("http")
+    async def guard_and_log(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        server = backend.current()
+        request.state.server = server
+        response: Any
+        if token and request.url.path not in open_paths and not _authorized(request, token):
+            response = JSONResponse(
+                {"error": "unauthorized", "detail": "send Authorization: Bearer <DSPYREG_API_TOKEN>"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        elif int(request.headers.get("content-length") or 0) > max_body_bytes:
+            response = _error(413, "too_large", f"the body is over {max_body_bytes} bytes")
+        else:
+            try:
+                response = await call_next(request)
+            except Exception as err:  # never a traceback to the client
+                response = _error(500, "internal_error", type(err).__name__)
+        _log(request, response.status_code, started, server)
+        return response
+
+    async def read_json(request: Request) -> Any:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body_bytes:  # a chunked body has no Content-Length to refuse it by
+                raise _Reject(_error(413, "too_large", f"the body is over {max_body_bytes} bytes"))
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks) or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise _Reject(_error(422, "invalid_json", str(err))) from None
+
+    def validated(server: PipelineServer, data: Any, where: str = "") -> dict[str, Any]:
+        request_model, _ = models(server)
+        try:
+            parsed = request_model.model_validate(data)
+        except ValidationError as err:
+            detail = json.loads(err.json(include_url=False, include_context=False))
+            raise _Reject(_error(422, "invalid_input", {"at": where, "errors": detail} if where else detail)) from None
+        return {k: v for k, v in parsed.model_dump().items() if k in parsed.model_fields_set}
+
+    async def answer(server: PipelineServer, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The response body for one input; LM and program failures raise _Reject with their JSON error."""
+        try:
+            result = await anyio.to_thread.run_sync(server.run, inputs, limiter=limiter)
+        except InputError as err:
+            raise _Reject(_error(422, "invalid_input", str(err))) from None
+        except LMFailure as err:
+            raise _Reject(_error(502, "lm_error", str(err))) from None
+        except ProgramFailure as err:
+            raise _Reject(_error(500, "program_error", str(err))) from None
+        _, response_model = models(server)
+        body = {**result.outputs, "program": server.name, "version": server.version, "usage": result.usage.to_json()}
+        return response_model.model_validate(body).model_dump(mode="json")  # type: ignore[no-any-return]
+
+    def served(server: PipelineServer, body: dict[str, Any]) -> Any:
+        return JSONResponse(body, headers={"X-Dspyreg-Version": server.version})
+
+    @app.post("/predict", summary="Run the program on one input")
+    async def predict(request: Request) -> Any:
+        server = request.state.server
+        if server is None:
+            return _error(503, "not_ready", backend.status())
+        try:
+            return served(server, await answer(server, validated(server, await read_json(request))))
+        except _Reject as reject:
+            return reject.response
+
+    @app.post("/predict/batch", summary="Run the program on several inputs, in parallel, on one version")
+    async def predict_batch(request: Request) -> Any:
+        server = request.state.server
+        if server is None:
+            return _error(503, "not_ready", backend.status())
+        try:
+            data = await read_json(request)
+            if not isinstance(data, dict) or set(data) != {"inputs"} or not isinstance(data["inputs"], list):
+                raise _Reject(_error(422, "invalid_input", 'expected {"inputs": [{...}, ...]}'))
+            batch = [validated(server, item, f"inputs[{i}]") for i, item in enumerate(data["inputs"])]
+        except _Reject as reject:
+            return reject.response
+        results: list[dict[str, Any]] = [{} for _ in batch]
+
+        async def one(i: int, inputs: dict[str, Any]) -> None:
+            try:
+                results[i] = await answer(server, inputs)
+            except _Reject as reject:  # one failed input does not fail the others
+                results[i] = {"error": json.loads(bytes(reject.response.body)), "status": reject.response.status_code}
+
+        async with anyio.create_task_group() as group:
+            for i, inputs in enumerate(batch):
+                group.start_soon(one, i, inputs)
+        return served(server, {"program": server.name, "version": server.version, "results": results})
+
+    @app.get("/health", summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="Readiness: 200 once a verified version is loaded")
+    async def ready() -> Any:
+        status = backend.status()
+        return JSONResponse(status, status_code=200 if status.get("ready") else 503)
+
+    @app.get("/version", summary="What is being served")
+    async def version(request: Request) -> Any:
+        server = request.state.server
+        if server is None:
+            return _error(503, "not_ready", backend.status())
+        return {
+            "program": server.name,
+            "version": server.version,
+            "commit": server.commit,
+            "environment": backend.environment,
+        }
+
+    def openapi() -> dict[str, Any]:
+        """OpenAPI with the loaded version's request and response schemas, so client generators see real types."""
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        server = backend.current()
+        if server is None:
+            return schema
+        request_model, response_model = models(server)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (request_model, response_model):
+            model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(model_schema.pop("$defs", {}))
+            components[model.__name__] = model_schema
+
+        def ref(model: Any) -> dict[str, str]:
+            return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+        errors = {
+            str(code): {"description": text, "content": {"application/json": {"schema": {"type": "object"}}}}
+            for code, text in ((413, "Body too large"), (422, "Invalid input"), (502, "LM failure"), (503, "Not ready"))
+        }
+        single = schema["paths"]["/predict"]["post"]
+        single["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(request_model)}}}
+        single["responses"] = {
+            "200": {"description": "The outputs", "content": {"application/json": {"schema": ref(response_model)}}},
+            **errors,
+        }
+        batch = schema["paths"]["/predict/batch"]["post"]
+        batch["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["inputs"],
+                        "properties": {"inputs": {"type": "array", "items": ref(request_model)}},
+                    }
+                }
+            },
+        }
+        batch["responses"] = {
+            "200": {
+                "description": "One result per input, in order",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "program": {"type": "string"},
+                                "version": {"type": "string"},
+                                "results": {"type": "array", "items": ref(response_model)},
+                            },
+                        }
+                    }
+                },
+            },
+            **errors,
+        }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+class _Reject(Exception):
+    """Stop handling a request and answer with `response` (a JSON error)."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+
+def _authorized(request: Any, token: str) -> bool:
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def _log(request: Any, status: int, started: float, server: PipelineServer | None) -> None:
+    """One JSON line per request (never a header or a body: keys and tokens stay out of logs)."""
+    access_log.info(
+        json.dumps(
+            {
+                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "method": request.method,
+                "path": request.url.path,
+                "status": status,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                "version": server.version if server is not None else None,
+            }
+        )
+    )
+
+
+def configure_access_log() -> None:
+    if not access_log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
+
+
+def bundle_app() -> Any:
+    """The app of the bundle this file sits in (or DSPYREG_BUNDLE_DIR): uvicorn's factory for `--workers`."""
+    configure_access_log()
+    bundle = os.environ.get("DSPYREG_BUNDLE_DIR") or str(Path(__file__).resolve().parent)
+    return create_app(
+        StaticBackend(bundle),
+        threads=int(os.environ.get("DSPYREG_THREADS", DEFAULT_THREADS)),
+        max_body_bytes=int(os.environ.get("DSPYREG_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
+    )
+
+
+def main() -> None:
+    import argparse
+
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="Serve this bundle over HTTP.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--workers", type=int, default=1, help="processes (each loads the bundle)")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="concurrent program calls per process")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
+    args = parser.parse_args()
+    os.environ.setdefault("DSPYREG_BUNDLE_DIR", str(Path(__file__).resolve().parent))
+    os.environ["DSPYREG_THREADS"] = str(args.threads)
+    os.environ["DSPYREG_MAX_BODY_BYTES"] = str(args.max_body_bytes)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    uvicorn.run(
+        f"{Path(__file__).stem}:bundle_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        access_log=False,
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()

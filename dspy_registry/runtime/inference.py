@@ -1,0 +1,264 @@
+"""Run a dspyreg deployment bundle with DSPy alone: JSON state loaded into the bundled code, never pickle.
+
+This file is copied verbatim into every exported bundle as `inference.py` and imports nothing of dspyreg, so a
+bundle runs anywhere `pip install -r requirements.txt` works. `dspyreg serve` and `dspy_registry.load` use it too,
+so what is served is what is exported.
+
+    from inference import PipelineServer
+    server = PipelineServer(".")                 # the bundle folder
+    print(server.predict(question="What is DSPy?"))
+
+The LM comes from config.json's "lm", overridden by DSPYREG_LM_MODEL, DSPYREG_LM_API_BASE and DSPYREG_LM_API_KEY
+(the provider's usual key variables work too); DSPy's response cache is off, so every call reaches the LM.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Model prices come from the snapshot DSPy ships: a server never reaches out to the internet for them.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "true")
+
+ENV_MODEL = "DSPYREG_LM_MODEL"
+ENV_API_BASE = "DSPYREG_LM_API_BASE"
+ENV_API_KEY = "DSPYREG_LM_API_KEY"
+ENV_NUM_RETRIES = "DSPYREG_LM_NUM_RETRIES"
+_import_lock = threading.Lock()
+
+
+class InputError(ValueError):
+    """The inputs do not fit the program's interface (HTTP 422)."""
+
+
+class LMFailure(RuntimeError):
+    """The LM failed or answered something the adapter could not parse (HTTP 502)."""
+
+
+class ProgramFailure(RuntimeError):
+    """The program itself raised (HTTP 500, without a traceback)."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: float | None = None  # USD, when DSPy knows the model's price
+    lm_calls: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "cost": self.cost,
+            "lm_calls": self.lm_calls,
+        }
+
+
+@dataclass(frozen=True)
+class Result:
+    outputs: dict[str, Any]
+    usage: Usage = field(default_factory=Usage)
+
+
+def import_file(path: Path, name: str) -> Any:
+    """Import the module at `path` as `name`; its folder is on sys.path meanwhile, so it may import neighbours."""
+    with _import_lock:
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot import {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # pydantic models and dataclasses look their module up while the body runs
+        sys.path.insert(0, str(path.parent))
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        finally:
+            sys.path.remove(str(path.parent))
+        return module
+
+
+def instantiate(module: Any, attr: str, what: str) -> Any:
+    """`module.attr` as a program: a dspy.Module instance, or what its class or zero-argument factory makes."""
+    import dspy
+
+    target = getattr(module, attr, None)
+    if target is None:
+        raise TypeError(f"{what}: {attr!r} is not defined in {module.__name__}")
+    if isinstance(target, dspy.Module):
+        return target
+    if not callable(target):
+        raise TypeError(f"{what}: {attr} is not a dspy.Module subclass or factory")
+    try:
+        program = target()
+    except Exception as err:
+        raise TypeError(f"{what}: calling {attr}() failed: {type(err).__name__}: {err}") from err
+    if not isinstance(program, dspy.Module):
+        raise TypeError(f"{what}: {attr}() gave {type(program).__name__}, not a dspy.Module")
+    return program
+
+
+def import_entrypoint(code_dir: Path, entrypoint: str, tag: str) -> Any:
+    """Instantiate `module:Attr` from a bundle's `code_dir`.
+
+    A single-file module is imported under a name unique to `tag` (a commit), so two versions of one program can
+    live in one process; a packaged one (`pkg.mod:Attr`) is imported by its own name.
+    """
+    module_name, _, attr = entrypoint.partition(":")
+    if "." not in module_name:
+        unique = f"dspyreg_code_{tag[:12]}_{module_name}".replace("-", "_")
+        module = import_file(code_dir / f"{module_name}.py", unique)
+    else:
+        with _import_lock:
+            sys.path.insert(0, str(code_dir))
+            try:
+                module = importlib.import_module(module_name)
+            finally:
+                sys.path.remove(str(code_dir))
+    return instantiate(module, attr, entrypoint)
+
+
+def load_state_file(path: Path) -> dict[str, Any]:
+    """The saved DSPy state: JSON only (a pickle's first byte is refused before anything is parsed)."""
+    data = path.read_bytes()
+    if data[:1] == b"\x80":
+        raise ValueError(f"{path} holds pickle bytes: refusing to load it")
+    state = json.loads(data)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} is not a DSPy state")
+    return state
+
+
+def load_program(bundle_dir: Path, entrypoint: str, tag: str) -> Any:
+    """The bundle's program with its published state loaded (instructions, demos, per-predictor settings)."""
+    program = import_entrypoint(bundle_dir / "code", entrypoint, tag)
+    state = load_state_file(bundle_dir / "program.json")
+    state.pop("metadata", None)
+    program.load_state(state)
+    return program
+
+
+def make_lm(config: dict[str, Any]) -> Any:
+    """The LM from config.json's "lm" and the DSPYREG_LM_* variables, with DSPy's cache off; None if no model."""
+    import dspy
+
+    model = os.environ.get(ENV_MODEL) or config.get("model")
+    if not model:
+        return None
+    kwargs: dict[str, Any] = {k: config[k] for k in ("temperature", "max_tokens") if config.get(k) is not None}
+    if config.get("timeout"):
+        kwargs["timeout"] = config["timeout"]
+    if os.environ.get(ENV_API_BASE):
+        kwargs["api_base"] = os.environ[ENV_API_BASE]
+    if os.environ.get(ENV_API_KEY):
+        kwargs["api_key"] = os.environ[ENV_API_KEY]
+    retries = int(os.environ.get(ENV_NUM_RETRIES) or config.get("num_retries", 3))
+    return dspy.LM(model, cache=False, num_retries=retries, **kwargs)
+
+
+def jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+def _is_lm_failure(err: BaseException) -> bool:
+    """DSPy's LM and adapter errors, and whatever a provider SDK raises on the way (by module, not by import)."""
+    for cls in type(err).__mro__:
+        module = cls.__module__ or ""
+        if cls.__name__ in ("LMError", "AdapterParseError", "DSPyError") or module.startswith(
+            ("litellm", "openai", "httpx", "httpcore", "dspy.clients", "dspy._vendor")
+        ):
+            return True
+    return isinstance(err, (ConnectionError, TimeoutError))
+
+
+class PipelineServer:
+    """A loaded bundle: `predict(**inputs)` runs the program and returns its outputs as plain JSON values."""
+
+    def __init__(self, bundle_dir: str | Path = ".", *, lm: Any = None) -> None:
+        self.bundle_dir = Path(bundle_dir).resolve()
+        self.config = json.loads((self.bundle_dir / "config.json").read_text())
+        self.interface = json.loads((self.bundle_dir / "interface.json").read_text())
+        pipeline = self.config["pipeline"]
+        self.name: str = pipeline["name"]
+        self.version: str = pipeline["version"]
+        self.commit: str = pipeline.get("commit", "")
+        self.program = load_program(self.bundle_dir, pipeline["entrypoint"], self.commit or self.version)
+        self.lm = lm if lm is not None else make_lm(self.config.get("lm", {}))
+        self.inputs = [f["name"] for f in self.interface["inputs"]]
+        self.required = [f["name"] for f in self.interface["inputs"] if f.get("required", True)]
+        self.outputs = [f["name"] for f in self.interface["outputs"]]
+
+    def predict(self, **inputs: Any) -> dict[str, Any]:
+        return self.run(inputs).outputs
+
+    def run(self, inputs: dict[str, Any]) -> Result:
+        import dspy
+
+        unknown = sorted(set(inputs) - set(self.inputs))
+        missing = [name for name in self.required if name not in inputs]
+        if unknown or missing:
+            parts = ([f"unknown {', '.join(unknown)}"] if unknown else []) + (
+                [f"missing {', '.join(missing)}"] if missing else []
+            )
+            raise InputError(f"inputs do not fit {self.name} {self.version}: {'; '.join(parts)}")
+        if self.lm is None and dspy.settings.lm is None:
+            raise LMFailure(f"no LM configured: set {ENV_MODEL} (and {ENV_API_KEY} or the provider's key variable)")
+        lm = self.lm.copy() if self.lm is not None else None  # a private history per request: its own usage
+        try:
+            with dspy.context(lm=lm, track_usage=True) if lm is not None else dspy.context(track_usage=True):
+                prediction = self.program(**inputs)
+        except Exception as err:
+            if _is_lm_failure(err):
+                raise LMFailure(_one_line(err)) from err
+            raise ProgramFailure(f"{type(err).__name__}: {_one_line(err)}") from err
+        outputs = {name: jsonable(prediction.get(name)) for name in self.outputs}
+        return Result(outputs, _usage(prediction, lm))
+
+
+def _usage(prediction: Any, lm: Any) -> Usage:
+    tokens: dict[str, int] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    by_model = prediction.get_lm_usage() if hasattr(prediction, "get_lm_usage") else None
+    for usage in (by_model or {}).values():
+        for key in tokens:
+            tokens[key] += int(usage.get(key) or 0)
+    history = list(getattr(lm, "history", []) or [])
+    costs = [entry.get("cost") for entry in history]
+    cost = sum(c for c in costs if c is not None) if costs and all(c is not None for c in costs) else None
+    return Usage(**tokens, cost=cost, lm_calls=len(history))
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text[:500]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description='Run this bundle once: python inference.py \'{"question": "..."}\'')
+    parser.add_argument("inputs", help="the program's inputs as a JSON object, or @file.json")
+    args = parser.parse_args()
+    text = Path(args.inputs[1:]).read_text() if args.inputs.startswith("@") else args.inputs
+    server = PipelineServer(Path(__file__).parent)
+    print(json.dumps(server.predict(**json.loads(text)), indent=2, ensure_ascii=False))
