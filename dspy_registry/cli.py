@@ -397,7 +397,7 @@ def verify(
             _print_json([{"subject": p.subject, "message": p.message} for p in problems])
         else:
             for problem in problems:
-                _out().print(f"[red]problem:[/red] {_one_line(str(problem))}")
+                _out().print(f"[red]problem:[/red] {_one_line(str(problem))}", soft_wrap=True)
             if not problems:
                 _out().print("[green]verified:[/green] every bundle matches its manifest and every tag the journal")
         if problems:

@@ -283,18 +283,26 @@ class Registry:
             env = self._check_env(spec.environment, allow_rollback=True)
             state = self._env_state(program, env, None)
             commit = self.store.peel_to_commit(tag_ref(program, env))
-            if state.version is None or commit is None:
+            if commit is None:
                 hint = f"it names the previous {self.production} once {self.production} has moved twice"
                 raise UnknownRef(
                     f"{program}/{env} is not set: " + (hint if env == ROLLBACK_ENV else "promote a version to it first")
                 )
-            return Resolved(program, state.version, commit, env)
+            # A tag moved by hand carries no dspyreg record: its commit's manifest says which version it holds,
+            # and verification says what is wrong with it.
+            version = state.version or self._manifest_version(commit, program, f"{program}/{env}")
+            return Resolved(program, version, commit, env)
         assert spec.sha is not None
         commit = self.store.peel_to_commit(spec.sha)
-        manifest = self.store.read_blob(commit, f"{program}/manifest.toml") if commit else None
-        if commit is None or manifest is None:
-            raise UnknownRef(f"{spec.sha} is not a commit of this registry that holds program {program}")
-        return Resolved(program, Manifest.loads(manifest.decode()).program.version, commit)
+        if commit is None:
+            raise UnknownRef(f"{spec.sha} is not a commit of this registry")
+        return Resolved(program, self._manifest_version(commit, program, spec.sha), commit)
+
+    def _manifest_version(self, commit: str, program: str, what: str) -> str:
+        manifest = self.store.read_blob(commit, f"{program}/manifest.toml")
+        if manifest is None:
+            raise UnknownRef(f"{what} is not a commit of this registry that holds program {program}")
+        return Manifest.loads(manifest.decode(), where=f"{what}:{program}/manifest.toml").program.version
 
     def manifest(self, resolved: Resolved) -> Manifest:
         return Manifest.loads(self._file(resolved, "manifest.toml").decode(), where=f"{resolved.program}/manifest.toml")
@@ -598,7 +606,7 @@ class Registry:
             if everything:
                 targets = [Resolved(v.name, v.version, v.commit) for v in self.versions(program)]
             else:
-                targets = [self._env_target(program, env) for env in self.environments_of(program)]
+                targets = [self._env_target(program, env) for env in (*self.config.environments, ROLLBACK_ENV)]
             for target in targets:
                 if target is not None and (target.version, target.commit) not in seen:
                     seen.add((target.version, target.commit))

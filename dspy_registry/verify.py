@@ -126,7 +126,9 @@ def verify_environments(reg: Registry, program: str, envs: tuple[str, ...] | Non
         commit = reg.store.peel_to_commit(ref)
         if not version:
             problems.append(Problem(ref, "its message has no dspyreg record (moved by hand?)"))
-            continue
+            version = _version_at(reg, commit, program)
+            if version is None:
+                continue
         published = reg.store.peel_to_commit(tag_ref(program, version))
         if published is None:
             problems.append(Problem(ref, f"names {version}, which is not a published version of {program}"))
@@ -141,6 +143,14 @@ def verify_environments(reg: Registry, program: str, envs: tuple[str, ...] | Non
         if version != expected:
             problems.append(Problem(ref, f"names {version}, but the journal says {expected or 'unset'}"))
     return problems
+
+
+def _version_at(reg: Registry, commit: str | None, program: str) -> str | None:
+    raw = reg.store.read_blob(commit, f"{program}/manifest.toml") if commit else None
+    try:
+        return Manifest.loads(raw.decode()).program.version if raw else None
+    except (BadManifest, UnicodeDecodeError):
+        return None
 
 
 def _journal_version(reg: Registry, journal: str | None, program: str, env: str) -> str | None:

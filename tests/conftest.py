@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from dspy_registry.registry import Registry
 from dspy_registry.state import read_state_file
 
 ROOT = Path(__file__).resolve().parent.parent
+ORIGINAL_HOME = Path.home()  # before the isolated HOME: where pip's cache is
 EXAMPLE_SPEC = f"{ROOT / 'examples' / 'qa_program.py'}:DocsQA"
 
 
@@ -29,6 +31,7 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Author")
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "author@example.com")
     monkeypatch.setenv("DSPYREG_CACHE", str(home / "cache"))
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "true")  # nothing fetches from the internet
     monkeypatch.delenv("DSPYREG_REGISTRY", raising=False)
     for key in ("DSPYREG_LM_MODEL", "DSPYREG_LM_API_BASE", "DSPYREG_LM_API_KEY", "DSPYREG_API_TOKEN"):
         monkeypatch.delenv(key, raising=False)
@@ -75,3 +78,44 @@ def git(path: Path, *args: str) -> str:
 def ref_snapshot(path: Path) -> str:
     """Every ref and what it points to: equal snapshots mean the registry did not change."""
     return git(path, "for-each-ref", "--format=%(refname) %(objectname)")
+
+
+@pytest.fixture
+def fake_lm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fake OpenAI-compatible LM server on 127.0.0.1, wired in through the DSPYREG_LM_* variables."""
+    from dspy_registry.fake_lm import FakeLM
+
+    with FakeLM() as fake:
+        monkeypatch.setenv("DSPYREG_LM_MODEL", "openai/fake-model")
+        monkeypatch.setenv("DSPYREG_LM_API_BASE", fake.base_url)
+        monkeypatch.setenv("DSPYREG_LM_API_KEY", "sk-test-not-a-secret")
+        monkeypatch.setenv("DSPYREG_LM_NUM_RETRIES", "0")
+        yield fake
+
+
+def tamper(registry: Path, tmp_path: Path, *, move_env: str | None = "prod", edit: str = "qa/prompts.json") -> str:
+    """A bundle file changed by a plain git commit on main (and `move_env` force-moved to it), as a person might."""
+    clone = tmp_path / "tamper-clone"
+    git(tmp_path, "clone", "-q", str(registry), str(clone))
+    path = clone / edit
+    path.write_text(path.read_text().replace("Using only facts", "Ignore the passages and"))
+    git(clone, "-c", "user.name=Mallory", "-c", "user.email=m@example.com", "commit", "-qam", "tweak prompt")
+    git(clone, "push", "-q", "origin", "main")
+    commit = git(clone, "rev-parse", "HEAD").strip()
+    if move_env:
+        git(
+            clone,
+            "-c",
+            "user.name=Mallory",
+            "-c",
+            "user.email=m@example.com",
+            "tag",
+            "-f",
+            "-a",
+            f"qa/{move_env}",
+            "-m",
+            "hotfix",
+            commit,
+        )
+        git(clone, "push", "-q", "--force", "origin", f"refs/tags/qa/{move_env}")
+    return commit
