@@ -404,6 +404,47 @@ def verify(
             raise typer.Exit(1)
 
 
+@app.command()
+def serve(
+    ref: Annotated[
+        Optional[str], typer.Argument(help="Environment to follow, or a fixed version [default: prod].")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    poll_seconds: Annotated[
+        float, typer.Option("--poll-seconds", help="How often to look at the environment tag.")
+    ] = 2.0,
+    workers: Annotated[int, typer.Option("--workers", help="Server processes; each follows the tag.")] = 1,
+    threads: Annotated[int, typer.Option("--threads", help="Program calls in parallel per process.")] = 64,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger request bodies get 413.")] = 1 << 20,
+    no_verify: NoVerifyOpt = False,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Serve a program over HTTP; when REF is an environment, follow it and swap versions without dropping requests."""
+    with _funnel(traceback):
+        if workers < 1 or threads < 1 or poll_seconds <= 0 or max_body_bytes < 1:
+            raise RegistryError("--workers, --threads, --poll-seconds and --max-body-bytes must be positive")
+        with _open(registry) as reg:
+            target = ref or reg.production
+            resolved = _checked(reg, target, name, no_verify)
+            location = reg.location
+        from .serve import ServeConfig
+        from .serve import serve as run_server
+
+        config = ServeConfig(location, target, resolved.program, poll_seconds, not no_verify, threads, max_body_bytes)
+        following = (
+            f"following {resolved.program}/{resolved.environment} every {poll_seconds:g} s"
+            if resolved.environment
+            else "fixed version"
+        )
+        _err().print(
+            f"Serving {resolved.program} {resolved.version} on http://{host}:{port} ({following}, {workers} worker(s))"
+        )
+        run_server(config, host=host, port=port, workers=workers)
+
+
 def _moved(result: Any, json_out: bool, *, what: str) -> None:
     if json_out:
         _print_json([e.to_json() for e in result.entries])

@@ -1,0 +1,158 @@
+"""`dspyreg serve`: the bundle's HTTP API over a backend that follows an environment and swaps versions.
+
+The follower polls the environment tag (a cheap ref read). When it moves, the new version is verified and loaded in
+the background and swapped in with one reference assignment: requests in flight finish on the version they started
+with, new ones get the new version. A version that fails to verify or load is not swapped in; the server keeps the
+one it has and says why in /ready and the log. Imported only by `dspyreg serve` (it needs fastapi and uvicorn).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .refs import tag_ref
+from .registry import Registry, Resolved
+from .runtime.api import DEFAULT_MAX_BODY, DEFAULT_THREADS, configure_access_log, create_app
+from .runtime.inference import PipelineServer
+
+log = logging.getLogger("dspyreg.serve")
+CONFIG_ENV = "DSPYREG_SERVE_CONFIG"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    registry: str
+    ref: str
+    name: str | None = None
+    poll_seconds: float = 2.0
+    verify: bool = True
+    threads: int = DEFAULT_THREADS
+    max_body_bytes: int = DEFAULT_MAX_BODY
+
+
+class FollowingBackend:
+    """Serves `ref`; when `ref` is an environment, follows its tag and swaps to each new verified version."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        with Registry.open(config.registry) as reg:
+            first = reg.resolve(config.ref, config.name)
+        self.program = first.program
+        self.environment = first.environment
+        self._server: PipelineServer | None = None
+        self._seen: str | None = None  # the tag value (or version) last acted on
+        self._problem: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- what the app asks -----------------------------------------------------------------------------------------
+    def current(self) -> PipelineServer | None:
+        return self._server
+
+    def status(self) -> dict[str, Any]:
+        server = self._server
+        body: dict[str, Any] = {
+            "ready": server is not None,
+            "program": self.program,
+            "environment": self.environment,
+            "version": server.version if server else None,
+            "commit": server.commit if server else None,
+        }
+        if self._problem is not None:
+            body["not_swapped_in"] = self._problem
+        return body
+
+    # -- following -------------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._follow, name="dspyreg-follow", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception as err:  # a registry hiccup must not kill the follower
+                log.warning(json.dumps({"event": "poll_failed", "error": f"{type(err).__name__}: {err}"}))
+            if self.environment is None and self._server is not None:
+                return  # a fixed version never moves
+            self._stop.wait(self.config.poll_seconds)
+
+    def refresh(self) -> bool:
+        """Look at the ref once; load, verify and swap in what it names if that changed. True when swapped."""
+        with self._lock, Registry.open(self.config.registry) as reg:
+            marker = self._marker(reg)
+            if marker == self._seen:
+                return False
+            self._seen = marker
+            try:
+                resolved = reg.checked(self.config.ref, self.config.name, verify=self.config.verify)
+                if self._server is not None and self._server.commit == resolved.commit:
+                    return False
+                server = PipelineServer(reg.materialize(resolved))
+            except Exception as err:
+                self._refuse(marker, err)
+                return False
+        previous = self._server
+        self._server = server  # the swap: one reference assignment
+        self._problem = None
+        log.warning(json.dumps({"event": "swapped", "from": previous.version if previous else None, **_what(resolved)}))
+        return True
+
+    def _marker(self, reg: Registry) -> str:
+        """What identifies the target now: the environment tag's value, or the fixed ref itself."""
+        if self.environment is None:
+            return self.config.ref
+        value = reg.store.run("rev-parse", "-q", "--verify", tag_ref(self.program, self.environment)).strip()
+        return value
+
+    def _refuse(self, marker: str, err: Exception) -> None:
+        detail = " ".join(str(err).split())[:500]
+        self._problem = {"tag": marker, "error": f"{type(err).__name__}: {detail}"}
+        log.warning(json.dumps({"event": "not_swapped_in", "environment": self.environment, **self._problem}))
+
+
+def _what(resolved: Resolved) -> dict[str, Any]:
+    return {k: v for k, v in asdict(resolved).items() if v is not None}
+
+
+def build_app(config: ServeConfig) -> Any:
+    """The app for one process: a backend that loads its first version in the background, so /ready starts at 503."""
+    configure_access_log()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    backend = FollowingBackend(config)
+    backend.start()
+    app = create_app(backend, threads=config.threads, max_body_bytes=config.max_body_bytes)
+    app.router.on_shutdown.append(backend.stop)
+    return app
+
+
+def worker_app() -> Any:
+    """uvicorn's factory in each worker process (`--workers N`): every worker follows the tag by itself."""
+    return build_app(ServeConfig(**json.loads(os.environ[CONFIG_ENV])))
+
+
+def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    if workers > 1:
+        os.environ[CONFIG_ENV] = json.dumps(asdict(config))
+        uvicorn.run(
+            "dspy_registry.serve:worker_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,
+            log_level="warning",
+        )
+    else:
+        uvicorn.run(build_app(config), host=host, port=port, access_log=False, log_level="warning")
