@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +18,7 @@ from dspy_registry.export import API_COMMAND
 from dspy_registry.registry import Registry
 
 from .conftest import ORIGINAL_HOME
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http(method: str, url: str, body: Any = None, timeout: float = 30) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
+from .serving import free_port, http
 
 
 def wait_for(url: str, proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
@@ -82,7 +64,7 @@ def test_exported_bundle_runs_in_a_fresh_venv(published: Registry, fake_lm: Any,
         base = f"http://127.0.0.1:{port}"
         wait_for(f"{base}/health", server)
         fake_lm.overrides["answer"] = "Roll back with dspyreg rollback."
-        status, body = http("POST", f"{base}/predict", json.loads((bundle / "examples/input.json").read_text()))
+        status, body, _ = http("POST", f"{base}/predict", json.loads((bundle / "examples/input.json").read_text()))
         assert status == 200, body
         assert body["answer"] == "Roll back with dspyreg rollback." and body["version"] == "v1.1"
         assert body["confidence"] == 0.5 and body["supported"] is True and body["usage"]["total_tokens"] > 0
@@ -94,7 +76,7 @@ def test_exported_bundle_runs_in_a_fresh_venv(published: Registry, fake_lm: Any,
         assert http("POST", f"{base}/predict", {"question": ["not", "a", "string"]})[0] == 422
         assert http("POST", f"{base}/predict", {"nope": 1})[0] == 422
         fake_lm.fail_with = 503
-        status, body = http("POST", f"{base}/predict", {"question": "x"})
+        status, body, _ = http("POST", f"{base}/predict", {"question": "x"})
         assert status == 502 and body["error"] == "lm_error" and "Traceback" not in json.dumps(body)
     finally:
         server.terminate()

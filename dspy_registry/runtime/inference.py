@@ -147,6 +147,12 @@ def load_program(bundle_dir: Path, entrypoint: str, tag: str) -> Any:
     program = import_entrypoint(bundle_dir / "code", entrypoint, tag)
     state = load_state_file(bundle_dir / "program.json")
     state.pop("metadata", None)
+    names = {name for name, _ in program.named_parameters()}
+    missing, extra = sorted(names - state.keys()), sorted(state.keys() - names)
+    if missing or extra:
+        raise ValueError(
+            f"program.json does not match the code: it lacks {missing or 'nothing'}, has extra {extra or 'nothing'}"
+        )
     program.load_state(state)
     return program
 

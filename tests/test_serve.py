@@ -1,0 +1,243 @@
+"""`dspyreg serve` for real: uvicorn on 127.0.0.1, a fake OpenAI-compatible LM on 127.0.0.1, real registries."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dspy_registry.registry import Registry
+
+from .conftest import tamper
+from .serving import Server, dspyreg_serve, raw_post
+
+QUESTION = {"question": "How do I roll back?"}
+
+
+@pytest.fixture
+def prod_v11(published: Registry) -> Registry:
+    published.promote("v1.0", "prod")
+    published.promote("v1.1", "prod")
+    return published
+
+
+@pytest.fixture
+def server(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> Any:
+    with dspyreg_serve(prod_v11.location, tmp_path, "--poll-seconds", "0.5") as srv:
+        srv.wait_ready()
+        yield srv
+
+
+def test_endpoints(server: Server, fake_lm: Any) -> None:
+    fake_lm.overrides["answer"] = "Run dspyreg rollback."
+    assert server.get("/health")[:2] == (200, {"status": "ok"})
+    status, ready, _ = server.get("/ready")
+    assert status == 200 and ready["ready"] is True and ready["version"] == "v1.1"
+    status, version, _ = server.get("/version")
+    assert status == 200 and version["program"] == "qa" and version["version"] == "v1.1"
+    assert version["environment"] == "prod" and len(version["commit"]) == 40
+    status, body, headers = server.post("/predict", QUESTION)
+    assert status == 200 and body["answer"] == "Run dspyreg rollback." and body["confidence"] == 0.5
+    assert body["program"] == "qa" and body["version"] == "v1.1" and headers["x-dspyreg-version"] == "v1.1"
+    assert body["usage"]["total_tokens"] > 0 and body["usage"]["lm_calls"] == 3
+    status, batch, _ = server.post("/predict/batch", {"inputs": [QUESTION, {"question": "What is DSPy?"}]})
+    assert status == 200 and [r["answer"] for r in batch["results"]] == ["Run dspyreg rollback."] * 2
+    assert all(r["model"] == "fake-model" for r in fake_lm.requests)
+
+
+def test_openapi_has_the_signature_types(server: Server) -> None:
+    status, spec, _ = server.get("/openapi.json")
+    assert status == 200
+    schemas = spec["components"]["schemas"]
+    request = schemas["QaRequest"]
+    assert request["required"] == ["question"] and request["properties"]["question"]["type"] == "string"
+    assert "user question" in request["properties"]["question"]["description"]
+    response = schemas["QaResponse"]["properties"]
+    assert response["confidence"]["anyOf"][0]["type"] == "number"
+    assert response["supported"]["anyOf"][0]["type"] == "boolean"
+    assert response["passages"]["anyOf"][0] == {"type": "array", "items": {"type": "string"}}
+    body = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/QaRequest"}
+    import urllib.request
+
+    with urllib.request.urlopen(server.base + "/docs", timeout=10) as page:
+        assert page.status == 200 and b"swagger" in page.read().lower()
+
+
+def test_errors_are_json_and_never_tracebacks(server: Server, fake_lm: Any) -> None:
+    cases = [
+        (server.post("/predict", {"question": 3}), 422, "invalid_input"),
+        (server.post("/predict", {"question": "x", "extra": 1}), 422, "invalid_input"),
+        (server.post("/predict", {}), 422, "invalid_input"),
+        (server.post("/predict", raw=b"{not json"), 422, "invalid_json"),
+        (server.post("/predict/batch", {"inputs": "nope"}), 422, "invalid_input"),
+    ]
+    for (status, body, _), expected, kind in cases:
+        assert status == expected and body["error"] == kind, body
+    big = b'{"question": "' + b"x" * (2 << 20) + b'"}'
+    declared = raw_post(server.base, "/predict", {"Content-Length": str(len(big))}, [big])
+    chunked_body = [
+        f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in (big[i : i + 65536] for i in range(0, len(big), 65536))
+    ]
+    chunked = raw_post(server.base, "/predict", {"Transfer-Encoding": "chunked"}, [*chunked_body, b"0\r\n\r\n"])
+    for status, body in (declared, chunked):
+        assert status == 413 and body["error"] == "too_large", body
+    fake_lm.garbage = True
+    status, body, _ = server.post("/predict", QUESTION)
+    assert status == 502 and body["error"] == "lm_error"
+    fake_lm.garbage = False
+    fake_lm.fail_with = 500  # an LM outage
+    status, body, _ = server.post("/predict", QUESTION)
+    assert status == 502 and body["error"] == "lm_error" and "fake outage" in body["detail"]
+    fake_lm.fail_with = None
+    assert server.post("/predict", QUESTION)[0] == 200  # recovered
+    assert not any("Traceback" in json.dumps(line) for line in server.log_lines())
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_access_log_has_one_json_line_per_request(server: Server) -> None:
+    server.post("/predict", QUESTION)
+    server.post("/predict", {"question": 1})
+    server.get("/version")
+    lines = [line for line in server.log_lines() if "path" in line]
+    assert [(e["path"], e["status"]) for e in lines[-3:]] == [("/predict", 200), ("/predict", 422), ("/version", 200)]
+    for entry in lines[-3:]:
+        assert set(entry) >= {"time", "path", "status", "latency_ms", "version"} and entry["version"] == "v1.1"
+    assert "sk-test-not-a-secret" not in server.log.read_text()
+
+
+def test_token(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
+    with dspyreg_serve(prod_v11.location, tmp_path, env={"DSPYREG_API_TOKEN": "s3cret"}) as srv:
+        srv.wait_listening()
+        assert srv.get("/health")[0] == 200  # liveness stays open
+        srv.wait_ready()
+        status, body, headers = srv.post("/predict", QUESTION)
+        assert status == 401 and body["error"] == "unauthorized" and headers["www-authenticate"] == "Bearer"
+        assert srv.post("/predict", QUESTION, headers={"Authorization": "Bearer wrong"})[0] == 401
+        assert srv.get("/version")[0] == 401
+        assert srv.post("/predict", QUESTION, headers={"Authorization": "Bearer s3cret"})[0] == 200
+        assert "s3cret" not in srv.log.read_text()
+
+
+def test_not_ready_is_503(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
+    """A target that cannot load (served with --no-verify) never becomes ready: 503, and /ready says why."""
+    path = Path(prod_v11.location)
+    tamper(path, tmp_path, edit="qa/program.json")  # program.json no longer matches the code
+    clone = tmp_path / "tamper-clone"
+    state = json.loads((clone / "qa/program.json").read_text())
+    del state["check"]
+    (clone / "qa/program.json").write_text(json.dumps(state))
+    from .conftest import git
+
+    git(clone, "-c", "user.name=M", "-c", "user.email=m@x", "commit", "-qam", "break")
+    git(clone, "push", "-q", "origin", "main")
+    git(clone, "-c", "user.name=M", "-c", "user.email=m@x", "tag", "-f", "-a", "qa/prod", "-m", "x", "HEAD")
+    git(clone, "push", "-q", "--force", "origin", "refs/tags/qa/prod")
+    with dspyreg_serve(prod_v11.location, tmp_path, "--no-verify") as srv:
+        srv.wait_listening()
+        deadline = time.time() + 20
+        while "not_swapped_in" not in srv.get("/ready")[1] and time.time() < deadline:
+            time.sleep(0.2)
+        status, ready, _ = srv.get("/ready")
+        assert status == 503 and ready["ready"] is False and "lacks ['check']" in ready["not_swapped_in"]["error"]
+        status, body, _ = srv.post("/predict", QUESTION)
+        assert status == 503 and body["error"] == "not_ready"
+        assert srv.get("/version")[0] == 503
+
+
+def test_serve_refuses_a_target_that_fails_verification(prod_v11: Registry, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    tamper(Path(prod_v11.location), tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dspy_registry.cli", "serve", "--registry", prod_v11.location],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and "fails verification" in proc.stderr and "prompts.json" in proc.stderr
+
+
+def _load(server: Server, stop: threading.Event, seen: Counter[str], failures: list[Any]) -> None:
+    while not stop.is_set():
+        try:
+            status, body, _ = server.post("/predict", QUESTION, timeout=30)
+        except OSError as err:
+            failures.append(repr(err))
+            continue
+        if status == 200:
+            seen[body["version"]] += 1
+        else:
+            failures.append((status, body))
+
+
+def _version_within(server: Server, version: str, seconds: float) -> float:
+    started = time.time()
+    while time.time() - started < seconds:
+        if server.get("/version")[1]["version"] == version:
+            return time.time() - started
+        time.sleep(0.05)
+    raise AssertionError(f"/version did not show {version} within {seconds} s")
+
+
+@pytest.mark.slow
+def test_hot_swap_under_load(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
+    fake_lm.latency_ms = 50  # requests are in flight while the tag moves
+    poll = 0.5
+    with dspyreg_serve(prod_v11.location, tmp_path, "--poll-seconds", str(poll)) as srv:
+        srv.wait_ready()
+        stop, seen, failures = threading.Event(), Counter[str](), []
+        clients = [threading.Thread(target=_load, args=(srv, stop, seen, failures)) for _ in range(6)]
+        for client in clients:
+            client.start()
+        try:
+            time.sleep(1)
+            prod_v11.promote("v1.0", "prod", reason="load test")
+            took = _version_within(srv, "v1.0", poll + 1)
+            time.sleep(1)
+            prod_v11.rollback(reason="load test")
+            took_back = _version_within(srv, "v1.1", poll + 1)
+            time.sleep(1)
+        finally:
+            stop.set()
+            for client in clients:
+                client.join()
+    assert failures == [], failures[:5]
+    assert seen["v1.0"] > 0 and seen["v1.1"] > 0, seen
+    assert took <= poll + 1 and took_back <= poll + 1
+
+
+@pytest.mark.slow
+def test_a_version_failing_verification_is_not_swapped_in(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
+    with dspyreg_serve(prod_v11.location, tmp_path, "--poll-seconds", "0.3") as srv:
+        srv.wait_ready()
+        commit = tamper(Path(prod_v11.location), tmp_path)  # prod force-moved to a changed bundle
+        deadline = time.time() + 10
+        while "not_swapped_in" not in srv.get("/ready")[1] and time.time() < deadline:
+            time.sleep(0.1)
+        status, ready, _ = srv.get("/ready")
+        assert status == 200 and ready["version"] == "v1.1"  # still serving the verified version
+        assert ready["not_swapped_in"]["tag"] and "fails verification" in ready["not_swapped_in"]["error"]
+        status, body, _ = srv.post("/predict", QUESTION)
+        assert status == 200 and body["version"] == "v1.1"
+        assert srv.get("/version")[1]["commit"] != commit
+        events = [e for e in srv.log_lines() if e.get("event") == "not_swapped_in"]
+        assert events and "prompts.json" in events[0]["error"]
+
+
+@pytest.mark.slow
+def test_two_workers_both_follow_the_tag(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
+    with dspyreg_serve(prod_v11.location, tmp_path, "--workers", "2", "--poll-seconds", "0.5") as srv:
+        srv.wait_ready()
+        prod_v11.promote("v1.0", "prod")
+        time.sleep(1.5)
+        versions = Counter(srv.get("/version")[1]["version"] for _ in range(30))
+        assert versions == Counter({"v1.0": 30})
+        swaps = [e for e in srv.log_lines() if e.get("event") == "swapped" and e["version"] == "v1.0"]
+        assert len(swaps) == 2  # one per worker: each follows the tag by itself
