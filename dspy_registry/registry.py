@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     import dspy
 
     from .bundle import ProgramSource
-    from .diff import Diff, ProgramView
+    from .diff import Diff, PredictorView, ProgramView
     from .verify import Problem
 
 DEFAULT_REGISTRY = "registry"
@@ -418,14 +418,14 @@ class Registry:
         )
 
     def diff(self, a: str, b: str, name: str | None = None, program_spec: str | None = None) -> Diff:
+        """Diff two sides, each a registry ref or a saved state file. A file side without `program_spec` borrows
+        field names and types from the registry side, so the two compare like two versions."""
         from .diff import diff_views
 
-        return diff_views(self._side(a, name, program_spec), self._side(b, name, program_spec))
-
-    def _side(self, ref: str, name: str | None, program_spec: str | None) -> ProgramView:
-        if is_state_path(ref):
-            return state_view(Path(ref), program_spec)
-        return self.view(ref, name)
+        refs = {side: self.view(side, name) for side in (a, b) if not is_state_path(side)}
+        typed = next(iter(refs.values())).predictors if refs and program_spec is None else None
+        views = [refs[side] if side in refs else state_view(Path(side), program_spec, typed) for side in (a, b)]
+        return diff_views(*views)
 
     # -- writing -----------------------------------------------------------------------------------------------------
     def publish(
@@ -735,18 +735,20 @@ def is_state_path(ref: str) -> bool:
     return False
 
 
-def state_view(path: Path, program_spec: str | None = None) -> ProgramView:
+def state_view(
+    path: Path, program_spec: str | None = None, typed: Mapping[str, PredictorView] | None = None
+) -> ProgramView:
+    """A saved state file as a diff side; field names and types from `program_spec` (imports it) or `typed`."""
     from .diff import view_from_bundle, view_from_state
     from .state import read_state_file
 
     state = read_state_file(path)
-    if program_spec is None:
-        return view_from_state(str(path), state)
-    from .bundle import import_program, program_prompts
+    if program_spec is not None:
+        from .bundle import import_program, program_prompts
 
-    source = import_program(program_spec)
-    typed = view_from_bundle(str(path), program_prompts(source.program), {}, {})
-    return view_from_state(str(path), state, typed.predictors)
+        source = import_program(program_spec)
+        typed = view_from_bundle(str(path), program_prompts(source.program), {}, {}).predictors
+    return view_from_state(str(path), state, typed)
 
 
 def diff_files(a: str, b: str, program_spec: str | None = None) -> Diff:

@@ -156,7 +156,10 @@ def test_diff_between_a_ref_and_a_file(published: Registry, states: dict[str, Pa
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["predictors"]["changed"]["generate_query"]["instructions"]["after"].startswith("Rewrite")
+    changed = data["predictors"]["changed"]
+    assert changed["generate_query"]["instructions"]["after"].startswith("Rewrite")
+    # The file side borrows field names and types from the registry side: no spurious field changes.
+    assert all(c["fields"] is None for c in changed.values())
 
 
 def test_files_with_program_spec_know_field_names(states: dict[str, Path], tmp_path: Path) -> None:
