@@ -125,6 +125,33 @@ def init(
 
 
 @app.command()
+def sync(
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Bring the local cache of a remote registry up to date (every command also does this for the refs it reads)."""
+    with _funnel(traceback), _open(registry) as reg:
+        remote, versions = reg.store.remote, reg.versions()
+        if json_out:
+            _print_json(
+                {
+                    "registry": reg.location,
+                    "remote": remote,
+                    "cache": str(reg.store.git_dir),
+                    "programs": reg.programs(),
+                    "versions": len(versions),
+                }
+            )
+        elif remote is None:
+            _out().print(f"{reg.location} is a local registry: nothing to sync")
+        else:
+            _out().print(
+                f"Synced {remote} into {reg.store.git_dir}: {len(reg.programs())} programs, {len(versions)} versions"
+            )
+
+
+@app.command()
 def publish(
     program_spec: Annotated[
         str, typer.Argument(help="path/to/file.py:Attr or package.module:Attr (a dspy.Module class or factory).")

@@ -8,7 +8,10 @@ repository as it was. A transaction is a list of `RefUpdate`s: the same list can
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -17,10 +20,24 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import ConflictError, GitError, NotARegistry
+from .errors import ConflictError, GitError, NotARegistry, RegistryError
 from .refs import ZERO_SHA
 
 _GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+# A lease that no longer holds, or a ref another receive-pack holds locked right now: both mean a concurrent writer.
+_PUSH_CONFLICT_MARKERS = (
+    "stale info",
+    "fetch first",
+    "non-fast-forward",
+    "already exists",
+    "atomic push failed",
+    "failed to lock",
+    "cannot lock ref",
+    "incorrect old value",
+    "failed to update ref",
+)
+_URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")
+_SCP_RE = re.compile(r"^[\w.-]+@[\w.-]+:")
 _CONFLICT_MARKERS = ("cannot lock ref", "reference already exists", "but expected", "is at ", "unable to resolve")
 _LOCK_MARKERS = (".lock': File exists", "Unable to create", "unable to lock")
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -58,15 +75,30 @@ class TreeEntry:
     sha: str
 
 
+def _mkdirs(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
 
-class GitStore:
-    """A git repository (bare or not), addressed by its git dir."""
+def is_url(location: str) -> bool:
+    """A git URL (ssh://, https://, git://, file://, or scp-like user@host:path) rather than a local path."""
+    return bool(_URL_RE.match(location) or _SCP_RE.match(location))
 
-    def __init__(self, git_dir: Path) -> None:
+
+class GitStore:
+    """A git repository (bare or not), addressed by its git dir.
+
+    With a `remote`, the repository is a local cache of that remote: `sync` brings its refs up to date (moved tags
+    included) and `transaction` pushes with `git push --atomic` and a lease per ref instead of moving local refs.
+    """
+
+    def __init__(self, git_dir: Path, remote: str | None = None) -> None:
         self.git_dir = git_dir
+        self.remote = remote
         self._cat: subprocess.Popen[bytes] | None = None
 
     # -- opening -------------------------------------------------------------------------------------------------
@@ -85,7 +117,26 @@ class GitStore:
         # A plain folder inside some other work tree is not a registry just because git finds a parent repository.
         if git_dir not in (path.resolve(), (path / ".git").resolve()):
             raise NotARegistry(f"{path} is not a git repository: create a registry with `dspyreg init {path}`")
-        return cls(git_dir)
+        store = cls(git_dir)
+        # A clone of a remote registry: its origin is the registry, this clone its cache.
+        store.remote = store._config("remote.origin.url")
+        return store
+
+    @classmethod
+    def cache_of(cls, url: str, cache_root: Path) -> GitStore:
+        """The one cache clone of `url` under `cache_root` (a bare repository made on first use, never re-cloned)."""
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://")[-1]).strip("_")[-60:]
+        path = cache_root / "remotes" / f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+        if not (path / "HEAD").exists():
+            cls(cache_root, url).remote_refs("HEAD")  # unreachable: say so before leaving anything on disk
+            tmp = Path(tempfile.mkdtemp(dir=_mkdirs(cache_root / "remotes"), prefix=".clone-"))
+            subprocess.run(["git", "init", "-q", "--bare", str(tmp)], check=True, capture_output=True)
+            subprocess.run(["git", f"--git-dir={tmp}", "remote", "add", "origin", url], check=True, capture_output=True)
+            try:
+                tmp.rename(path)
+            except OSError:  # another process made it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        return cls(path.resolve(), url)
 
     @classmethod
     def init(cls, path: Path, *, bare: bool) -> GitStore:
@@ -246,15 +297,97 @@ class GitStore:
         body = f"object {target}\ntype commit\ntag {name}\ntagger {who.signature(when)}\n\n{message.rstrip()}\n"
         return self.run("mktag", input=body.encode()).strip()
 
+    # -- remotes ---------------------------------------------------------------------------------------------------
+    def remote_refs(self, *patterns: str) -> dict[str, str]:
+        """The remote's refs (all, or those named), as `git ls-remote` reports them: one round trip."""
+        assert self.remote is not None
+        out = self._remote_call(["ls-remote", "--refs", self.remote, *patterns])
+        refs = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            refs[ref] = sha
+        return refs
+
+    def sync(self) -> None:
+        """Make the local refs equal the remote's: fetch what changed (forced: a moved tag is updated), drop what
+        was deleted. Fetches only objects not already here; a cache is never cloned again."""
+        if self.remote is None:
+            return
+        remote = {r: s for r, s in self.remote_refs().items() if r.startswith(("refs/heads/", "refs/tags/"))}
+        local = {
+            ref: sha
+            for ref, sha in (
+                row for row in self.for_each_ref(["%(refname)", "%(objectname)"], "refs/heads", "refs/tags")
+            )
+        }
+        changed = sorted(ref for ref, sha in remote.items() if local.get(ref) != sha)
+        if changed:
+            refspecs = "".join(f"+{ref}:{ref}\n" for ref in changed)
+            fetch = ["fetch", "-q", "--no-tags", "--no-write-fetch-head", "--stdin", self.remote]
+            for attempt in range(8):
+                try:
+                    self.run(*fetch, input=refspecs.encode())
+                    break
+                except GitError as err:
+                    # Another dspyreg process updating the same cache holds a ref lock: wait, then fetch again.
+                    if attempt == 7 or not any(m in err.stderr for m in ("cannot lock ref", ".lock")):
+                        raise RegistryError(
+                            f"cannot fetch from the registry {self.remote}: {_last_line(err)}"
+                        ) from None
+                    time.sleep(0.05 * (attempt + 1))
+        gone = [ref for ref in local if ref not in remote]
+        if gone:
+            self.run("update-ref", "--stdin", input="".join(f"delete {ref}\n" for ref in gone).encode())
+        self.close()  # the next read starts a fresh cat-file that sees the new refs
+
+    def _remote_call(self, args: list[str], input: bytes | None = None) -> str:
+        try:
+            return self.run(*args, input=input)
+        except GitError as err:
+            raise RegistryError(
+                f"cannot reach the registry {self.remote}: {err.stderr.splitlines()[-1] if err.stderr else err}"
+            ) from None
+
+    def _push(self, updates: list[RefUpdate]) -> None:
+        """All updates in one `git push --atomic`, each leased on its expected old value; then the same locally."""
+        # By URL, not by remote name: no remote-tracking refs to update (and race on) in a shared cache.
+        assert self.remote is not None
+        args = ["push", "--atomic", "--porcelain", "-q", self.remote]
+        for u in updates:
+            args.append(f"--force-with-lease={u.ref}:{'' if u.old == ZERO_SHA else u.old}")
+        for u in updates:
+            args.append(f":{u.ref}" if u.new == ZERO_SHA else f"{u.new}:{u.ref}")
+        proc = subprocess.run(
+            ["git", f"--git-dir={self.git_dir}", *args], capture_output=True, env={**os.environ, **_GIT_ENV}
+        )
+        if proc.returncode != 0:
+            text = (proc.stdout + proc.stderr).decode(errors="replace")
+            if any(m in text for m in _PUSH_CONFLICT_MARKERS):
+                raise ConflictError(
+                    f"another writer changed the registry {self.remote} first; nothing was changed: re-run the command"
+                )
+            reasons = [ln.strip() for ln in text.splitlines() if ln.startswith("!") or "error:" in ln or "fatal:" in ln]
+            raise RegistryError(
+                f"cannot push to the registry {self.remote}: {' '.join(reasons)[-400:] or 'git push failed'}"
+            )
+        self._local_transaction([RefUpdate(u.ref, u.new, u.old) for u in updates], check_old=False)
+
     # -- moving refs -----------------------------------------------------------------------------------------------
     def transaction(self, updates: list[RefUpdate], *, lock_retries: int = 8) -> None:
         """Move every ref or none; each must still hold its expected old value, else ConflictError."""
+        if self.remote is not None:
+            self._push(updates)
+        else:
+            self._local_transaction(updates, lock_retries=lock_retries)
+
+    def _local_transaction(self, updates: list[RefUpdate], *, lock_retries: int = 8, check_old: bool = True) -> None:
         lines = ["start"]
         for u in updates:
+            old = f" {u.old}" if check_old else ""
             if u.new == ZERO_SHA:
-                lines.append(f"delete {u.ref} {u.old}")
+                lines.append(f"delete {u.ref}{old}")
             else:
-                lines.append(f"update {u.ref} {u.new} {u.old}")
+                lines.append(f"update {u.ref} {u.new}{old}")
         lines += ["prepare", "commit", ""]
         script = "\n".join(lines).encode()
         for attempt in range(lock_retries + 1):
@@ -282,6 +415,11 @@ class GitStore:
             if current != u.old:
                 return False
         return True
+
+
+def _last_line(err: GitError) -> str:
+    lines = [ln for ln in err.stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else str(err)
 
 
 def _conflict_message(stderr: str) -> str:

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from .errors import (
     RegistryError,
     UnknownRef,
 )
-from .gitstore import GitStore, RefUpdate, TreeEntry, utc_now
+from .gitstore import GitStore, RefUpdate, TreeEntry, is_url, utc_now
 from .manifest import Manifest, RegistryConfig
 from .refs import (
     JOURNAL_REF,
@@ -133,6 +134,7 @@ class JournalEntry:
     actor: str
     time: str
     reason: str = ""
+    move: str = ""  # unique per transaction: two identical moves in the same second are still two writes
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -178,19 +180,36 @@ class Registry:
 
     @classmethod
     def open(cls, location: str | Path | None = None) -> Registry:
+        """A registry by path, by git URL (through its cache clone), or by a local clone of a remote one.
+
+        A remote registry's refs are brought up to date first, moved tags included, so nothing acts on a stale prod.
+        """
         where = str(location or default_registry())
-        store = GitStore.open(Path(where))
-        if store.read_blob(MAIN_REF, "registry.toml") is None:
+        store = GitStore.cache_of(where, cache_dir()) if is_url(where) else GitStore.open(Path(where))
+        try:
+            store.sync()
+            if store.read_blob(MAIN_REF, "registry.toml") is None:
+                hint = f"create one with `dspyreg init {where}`"
+                raise NotARegistry(
+                    f"{where} is a git repository but not a dspyreg registry (no registry.toml on main): {hint}"
+                )
+        except BaseException:
             store.close()
-            raise NotARegistry(
-                f"{where} is a git repository but not a dspyreg registry (no registry.toml on main): "
-                f"create one with `dspyreg init`"
-            )
+            raise
         return cls(store, where)
 
     @classmethod
     def init(cls, location: str | Path | None = None, *, bare: bool = True) -> Registry:
-        path = Path(location or default_registry())
+        """A new registry from registry-template/: in a new or empty folder, an empty repository, or an empty remote."""
+        where = str(location or default_registry())
+        if is_url(where):
+            store = GitStore.cache_of(where, cache_dir())
+            if MAIN_REF in store.remote_refs(MAIN_REF):
+                raise NotARegistry(
+                    f"{where} already has a main branch (is it a registry already?): choose an empty repository"
+                )
+            return cls._write_template(store, where)
+        path = Path(where)
         if path.exists() and not path.is_dir():
             raise NotARegistry(f"{path} exists and is not a folder")
         if path.is_dir() and any(path.iterdir()):
@@ -203,6 +222,13 @@ class Registry:
                 raise NotARegistry(f"{path} already has a main branch (is it a registry already?): choose a new folder")
         else:
             store = GitStore.init(path, bare=bare)
+        registry = cls._write_template(store, where)
+        if not bare and store.git_dir == (path / ".git").resolve():
+            store.run(f"--work-tree={path}", "reset", "-q", "--hard", MAIN_REF)  # show the template in the new checkout
+        return registry
+
+    @classmethod
+    def _write_template(cls, store: GitStore, where: str) -> Registry:
         files = {
             str(p.relative_to(template_dir())): p.read_bytes() for p in sorted(template_dir().rglob("*")) if p.is_file()
         }
@@ -212,9 +238,7 @@ class Registry:
         main = store.write_commit(tree, [], "Initialize dspyreg registry\n", who, now)
         journal = store.write_commit(store.write_tree(None, {}), [], "Start the dspyreg journal\n", who, now)
         store.transaction([RefUpdate(MAIN_REF, main, ZERO_SHA), RefUpdate(JOURNAL_REF, journal, ZERO_SHA)])
-        if not bare and store.git_dir == (path / ".git").resolve():
-            store.run(f"--work-tree={path}", "reset", "-q", "--hard", MAIN_REF)  # show the template in the new checkout
-        return cls(store, str(path))
+        return cls(store, where)
 
     def close(self) -> None:
         self.store.close()
@@ -487,6 +511,7 @@ class Registry:
             try:
                 self.store.transaction([RefUpdate(MAIN_REF, commit, parent), RefUpdate(tag_name, tag, ZERO_SHA)])
             except ConflictError:
+                self.store.sync()  # a remote registry: learn where main and the tag are now
                 if self.store.ref_value(tag_name) is not None:
                     raise ConflictError(
                         f"another writer published {name} {version} first; nothing was changed"
@@ -556,14 +581,15 @@ class Registry:
             return MoveResult(())
         who, now = self.store.identity(), utc_now()
         actor, when = f"{who.name} <{who.email}>", now.isoformat().replace("+00:00", "Z")
-        moves = [(current, JournalEntry(program, env, current.version, version, action, actor, when, reason))]
+        move = uuid.uuid4().hex[:16]
+        moves = [(current, JournalEntry(program, env, current.version, version, action, actor, when, reason, move))]
         if env == self.production:
             rollback = self._env_state(program, ROLLBACK_ENV, None)
             new_rollback = history[-1] if history else None
             if new_rollback != rollback.version:
                 reason = f"previous {env} version"
                 entry = JournalEntry(
-                    program, ROLLBACK_ENV, rollback.version, new_rollback, "managed", actor, when, reason
+                    program, ROLLBACK_ENV, rollback.version, new_rollback, "managed", actor, when, reason, move
                 )
                 moves.append((rollback, entry))
         updates = []
@@ -586,8 +612,26 @@ class Registry:
         body = "".join(_payload_line(entry.to_json()) for _, entry in moves)
         journal = self.store.write_commit(tree, [journal_old] if journal_old else [], summary + body, who, now)
         updates.append(RefUpdate(JOURNAL_REF, journal, journal_old or ZERO_SHA))
-        self.store.transaction(updates)
+        try:
+            self.store.transaction(updates)
+        except ConflictError:
+            raise ConflictError(self._lost_to(program, env)) from None
         return MoveResult(tuple(entry for _, entry in moves))
+
+    def _lost_to(self, program: str, env: str) -> str:
+        """Say what the writer that won did, from the journal as it is now."""
+        self.store.sync()
+        self.store.close()  # read the journal afresh
+        for message in self.store.messages(JOURNAL_REF, limit=50):
+            for e in reversed(_journal_entries(message)):
+                if e.program == program and e.env == env:
+                    who = e.actor.split(" <")[0]
+                    moved = f"{e.action} {program}/{env} {e.from_version or '-'} -> {e.to_version or '(unset)'}"
+                    return (
+                        f"another writer moved {program}/{env} first ({moved} by {who} at {e.time}); "
+                        "nothing was changed: re-run to apply yours"
+                    )
+        return "another writer changed the journal first; nothing was changed: re-run the command"
 
     # -- verifying, exporting, loading --------------------------------------------------------------------------
     def verify(self, ref: str | None = None, name: str | None = None, *, everything: bool = False) -> list[Problem]:

@@ -13,10 +13,12 @@ import logging
 import os
 import threading
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from .gitstore import GitStore, is_url
 from .refs import tag_ref
-from .registry import Registry, Resolved
+from .registry import Registry, Resolved, cache_dir
 from .runtime.api import DEFAULT_MAX_BODY, DEFAULT_THREADS, configure_access_log, create_app
 from .runtime.inference import PipelineServer
 
@@ -42,8 +44,10 @@ class FollowingBackend:
         self.config = config
         with Registry.open(config.registry) as reg:
             first = reg.resolve(config.ref, config.name)
+            location = reg.location
         self.program = first.program
         self.environment = first.environment
+        self._probe = GitStore.cache_of(location, cache_dir()) if is_url(location) else GitStore.open(Path(location))
         self._server: PipelineServer | None = None
         self._seen: str | None = None  # the tag value (or version) last acted on
         self._problem: dict[str, Any] | None = None
@@ -88,16 +92,17 @@ class FollowingBackend:
 
     def refresh(self) -> bool:
         """Look at the ref once; load, verify and swap in what it names if that changed. True when swapped."""
-        with self._lock, Registry.open(self.config.registry) as reg:
-            marker = self._marker(reg)
+        with self._lock:
+            marker = self._marker()
             if marker == self._seen:
                 return False
             self._seen = marker
             try:
-                resolved = reg.checked(self.config.ref, self.config.name, verify=self.config.verify)
-                if self._server is not None and self._server.commit == resolved.commit:
-                    return False
-                server = PipelineServer(reg.materialize(resolved))
+                with Registry.open(self.config.registry) as reg:  # a remote registry is synced here, only on change
+                    resolved = reg.checked(self.config.ref, self.config.name, verify=self.config.verify)
+                    if self._server is not None and self._server.commit == resolved.commit:
+                        return False
+                    server = PipelineServer(reg.materialize(resolved))
             except Exception as err:
                 self._refuse(marker, err)
                 return False
@@ -107,12 +112,15 @@ class FollowingBackend:
         log.warning(json.dumps({"event": "swapped", "from": previous.version if previous else None, **_what(resolved)}))
         return True
 
-    def _marker(self, reg: Registry) -> str:
-        """What identifies the target now: the environment tag's value, or the fixed ref itself."""
+    def _marker(self) -> str:
+        """What identifies the target now: the environment tag's value (one cheap ref read, or one `git ls-remote`
+        for a remote registry), or the fixed ref itself."""
         if self.environment is None:
             return self.config.ref
-        value = reg.store.run("rev-parse", "-q", "--verify", tag_ref(self.program, self.environment)).strip()
-        return value
+        ref = tag_ref(self.program, self.environment)
+        if self._probe.remote is not None:
+            return self._probe.remote_refs(ref).get(ref, "")
+        return self._probe.run("for-each-ref", "--format=%(objectname)", ref).strip()
 
     def _refuse(self, marker: str, err: Exception) -> None:
         detail = " ".join(str(err).split())[:500]

@@ -1,0 +1,291 @@
+"""Remote registries on a real `git daemon` (and a file:// remote), with separate caches standing for machines."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dspy_registry.errors import ConflictError, RegistryError
+from dspy_registry.registry import Registry
+
+from .conftest import EXAMPLE_SPEC, git, publish_example
+from .serving import dspyreg_serve, free_port
+from .test_concurrency import RACER
+
+DAEMONS: dict[str, subprocess.Popen[bytes]] = {}
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[str]:
+    """A real git server on 127.0.0.1 that accepts pushes; yields the URL of an empty bare repository."""
+    base = tmp_path / "server"
+    base.mkdir()
+    git(base, "init", "-q", "--bare", "registry.git")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            f"--base-path={base}",
+            "--export-all",
+            "--enable=receive-pack",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            str(base),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"git://127.0.0.1:{port}/registry.git"
+    deadline = time.time() + 10
+    while subprocess.run(["git", "ls-remote", url], capture_output=True).returncode != 0:
+        assert time.time() < deadline, "git daemon did not start"
+        time.sleep(0.1)
+    DAEMONS[url] = proc
+    try:
+        yield url
+    finally:
+        DAEMONS.pop(url)
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def server_repo(url: str, tmp_path: Path) -> Path:
+    return tmp_path / "server" / "registry.git"
+
+
+class Machine:
+    """One client machine: its own DSPYREG_CACHE."""
+
+    def __init__(self, url: str, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.url, self.cache, self.monkeypatch = url, cache, monkeypatch
+
+    def open(self) -> Registry:
+        self.monkeypatch.setenv("DSPYREG_CACHE", str(self.cache))
+        return Registry.open(self.url)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DSPYREG_CACHE": str(self.cache)}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dspy_registry.cli", *args, "--registry", self.url],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+@pytest.fixture
+def machines(daemon: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, states: dict[str, Path]) -> list[Machine]:
+    """Three machines sharing one remote registry that holds qa v1.0, v1.1 and v1.2."""
+    ms = [Machine(daemon, tmp_path / f"cache-{i}", monkeypatch) for i in range(3)]
+    monkeypatch.setenv("DSPYREG_CACHE", str(ms[0].cache))
+    Registry.init(daemon).close()
+    with ms[0].open() as reg:
+        for version, state in (("v1.0", "v1.0"), ("v1.1", "v1.1"), ("v1.2", "v1.0")):
+            publish_example(reg, states[state], version)
+    return ms
+
+
+def test_init_publish_and_read_from_another_machine(machines: list[Machine], tmp_path: Path) -> None:
+    a, b, _ = machines
+    with b.open() as reg:
+        assert [v.version for v in reg.versions()] == ["v1.0", "v1.1", "v1.2"]
+        assert reg.show("v1.1").info.version == "v1.1"
+    server = server_repo(a.url, tmp_path)
+    assert git(server, "cat-file", "-t", "refs/tags/qa/v1.1").strip() == "tag"
+    git(server, "fsck", "--strict", "--no-dangling")
+    # One cache clone per remote per machine, reused: never a clone per command.
+    assert len(list((b.cache / "remotes").iterdir())) == 1
+    result = b.cli("init")
+    assert result.returncode == 1 and "already has a main branch" in result.stderr
+
+
+def test_a_promote_is_seen_at_once_by_a_machine_that_fetched_the_old_prod(machines: list[Machine]) -> None:
+    a, b, _ = machines
+    with a.open() as reg:
+        reg.promote("v1.0", "prod")
+    with b.open() as reg:
+        assert reg.resolve("prod").version == "v1.0"  # b's cache now holds the old prod tag
+    with a.open() as reg:
+        reg.promote("v1.1", "prod")
+        reg.rollback()
+        reg.promote("v1.2", "prod")
+    shown = json.loads(b.cli("show", "prod", "--json").stdout)
+    assert shown["version"] == "v1.2" and shown["environments"] == ["prod"]
+    with b.open() as reg:
+        assert reg.resolve("rollback").version == "v1.0"
+        assert [e.to_version for e in reg.log(env="prod")] == ["v1.0", "v1.1", "v1.0", "v1.2"]
+
+
+def test_a_rejected_push_is_a_conflict_that_names_the_winner(machines: list[Machine], tmp_path: Path) -> None:
+    a, b, _ = machines
+    server = server_repo(a.url, tmp_path)
+    with a.open() as reg_a, b.open() as reg_b:
+        reg_a.promote("v1.0", "prod", reason="a")
+        before = git(server, "for-each-ref")
+        # b read the registry before a's promote: its push carries stale leases and is refused as a whole.
+        with pytest.raises(ConflictError, match=r"another writer moved qa/prod first \(promote qa/prod - -> v1.0 by"):
+            reg_b.promote("v1.1", "prod", reason="b")
+        assert git(server, "for-each-ref") == before  # no tag and no journal entry of b's reached the server
+    with b.open() as reg:
+        reg.promote("v1.1", "prod", reason="b")  # re-run: it applies on top of a's move
+        assert [e.reason for e in reg.log(env="prod")] == ["a", "b"]
+
+
+@pytest.mark.slow
+def test_two_machines_publish_different_programs_at_once(
+    machines: list[Machine], states: dict[str, Path], tmp_path: Path
+) -> None:
+    a, b, _ = machines
+    start = str(time.time() + 4)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                RACER,
+                start,
+                "publish",
+                EXAMPLE_SPEC,
+                "--state",
+                str(states["v1.1"]),
+                "--name",
+                name,
+                "--version",
+                "v1.0",
+                "--registry",
+                m.url,
+            ],
+            env=m.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m, name in ((a, "faq"), (b, "support"))
+    ]
+    results = [(*p.communicate(timeout=120), p.returncode) for p in procs]
+    assert [r[2] for r in results] == [0, 0], results
+    with a.open() as reg:
+        assert reg.programs() == ["faq", "qa", "support"]
+    git(server_repo(a.url, tmp_path), "fsck", "--strict", "--no-dangling")
+
+
+@pytest.mark.slow
+def test_machines_promoting_prod_at_once(machines: list[Machine], tmp_path: Path) -> None:
+    with machines[0].open() as reg:
+        reg.promote("v1.0", "prod")
+    start = str(time.time() + 4)
+    targets = ["v1.1", "v1.2", "v1.1", "v1.2", "v1.1", "v1.2"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, start, "promote", version, "--to", "prod", "--json", "--registry", m.url],
+            env=m.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m, version in zip(itertools.cycle(machines), targets)
+    ]
+    results = [(p.communicate(timeout=120), p.returncode) for p in procs]
+    for (_out, err), code in results:
+        assert code in (0, 3), err
+        if code == 3:
+            assert "another writer" in err and len(err.strip().splitlines()) == 1
+    moved = sum(1 for (out, _), code in results if code == 0 and json.loads(out))
+    assert moved >= 1
+    with machines[1].open() as reg:
+        prod = reg.log(env="prod")
+        assert len(prod) == 1 + moved, [(code, out, err) for (out, err), code in results]  # one entry per success
+        for before, after in itertools.pairwise(prod):
+            assert after.from_version == before.to_version
+        assert reg.resolve("prod").version == prod[-1].to_version
+        assert reg.resolve("rollback").version == prod[-1].from_version
+        assert reg.verify() == []
+    git(server_repo(machines[0].url, tmp_path), "fsck", "--strict", "--no-dangling")
+
+
+def test_an_unreachable_server_changes_nothing(machines: list[Machine], tmp_path: Path) -> None:
+    a = machines[0]
+    with a.open() as reg:
+        before = git(reg.store.git_dir, "for-each-ref")
+    dead = f"git://127.0.0.1:{free_port()}/registry.git"
+    for args in (["show", "prod"], ["promote", "v1.0"], ["list"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "dspy_registry.cli", *args, "--registry", dead],
+            env=a.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1 and f"cannot reach the registry {dead}" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    # The daemon dies mid-way: a promote cannot push, and nothing is left locally to be pushed later.
+    with a.open() as reg:
+        journal = reg.store.ref_value("refs/heads/dspyreg/journal")
+    DAEMONS[a.url].terminate()
+    DAEMONS[a.url].wait(timeout=10)
+    result = a.cli("promote", "v1.1", "--to", "prod")
+    assert result.returncode == 1 and a.url in result.stderr
+    assert len(list((a.cache / "remotes").iterdir())) == 1  # no cache was made for the dead URL
+    cache = next((a.cache / "remotes").iterdir())
+    assert git(cache, "rev-parse", "refs/heads/dspyreg/journal").strip() == journal
+    assert git(cache, "for-each-ref") == before
+
+
+def test_a_file_remote_and_a_local_clone_with_a_remote(
+    tmp_path: Path, states: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = tmp_path / "shared.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    url = f"file://{bare}"
+    Registry.init(url).close()
+    with Registry.open(url) as reg:
+        publish_example(reg, states["v1.0"], "v1.0")
+        reg.promote("v1.0", "prod")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(bare), str(clone))
+    with Registry.open(clone) as reg:  # a clone: its origin is the registry
+        assert reg.store.remote == str(bare)
+        publish_example(reg, states["v1.1"], "v1.1")
+        reg.promote("v1.1", "prod")
+    assert git(bare, "cat-file", "-p", "refs/tags/qa/prod").count("v1.1") >= 1
+    with Registry.open(url) as reg:
+        assert reg.resolve("prod").version == "v1.1" and reg.resolve("rollback").version == "v1.0"
+
+
+@pytest.mark.slow
+def test_serve_follows_a_remote_registry(machines: list[Machine], fake_lm: Any, tmp_path: Path) -> None:
+    a, b, _ = machines
+    with a.open() as reg:
+        reg.promote("v1.0", "prod")
+    with dspyreg_serve(a.url, tmp_path, "--poll-seconds", "0.5", env={"DSPYREG_CACHE": str(a.cache)}) as srv:
+        srv.wait_ready()
+        assert srv.get("/version")[1]["version"] == "v1.0"
+        with b.open() as reg:
+            reg.promote("v1.1", "prod", reason="from machine b")
+        deadline = time.time() + 1.5
+        while srv.get("/version")[1]["version"] != "v1.1":
+            assert time.time() < deadline, "the server did not follow the remote tag"
+            time.sleep(0.05)
+        status, body, _ = srv.post("/predict", {"question": "q"})
+        assert status == 200 and body["version"] == "v1.1"
+
+
+def test_remote_bad_input(machines: list[Machine]) -> None:
+    result = machines[0].cli("promote", "v9.9")
+    assert result.returncode == 1 and "not published" in result.stderr
+    with machines[0].open() as reg, pytest.raises(RegistryError):
+        reg.promote("v1.0", "nowhere")
