@@ -8,6 +8,7 @@ from pathlib import Path
 import dspy
 import pytest
 import tomlkit
+import yaml
 from dspy.utils import DummyLM
 
 import dspy_registry
@@ -22,9 +23,13 @@ def test_init_makes_main_and_journal(registry_path: Path) -> None:
     assert git(registry_path, "rev-parse", "--is-bare-repository").strip() == "true"
     assert set(git(registry_path, "ls-tree", "--name-only", "main").split()) == {
         ".gitattributes",
+        ".github",
         "README.md",
         "registry.toml",
     }
+    workflow = yaml.safe_load(git(registry_path, "show", "main:.github/workflows/dspyreg-verify.yml"))
+    steps = [step.get("run", "") for step in workflow["jobs"]["verify"]["steps"]]
+    assert "dspyreg verify --all --registry ." in steps
     config = tomlkit.parse(git(registry_path, "show", "main:registry.toml"))
     assert config["schema_version"] == 1 and config["environments"]["order"] == ["staging", "prod"]
     assert git(registry_path, "rev-parse", "--verify", "refs/heads/dspyreg/journal")
