@@ -336,6 +336,9 @@ def promote(
     source: Annotated[str, typer.Argument(help="A version (v1.1) or an environment (staging).")],
     to: Annotated[Optional[str], typer.Option("--to", help="Target environment [default: the next one].")] = None,
     reason: ReasonOpt = "",
+    force: Annotated[
+        bool, typer.Option("--force", help="Override registry.toml's gates (needs --reason; journaled).")
+    ] = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -343,7 +346,7 @@ def promote(
 ) -> None:
     """Point an environment at a version (prod also moves rollback), journaled atomically."""
     with _funnel(traceback), _open(registry) as reg:
-        result = reg.promote(source, to, name=name, reason=reason)
+        result = reg.promote(source, to, name=name, reason=reason, force=force)
         _moved(result, json_out, what=to or "the target environment")
 
 
@@ -371,6 +374,63 @@ def _checked(reg: Registry, ref: str, name: str | None, no_verify: bool) -> Any:
     if no_verify:
         _err().print(f"[yellow]warning:[/yellow] not verifying {_one_line(ref)} (--no-verify)")
     return reg.checked(ref, name, verify=not no_verify)
+
+
+@app.command("eval")
+def eval_(
+    ref: Annotated[str, typer.Argument(help="The version to evaluate: v1.1, staging, qa/prod...")],
+    devset: Annotated[Path, typer.Option("--devset", help="JSON lines: the program's inputs plus labels.")],
+    metric: Annotated[str, typer.Option("--metric", help="path/to/metric.py:function or package.module:function.")],
+    threads: Annotated[int, typer.Option("--threads", help="Examples evaluated in parallel.")] = 8,
+    no_verify: NoVerifyOpt = False,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Evaluate a version on a dev set (dspy.Evaluate) and record the score on it (append-only)."""
+    from .render import progress
+
+    with _funnel(traceback), _open(registry) as reg, progress("evaluating") as start:
+        if no_verify:
+            _err().print("[yellow]warning:[/yellow] not verifying the version (--no-verify)")
+        record = reg.evaluate(ref, devset, metric, name=name, threads=threads, verify=not no_verify, progress=start)
+        if json_out:
+            _print_json(record)
+        else:
+            _out().print(
+                f"Recorded {record['metric']} = {record['score']:.3f} on {record['n']} examples "
+                f"({record['lm']}) for {ref}"
+            )
+
+
+@app.command()
+def bench(
+    ref: Annotated[str, typer.Argument(help="The version to benchmark.")],
+    inputs: Annotated[Path, typer.Option("--inputs", help="JSON lines of the program's inputs (other keys ignored).")],
+    n: Annotated[Optional[int], typer.Option("-n", help="Queries to send [default: one per line].")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Queries in flight at once.")] = 1,
+    no_verify: NoVerifyOpt = False,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Benchmark a version's latency, tokens and cost per query (LM cache off) and record it (append-only)."""
+    from .render import progress
+
+    with _funnel(traceback), _open(registry) as reg, progress("benchmarking") as start:
+        if no_verify:
+            _err().print("[yellow]warning:[/yellow] not verifying the version (--no-verify)")
+        record = reg.bench(ref, inputs, name=name, n=n, concurrency=concurrency, verify=not no_verify, progress=start)
+        if json_out:
+            _print_json(record)
+        else:
+            cost = "unknown" if record["cost_per_query"] is None else f"${record['cost_per_query']:.6f}"
+            _out().print(
+                f"Recorded p50 {record['p50_ms']} ms, p95 {record['p95_ms']} ms, max {record['max_ms']} ms, "
+                f"{record['tokens_per_query']} tokens and {cost} per query over {record['n']} queries"
+            )
 
 
 @app.command()

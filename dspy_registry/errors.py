@@ -33,6 +33,10 @@ class DuplicateVersion(RegistryError):
     """Versions are immutable: this one is already published."""
 
 
+class GateRefused(RegistryError):
+    """A promotion that registry.toml's gates refuse (the numbers say why)."""
+
+
 class NothingToRollBack(RegistryError):
     """The journal holds no earlier version for the environment."""
 

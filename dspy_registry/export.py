@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .manifest import Manifest
+from .records import Records
 from .state import METADATA_KEY, canonical_json, is_predictor_state
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
@@ -29,10 +30,15 @@ _SERVE_PACKAGES = {"fastapi": "0.110", "uvicorn": "0.29"}
 
 
 def deployment_files(
-    manifest: Manifest, commit: str, state: Mapping[str, Any], interface: Mapping[str, Any], example: Any
+    manifest: Manifest,
+    commit: str,
+    state: Mapping[str, Any],
+    interface: Mapping[str, Any],
+    example: Any,
+    records: Records | None = None,
 ) -> dict[str, bytes]:
     files = {
-        "config.json": canonical_json(config(manifest, commit, state)),
+        "config.json": canonical_json(config(manifest, commit, state, records)),
         "requirements.txt": requirements(manifest).encode(),
         "Dockerfile": dockerfile(manifest).encode(),
         "docker-compose.yml": compose(manifest).encode(),
@@ -44,8 +50,10 @@ def deployment_files(
     return files
 
 
-def config(manifest: Manifest, commit: str, state: Mapping[str, Any]) -> dict[str, Any]:
-    """config.json, in the shape deployment guides use: pipeline, lm, retriever (if any), performance."""
+def config(manifest: Manifest, commit: str, state: Mapping[str, Any], records: Records | None = None) -> dict[str, Any]:
+    """config.json, in the shape deployment guides use: pipeline, lm, retriever (if any), performance.
+
+    `performance` takes the latest evaluation and benchmark records, else what was given at publish."""
     lm = {k: manifest.lm[k] for k in ("model", "temperature", "max_tokens") if k in manifest.lm}
     lm["timeout"] = manifest.lm.get("timeout", 30)
     out: dict[str, Any] = {
@@ -69,10 +77,12 @@ def config(manifest: Manifest, commit: str, state: Mapping[str, Any]) -> dict[st
         key, value = next(iter(retrievers.items()))
         out["retriever"] = {"type": "dspy.Retrieve", "module": key, "top_k": value["k"]}
     metrics = manifest.optimization.metrics
+    evaluation = records.latest_evaluation if records else None
+    benchmark = records.latest_benchmark if records else None
     performance = {
-        "dev_score": manifest.optimization.dev_score,
-        "avg_latency_ms": metrics.get("avg_latency_ms"),
-        "cost_per_query": metrics.get("cost_per_query"),
+        "dev_score": evaluation["score"] if evaluation else manifest.optimization.dev_score,
+        "avg_latency_ms": benchmark["mean_ms"] if benchmark else metrics.get("avg_latency_ms"),
+        "cost_per_query": benchmark["cost_per_query"] if benchmark else metrics.get("cost_per_query"),
     }
     out["performance"] = {k: v for k, v in performance.items() if v is not None}
     return out

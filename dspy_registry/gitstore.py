@@ -212,8 +212,11 @@ class GitStore:
         return obj.data if obj is not None and obj.type == "blob" else None
 
     def list_tree(self, tree_ish: str) -> dict[str, TreeEntry]:
-        obj = self.read(f"{tree_ish}^{{tree}}")
-        if obj is None:
+        """Entries of a tree, or of a commit's or tag's root tree (`<rev>:<path>` names a subtree)."""
+        obj = self.read(tree_ish)
+        if obj is not None and obj.type != "tree":
+            obj = self.read(f"{obj.sha}^{{tree}}")
+        if obj is None or obj.type != "tree":
             return {}
         out = self.run("ls-tree", "-z", obj.sha)
         entries: dict[str, TreeEntry] = {}

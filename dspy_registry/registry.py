@@ -12,14 +12,15 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ConflictError,
     DuplicateVersion,
+    GateRefused,
     InvalidName,
     NotARegistry,
     NothingToRollBack,
@@ -28,6 +29,7 @@ from .errors import (
 )
 from .gitstore import GitStore, RefUpdate, TreeEntry, is_url, utc_now
 from .manifest import Manifest, RegistryConfig
+from .records import Records, latest_scores
 from .refs import (
     JOURNAL_REF,
     MAIN_REF,
@@ -82,6 +84,7 @@ class VersionInfo:
     optimizer: str | None = None
     trainset_size: int | None = None
     notes: str = ""
+    eval_score: float | None = None  # the latest `dspyreg eval` record, beside the publish-time dev_score
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +94,7 @@ class VersionInfo:
             "created": self.created,
             "environments": list(self.environments),
             "dev_score": self.dev_score,
+            "eval_score": self.eval_score,
             "optimizer": self.optimizer,
             "trainset_size": self.trainset_size,
             "notes": self.notes,
@@ -102,6 +106,7 @@ class VersionDetail:
     info: VersionInfo
     manifest: Manifest
     predictors: Mapping[str, Any]
+    records: Records
 
     def to_json(self) -> dict[str, Any]:
         m = self.manifest
@@ -121,6 +126,8 @@ class VersionDetail:
             **{k: base[k] for k in ("name", "version", "commit", "created", "environments")},
             "manifest": manifest,
             "predictors": dict(self.predictors),
+            "evaluations": [dict(r) for r in self.records.evaluations],
+            "benchmarks": [dict(r) for r in self.records.benchmarks],
         }
 
 
@@ -135,6 +142,7 @@ class JournalEntry:
     time: str
     reason: str = ""
     move: str = ""  # unique per transaction: two identical moves in the same second are still two writes
+    override: str = ""  # the gates a forced promote overrode, with their numbers
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -379,6 +387,7 @@ class Registry:
                 envs.setdefault((prog, payload["to_version"]), []).append(leaf)
         order = {env: i for i, env in enumerate((*self.config.environments, ROLLBACK_ENV))}
         found.sort(key=lambda r: (r[0], version_key(r[1])))
+        scores = latest_scores(self.store)
         return [
             VersionInfo(
                 name=prog,
@@ -390,6 +399,7 @@ class Registry:
                 optimizer=payload.get("optimizer"),
                 trainset_size=payload.get("trainset_size"),
                 notes=payload.get("notes", ""),
+                eval_score=scores.get((prog, version)),
             )
             for prog, version, commit, payload in found
         ]
@@ -410,7 +420,9 @@ class Registry:
             trainset_size=opt.trainset_size,
             notes=manifest.program.notes,
         )
-        return VersionDetail(info, manifest, self._json_file(resolved, "prompts.json"))
+        records = self.records(resolved)
+        info = replace(info, eval_score=records.latest_score)
+        return VersionDetail(info, manifest, self._json_file(resolved, "prompts.json"), records)
 
     def log(self, program: str | None = None, env: str | None = None) -> list[JournalEntry]:
         """Every environment move, oldest first; optionally of one program and one environment."""
@@ -433,12 +445,12 @@ class Registry:
         from .diff import view_from_bundle
 
         resolved = self.resolve(ref, name)
-        manifest = self.manifest(resolved)
+        metadata = _manifest_metadata(self.manifest(resolved)) | _records_metadata(self.records(resolved))
         return view_from_bundle(
             f"{resolved.program}/{resolved.version}",
             self._json_file(resolved, "prompts.json"),
             self._json_file(resolved, "program.json"),
-            _manifest_metadata(manifest),
+            metadata,
         )
 
     def diff(self, a: str, b: str, name: str | None = None, program_spec: str | None = None) -> Diff:
@@ -536,7 +548,11 @@ class Registry:
                 )
         return version
 
-    def promote(self, source: str, to: str | None = None, *, name: str | None = None, reason: str = "") -> MoveResult:
+    def promote(
+        self, source: str, to: str | None = None, *, name: str | None = None, reason: str = "", force: bool = False
+    ) -> MoveResult:
+        """Point `to` (default: the next environment) at `source`'s version, if registry.toml's gates allow it;
+        `force` (with a reason) overrides the gates and the journal records the override."""
         spec = parse_ref(source, name)
         program = self._program(spec.program)
         envs = self.config.environments
@@ -553,14 +569,50 @@ class Registry:
                 "the rollback environment is managed by dspyreg: promote to prod, or use `dspyreg rollback`"
             )
         target_env = self._check_env(to)
+        if force and not reason.strip():
+            raise InvalidName("--force needs --reason: the journal records why the gates were overridden")
         resolved = self.resolve(str(RefSpec(program, spec.version, spec.environment, spec.sha)))
-        return self._move(program, target_env, resolved.version, "promote", reason)
+        refusals = self.gate_refusals(program, target_env, resolved)
+        if refusals and not force:
+            raise GateRefused(
+                f"promotion of {program} {resolved.version} to {target_env} refused by registry.toml's gates: "
+                f"{'; '.join(refusals)} (override with --force --reason)"
+            )
+        return self._move(program, target_env, resolved.version, "promote", reason, override="; ".join(refusals))
+
+    def gate_refusals(self, program: str, env: str, candidate: Resolved) -> list[str]:
+        """What registry.toml's [gates.<env>] say against moving `env` to `candidate` (empty: the gates allow it)."""
+        gates = self.config.gates.get(env) or {}
+        if not gates:
+            return []
+        records = self.records(candidate)
+        score = records.latest_score
+        if score is None:
+            score = self.manifest(candidate).optimization.dev_score
+        name = f"{program} {candidate.version}"
+        refusals = []
+        if gates.get("require_eval") and records.latest_evaluation is None:
+            refusals.append(f"{name} has no evaluation record (require_eval): run `dspyreg eval`")
+        minimum = gates.get("min_dev_score")
+        if minimum is not None and (score is None or score < float(minimum)):
+            refusals.append(f"{name} scores {_fmt(score)}, below min_dev_score {float(minimum):.3f}")
+        current = self._env_state(program, env, None).version
+        if gates.get("no_regression") and current and current != candidate.version:
+            incumbent = self.resolve(current, program)
+            theirs = self.records(incumbent).latest_score
+            if theirs is None:
+                theirs = self.manifest(incumbent).optimization.dev_score
+            if theirs is not None and (score is None or score < theirs):
+                refusals.append(f"{name} scores {_fmt(score)}, below {env}'s {current} at {theirs:.3f} (no_regression)")
+        return refusals
 
     def rollback(self, env: str | None = None, *, name: str | None = None, reason: str = "") -> MoveResult:
         program = self._program(name)
         return self._move(program, self._check_env(env or self.production), None, "rollback", reason)
 
-    def _move(self, program: str, env: str, version: str | None, action: str, reason: str) -> MoveResult:
+    def _move(
+        self, program: str, env: str, version: str | None, action: str, reason: str, *, override: str = ""
+    ) -> MoveResult:
         """Move env (and, for production, the rollback tag) and append the journal, in one transaction.
 
         Every expected old value comes from the reads the new state was computed from (the journal first, then the
@@ -582,7 +634,8 @@ class Registry:
         who, now = self.store.identity(), utc_now()
         actor, when = f"{who.name} <{who.email}>", now.isoformat().replace("+00:00", "Z")
         move = uuid.uuid4().hex[:16]
-        moves = [(current, JournalEntry(program, env, current.version, version, action, actor, when, reason, move))]
+        entry = JournalEntry(program, env, current.version, version, action, actor, when, reason, move, override)
+        moves = [(current, entry)]
         if env == self.production:
             rollback = self._env_state(program, ROLLBACK_ENV, None)
             new_rollback = history[-1] if history else None
@@ -632,6 +685,95 @@ class Registry:
                         "nothing was changed: re-run to apply yours"
                     )
         return "another writer changed the journal first; nothing was changed: re-run the command"
+
+    # -- quality records ----------------------------------------------------------------------------------------------
+    def records(self, resolved: Resolved) -> Records:
+        from .records import read
+
+        return read(self.store, resolved.program, resolved.version)
+
+    def evaluate(
+        self,
+        ref: str,
+        devset: Path,
+        metric_spec: str,
+        *,
+        name: str | None = None,
+        threads: int = 8,
+        verify: bool = True,
+        progress: Callable[[int], Callable[[], None]] = lambda total: lambda: None,
+    ) -> dict[str, Any]:
+        """Run the version on a dev set with dspy.Evaluate and record {metric, score, n, devset sha256, ...}."""
+        from . import quality, records
+        from .runtime.inference import PipelineServer
+
+        resolved = self.checked(ref, name, verify=verify)
+        metric = quality.import_metric(metric_spec)
+        server = PipelineServer(self.materialize(resolved))
+        rows = quality.read_jsonl(devset, inputs=server.inputs, required=server.required)
+        if server.lm is None:
+            raise RegistryError(
+                "no LM to evaluate with: set DSPYREG_LM_MODEL (and DSPYREG_LM_API_KEY or DSPYREG_LM_API_BASE)"
+            )
+        score, n = quality.evaluate(
+            server.program,
+            server.lm,
+            rows,
+            server.inputs,
+            metric,
+            metric_spec,
+            threads=threads,
+            advance=progress(len(rows.lines)),
+        )
+        record = {
+            "metric": metric_spec,
+            "score": score,
+            "n": n,
+            "devset": devset.name,
+            "devset_sha256": rows.sha256,
+            "dspy_version": _dspy_version(),
+            "lm": server.lm.model,
+            "commit": resolved.commit,
+        }
+        return records.append(self.store, resolved.program, resolved.version, "evaluations", record)
+
+    def bench(
+        self,
+        ref: str,
+        inputs: Path,
+        *,
+        name: str | None = None,
+        n: int | None = None,
+        concurrency: int = 1,
+        verify: bool = True,
+        progress: Callable[[int], Callable[[], None]] = lambda total: lambda: None,
+    ) -> dict[str, Any]:
+        """Call the version `n` times on the inputs and record latency p50/p95/max, tokens and cost per query."""
+        from . import quality, records
+        from .runtime.inference import PipelineServer
+
+        resolved = self.checked(ref, name, verify=verify)
+        server = PipelineServer(self.materialize(resolved))
+        rows = quality.read_jsonl(inputs, inputs=server.inputs, required=server.required)
+        if server.lm is None:
+            raise RegistryError(
+                "no LM to benchmark: set DSPYREG_LM_MODEL (and DSPYREG_LM_API_KEY or DSPYREG_LM_API_BASE)"
+            )
+        count = n or len(rows.lines)
+        if count < 1 or concurrency < 1:
+            raise InvalidName("-n and --concurrency must be at least 1")
+        result = quality.bench(
+            server.run, rows, server.inputs, n=count, concurrency=concurrency, advance=progress(count)
+        )
+        record = {
+            **result.record(),
+            "inputs": inputs.name,
+            "inputs_sha256": rows.sha256,
+            "dspy_version": _dspy_version(),
+            "lm": server.lm.model,
+            "commit": resolved.commit,
+        }
+        return records.append(self.store, resolved.program, resolved.version, "benchmarks", record)
 
     # -- verifying, exporting, loading --------------------------------------------------------------------------
     def verify(self, ref: str | None = None, name: str | None = None, *, everything: bool = False) -> list[Problem]:
@@ -720,7 +862,8 @@ class Registry:
         state = json.loads(files["program.json"])
         interface = json.loads(files.get("interface.json", b'{"inputs": [], "outputs": []}'))
         example = json.loads(files.get("examples/input.json", b"{}"))
-        return files | deployment_files(manifest, resolved.commit, state, interface, example)
+        records = self.records(resolved)
+        return files | deployment_files(manifest, resolved.commit, state, interface, example, records)
 
     def materialize(self, resolved: Resolved) -> Path:
         """The deployment bundle of `resolved` in the cache (one folder per commit and program, written once)."""
@@ -801,6 +944,16 @@ def diff_files(a: str, b: str, program_spec: str | None = None) -> Diff:
     return diff_views(state_view(Path(a), program_spec), state_view(Path(b), program_spec))
 
 
+def _fmt(score: float | None) -> str:
+    return "nothing (no evaluation, no dev score)" if score is None else f"{score:.3f}"
+
+
+def _dspy_version() -> str:
+    from importlib.metadata import version
+
+    return version("dspy")
+
+
 def _manifest_metadata(m: Manifest) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "version": m.program.version,
@@ -811,6 +964,18 @@ def _manifest_metadata(m: Manifest) -> dict[str, Any]:
     meta |= {f"metrics.{k}": v for k, v in m.optimization.metrics.items()}
     meta |= {f"runtime.{k}": v for k, v in m.runtime.items()}
     meta |= {f"lm.{k}": v for k, v in m.lm.items()}
+    return {k: v for k, v in meta.items() if v is not None}
+
+
+def _records_metadata(records: Records) -> dict[str, Any]:
+    """The latest evaluation and benchmark, as diff metadata beside the publish-time dev_score."""
+    meta: dict[str, Any] = {}
+    if records.latest_evaluation:
+        meta["eval.score"] = records.latest_evaluation["score"]
+        meta["eval.metric"] = records.latest_evaluation["metric"]
+    if records.latest_benchmark:
+        for key in ("p50_ms", "p95_ms", "tokens_per_query", "cost_per_query"):
+            meta[f"bench.{key}"] = records.latest_benchmark.get(key)
     return {k: v for k, v in meta.items() if v is not None}
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Group
@@ -39,7 +40,17 @@ def versions_table(versions: Sequence[VersionInfo]) -> Table | Text:
     if not versions:
         return Text("No versions published yet: `dspyreg publish` one.", style="dim")
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("program", "version", "environments", "dev score", "optimizer", "created", "commit", "notes"):
+    for column in (
+        "program",
+        "version",
+        "environments",
+        "dev score",
+        "eval",
+        "optimizer",
+        "created",
+        "commit",
+        "notes",
+    ):
         table.add_column(column, no_wrap=column not in ("optimizer", "notes"), overflow="fold")
     for v in versions:
         _row(
@@ -48,6 +59,7 @@ def versions_table(versions: Sequence[VersionInfo]) -> Table | Text:
             Text(v.version, style="bold"),
             _envs(v.environments),
             _score(v.dev_score),
+            _score(v.eval_score),
             v.optimizer or "-",
             v.created[:16].replace("T", " "),
             v.commit[:7],
@@ -92,7 +104,56 @@ def detail_view(d: VersionDetail) -> Group:
             f"{count} ({boot} bootstrapped)",
             Text(_short(p.get("instructions", ""), 160)),
         )
-    return Group(head, Text(), preds)
+    parts: list[Any] = [head, Text(), preds]
+    if d.records.evaluations:
+        evals = Table(box=None, header_style="bold", pad_edge=False, title="evaluations", title_justify="left")
+        for column in ("time", "metric", "score", "n", "devset", "lm"):
+            evals.add_column(column, overflow="fold")
+        for r in d.records.evaluations:
+            _row(evals, r["time"], r["metric"], _score(r["score"]), r["n"], r.get("devset", ""), r.get("lm", ""))
+        parts += [Text(), evals]
+    if d.records.benchmarks:
+        benches = Table(box=None, header_style="bold", pad_edge=False, title="benchmarks", title_justify="left")
+        for column in ("time", "n", "concurrency", "p50 ms", "p95 ms", "max ms", "tokens/query", "cost/query", "lm"):
+            benches.add_column(column, overflow="fold")
+        for r in d.records.benchmarks:
+            cost = "-" if r.get("cost_per_query") is None else f"${r['cost_per_query']:.6f}"
+            _row(
+                benches,
+                r["time"],
+                r["n"],
+                r["concurrency"],
+                r["p50_ms"],
+                r["p95_ms"],
+                r["max_ms"],
+                r["tokens_per_query"],
+                cost,
+                r.get("lm", ""),
+            )
+        parts += [Text(), benches]
+    return Group(*parts)
+
+
+@contextmanager
+def progress(label: str) -> Iterator[Callable[[int], Callable[[], None]]]:
+    """A rich progress bar on stderr: yields `start(total) -> advance()`, for calls from any thread."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as bar:
+
+        def start(total: int) -> Callable[[], None]:
+            task = bar.add_task(label, total=total)
+            return lambda: bar.advance(task)
+
+        yield start
 
 
 def log_table(entries: Sequence[JournalEntry]) -> Table | Text:
@@ -117,6 +178,7 @@ def log_table(entries: Sequence[JournalEntry]) -> Table | Text:
 
 
 def move_summary(result: MoveResult, *, what: str) -> Text:
+    """One line per moved tag; a forced promote says which gates it overrode."""
     if not result.changed:
         return Text(f"Nothing to do: {what} already points there.", style="dim")
     text = Text()
@@ -127,6 +189,8 @@ def move_summary(result: MoveResult, *, what: str) -> Text:
         text.append(f": {e.from_version or '-'} -> ")
         text.append(e.to_version or "(unset)", style="bold")
         text.append(f"  ({e.action})", style="dim")
+        if e.override:
+            text.append(f"  overriding gates: {e.override}", style="yellow")
     return text
 
 

@@ -1,0 +1,202 @@
+"""Running a version on data: `dspyreg eval` (dspy.Evaluate with a metric) and `dspyreg bench` (latency, tokens, cost).
+
+Both read JSON lines; a line's keys that are parameters of the program's forward() are its inputs, the others are
+labels for the metric (bench ignores them). The LM is created with DSPy's cache off, so every query reaches it.
+Errors carry the line number. Imports dspy (inside the functions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RegistryError
+
+
+class BadData(RegistryError):
+    """A dev set or inputs file that cannot be used, or a metric that does not import or fails."""
+
+
+@dataclass(frozen=True)
+class Rows:
+    path: Path
+    sha256: str
+    lines: tuple[tuple[int, dict[str, Any]], ...]  # (line number, object)
+
+
+def read_jsonl(path: Path, *, inputs: list[str], required: list[str]) -> Rows:
+    """The JSON objects of `path`, each checked to carry the required inputs; errors name the line."""
+    if not path.is_file():
+        raise BadData(f"{path} does not exist")
+    data = path.read_bytes()
+    rows = []
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BadData(f"{path}:{number}: not JSON ({err.msg})") from None
+        if not isinstance(value, dict):
+            raise BadData(f"{path}:{number}: expected a JSON object with the inputs {', '.join(inputs)}")
+        missing = [name for name in required if name not in value]
+        if missing:
+            raise BadData(f"{path}:{number}: lacks the input field {', '.join(missing)}")
+        rows.append((number, value))
+    if not rows:
+        raise BadData(f"{path} holds no examples")
+    return Rows(path, hashlib.sha256(data).hexdigest(), tuple(rows))
+
+
+def import_metric(spec: str) -> Callable[..., Any]:
+    """`path/to/file.py:function` or `package.module:function`."""
+    target, sep, name = spec.rpartition(":")
+    if not sep or not target or not name.isidentifier():
+        raise BadData(f"invalid metric {spec!r}: use path/to/metric.py:function or package.module:function")
+    try:
+        if target.endswith(".py"):
+            from .runtime.inference import import_file
+
+            path = Path(target).resolve()
+            if not path.is_file():
+                raise BadData(f"metric {spec!r}: {target} does not exist")
+            module = import_file(path, f"dspyreg_metric_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}")
+        else:
+            sys.path.insert(0, str(Path.cwd()))
+            try:
+                module = importlib.import_module(target)
+            finally:
+                sys.path.remove(str(Path.cwd()))
+    except BadData:
+        raise
+    except BaseException as err:
+        raise BadData(f"metric {spec!r} does not import: {type(err).__name__}: {err}") from None
+    metric = getattr(module, name, None)
+    if not callable(metric):
+        raise BadData(f"metric {spec!r}: {name} is not a function of {target}")
+    return metric  # type: ignore[no-any-return]
+
+
+def evaluate(
+    program: Any,
+    lm: Any,
+    rows: Rows,
+    inputs: list[str],
+    metric: Callable[..., Any],
+    metric_name: str,
+    *,
+    threads: int,
+    advance: Callable[[], None] = lambda: None,
+) -> tuple[float, int]:
+    """(score as a fraction in [0, 1], n) of `program` on `rows` with dspy.Evaluate. Any failure raises BadData."""
+    import dspy
+
+    examples = [dspy.Example(**row).with_inputs(*(k for k in inputs if k in row)) for _, row in rows.lines]
+    line_of = {id(example): number for example, (number, _) in zip(examples, rows.lines)}
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def scored(example: Any, prediction: Any, trace: Any = None) -> Any:
+        try:
+            return metric(example, prediction) if trace is None else metric(example, prediction, trace)
+        except Exception as err:
+            with lock:
+                failures.append(
+                    f"metric {metric_name} raised on line {line_of.get(id(example), '?')}: {type(err).__name__}: {err}"
+                )
+            raise
+        finally:
+            advance()
+
+    evaluator = dspy.Evaluate(
+        devset=examples,
+        metric=scored,
+        num_threads=threads,
+        display_progress=False,
+        max_errors=len(examples) + 1,
+        provide_traceback=False,
+    )
+    with dspy.context(lm=lm) if lm is not None else dspy.context():
+        result = evaluator(program)
+    if failures:
+        raise BadData(failures[0])
+    errors = [r for r in getattr(result, "results", []) if isinstance(r[1], dspy.Prediction) and not r[1].keys()]
+    if errors:
+        raise BadData(f"the program failed on {len(errors)} of {len(examples)} examples (is the LM reachable?)")
+    score = float(getattr(result, "score", result)) / 100.0  # DSPy reports a percentage
+    return round(score, 6), len(examples)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    n: int
+    concurrency: int
+    latencies_ms: tuple[float, ...]
+    tokens: tuple[int, ...]
+    costs: tuple[float | None, ...]
+
+    def record(self) -> dict[str, Any]:
+        lat = sorted(self.latencies_ms)
+        known = [c for c in self.costs if c is not None]
+        return {
+            "n": self.n,
+            "concurrency": self.concurrency,
+            "p50_ms": round(_percentile(lat, 50), 2),
+            "p95_ms": round(_percentile(lat, 95), 2),
+            "max_ms": round(lat[-1], 2),
+            "mean_ms": round(statistics.fmean(lat), 2),
+            "tokens_per_query": round(statistics.fmean(self.tokens), 1),
+            "cost_per_query": round(statistics.fmean(known), 8) if len(known) == len(self.costs) else None,
+        }
+
+
+def _percentile(ordered: list[float], pct: float) -> float:
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * pct / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def bench(
+    run: Callable[[dict[str, Any]], Any],
+    rows: Rows,
+    inputs: list[str],
+    *,
+    n: int,
+    concurrency: int,
+    advance: Callable[[], None] = lambda: None,
+) -> BenchResult:
+    """Call `run` (a PipelineServer's) `n` times over the rows' inputs, `concurrency` at a time."""
+    queries = [{k: v for k, v in rows.lines[i % len(rows.lines)][1].items() if k in inputs} for i in range(n)]
+
+    def one(query: Mapping[str, Any]) -> tuple[float, int, float | None]:
+        started = time.perf_counter()
+        try:
+            result = run(dict(query))
+        except Exception as err:
+            raise BadData(f"the program failed: {type(err).__name__}: {' '.join(str(err).split())[:300]}") from None
+        elapsed = (time.perf_counter() - started) * 1000
+        advance()
+        return elapsed, result.usage.total_tokens, result.usage.cost
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        outcomes = list(pool.map(one, queries))
+    return BenchResult(
+        n,
+        concurrency,
+        tuple(o[0] for o in outcomes),
+        tuple(o[1] for o in outcomes),
+        tuple(o[2] for o in outcomes),
+    )

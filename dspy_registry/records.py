@@ -1,0 +1,100 @@
+"""Quality records attached to published versions afterwards: evaluations and benchmarks, append-only.
+
+Versions are immutable, so records never touch a version's commit. They live on dspyreg's own branch
+`dspyreg/records` (a branch, so every git host stores, serves and clones it): each record is one JSON file
+`<program>/<version>/<kind>/<time>-<id>.json`, added by one commit. Appending moves the branch with an expected old
+value (pushed atomically with a lease to a remote registry) and rebuilds on a moved tip, so concurrent appends all
+land and none is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConflictError
+from .gitstore import RefUpdate, TreeEntry, utc_now
+from .refs import ZERO_SHA
+from .state import canonical_json
+
+if TYPE_CHECKING:
+    from .gitstore import GitStore
+
+RECORDS_REF = "refs/heads/dspyreg/records"
+KINDS = ("evaluations", "benchmarks")
+APPEND_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Records:
+    """One version's records, oldest first."""
+
+    evaluations: tuple[Mapping[str, Any], ...] = ()
+    benchmarks: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def latest_evaluation(self) -> Mapping[str, Any] | None:
+        return self.evaluations[-1] if self.evaluations else None
+
+    @property
+    def latest_benchmark(self) -> Mapping[str, Any] | None:
+        return self.benchmarks[-1] if self.benchmarks else None
+
+    @property
+    def latest_score(self) -> float | None:
+        latest = self.latest_evaluation
+        return float(latest["score"]) if latest is not None else None
+
+
+def append(store: GitStore, program: str, version: str, kind: str, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Add `record` to `program` `version`'s `kind` records; returns it with its `id` and `time`."""
+    assert kind in KINDS
+    now = utc_now()
+    full = {**record, "id": uuid.uuid4().hex[:16], "time": now.isoformat().replace("+00:00", "Z")}
+    name = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{full['id']}.json"
+    blob = store.write_blobs({"r": canonical_json(full)})["r"]
+    who = store.identity()
+    message = f"Record {kind[:-1]} of {program} {version}\n\n{json.dumps(full, sort_keys=True)}\n"
+    for _ in range(APPEND_RETRIES):
+        old = store.ref_value(RECORDS_REF)
+        tree = store.write_tree(old, {f"{program}/{version}/{kind}/{name}": TreeEntry("100644", "blob", blob)})
+        commit = store.write_commit(tree, [old] if old else [], message, who, now)
+        try:
+            store.transaction([RefUpdate(RECORDS_REF, commit, old or ZERO_SHA)])
+            return full
+        except ConflictError:
+            store.sync()  # another record landed first: append on top of it
+            store.close()
+    raise ConflictError(f"the records branch kept moving ({APPEND_RETRIES} tries); nothing was recorded: re-run")
+
+
+def read(store: GitStore, program: str, version: str) -> Records:
+    found: dict[str, list[Mapping[str, Any]]] = {kind: [] for kind in KINDS}
+    if store.ref_value(RECORDS_REF) is None:
+        return Records()
+    for kind in KINDS:
+        for name in sorted(store.list_tree(f"{RECORDS_REF}:{program}/{version}/{kind}")):
+            data = store.read_blob(RECORDS_REF, f"{program}/{version}/{kind}/{name}")
+            if data is not None:
+                found[kind].append(json.loads(data))
+    return Records(tuple(found["evaluations"]), tuple(found["benchmarks"]))
+
+
+def latest_scores(store: GitStore) -> dict[tuple[str, str], float]:
+    """(program, version) -> the score of its latest evaluation, for every version that has one (one git call)."""
+    if store.ref_value(RECORDS_REF) is None:
+        return {}
+    latest: dict[tuple[str, str], str] = {}
+    for path in sorted(store.list_files(RECORDS_REF, ".")):
+        parts = path.split("/")
+        if len(parts) == 4 and parts[2] == "evaluations":
+            latest[(parts[0], parts[1])] = path
+    out = {}
+    for key, path in latest.items():
+        data = store.read_blob(RECORDS_REF, path)
+        if data is not None:
+            out[key] = float(json.loads(data)["score"])
+    return out
