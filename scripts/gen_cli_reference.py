@@ -35,7 +35,8 @@ library method and prints the result. Options go after the command name, e.g. `d
 ## Options shared by the commands
 
 - `--registry PATH` names the registry. Without it, `dspyreg` uses the environment variable `DSPYREG_REGISTRY`,
-  then `./registry`. Only local paths work today: a git URL is taken as a path and fails with "does not exist".
+  then `./registry`. It may be a local path, a git URL (ssh://, https://, git://, file://) kept in a cache clone
+  under `DSPYREG_CACHE`, or a local clone of a remote registry (see docs/remote.md).
 - `--name PROGRAM` names the program when the registry holds more than one. A ref can name it too:
   `qa/prod` is the same as `prod --name qa`. `list` and `log` also take the program as an argument.
   For `publish`, `--name` is required: it names the program being published.
