@@ -235,9 +235,15 @@ def _recording_lm(model: str | None) -> Any:
     return lm
 
 
+PEOPLE_ROWS = 50
+
+
 @app.command("list")
 def list_(
     program: Annotated[Optional[str], typer.Argument(help="Only this program.")] = None,
+    all_versions: Annotated[
+        bool, typer.Option("--all", help=f"Show every version, not only the newest {PEOPLE_ROWS} (--json has all).")
+    ] = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -251,7 +257,7 @@ def list_(
         else:
             from .render import versions_table
 
-            _out().print(versions_table(versions))
+            _out().print(versions_table(versions, limit=None if all_versions else PEOPLE_ROWS))
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -36,9 +37,20 @@ def _score(score: float | None) -> str:
     return "-" if score is None else f"{score:.3f}"
 
 
-def versions_table(versions: Sequence[VersionInfo]) -> Table | Text:
+def versions_table(versions: Sequence[VersionInfo], *, limit: int | None = None) -> Table | Group | Text:
+    """The newest `limit` versions (all with None) and every version an environment points at."""
     if not versions:
         return Text("No versions published yet: `dspyreg publish` one.", style="dim")
+    if limit is not None and len(versions) > limit:
+        later = Counter[str]()  # versions of the same program after each one (the list is oldest first)
+        keep = []
+        for v in reversed(versions):
+            keep.append(later[v.name] < limit or bool(v.environments))
+            later[v.name] += 1
+        shown = [v for v, kept in zip(versions, reversed(keep)) if kept]
+        hidden = len(versions) - len(shown)
+        note = Text(f"{hidden} older versions not shown: `dspyreg list --all`, or --json", style="dim")
+        return Group(versions_table(shown), note)
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in (
         "program",

@@ -185,3 +185,18 @@ def test_a_file_named_like_a_ref_does_not_turn_diff_into_a_file_diff(
     (tmp_path / "v1.0").write_text("not a state")
     data = json.loads(ok("diff", "v1.0", "v1.1", "--format", "json"))
     assert data["a"] == "qa/v1.0"
+
+
+def test_list_for_people_shows_the_newest_and_what_environments_hold(tmp_path: Path) -> None:
+    from dspy_registry.registry import VersionInfo
+    from dspy_registry.render import versions_table
+
+    versions = [VersionInfo("qa", f"v1.{i}", "0" * 40, "2026-01-01T00:00:00Z", ("prod",) if i == 3 else (), None)
+                for i in range(80)]
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(versions_table(versions, limit=50))
+    text = console.export_text()
+    assert "v1.79" in text and "v1.30" in text and "v1.29" not in text and "v1.3 " in text
+    assert "29 older versions not shown" in text
