@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadProgramSpec, BadState
+from .errors import BadProgramSpec, BadState, RegistryError
 from .manifest import Manifest, Optimization, ProgramInfo
 from .state import (
     LEGACY_PREDICTOR_KEYS,
@@ -75,31 +75,39 @@ class Bundle:
 
 
 # -- program specs ---------------------------------------------------------------------------------------------------
-def import_program(spec: str) -> ProgramSource:
-    """`path/to/file.py:Attr` or `package.module:Attr` -> the program and its source files."""
-    from .runtime.inference import import_file, instantiate
+def import_target(spec: str, what: str, error: type[RegistryError]) -> tuple[Any, str, Path | None]:
+    """`path/to/file.py:Attr` or `package.module:Attr` -> (module, attr, file path or None); `error` says why not."""
+    from .runtime.inference import import_file
 
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr.isidentifier():
-        raise BadProgramSpec(f"invalid program spec {spec!r}: use path/to/file.py:Attr or package.module:Attr")
+        raise error(f"invalid {what} {spec!r}: use path/to/file.py:Name or package.module:Name")
     try:
         if target.endswith(".py"):
             path = Path(target).resolve()
             if not path.is_file():
-                raise BadProgramSpec(f"program spec {spec!r}: {target} does not exist")
-            module = import_file(path, f"dspyreg_user_{_safe(path.stem)}_{_digest(str(path))[:8]}")
-            code, entrypoint = {path.name: path.read_bytes()}, f"{path.stem}:{attr}"
-        else:
-            sys.path.insert(0, str(Path.cwd()))
-            try:
-                module = importlib.import_module(target)
-            finally:
-                sys.path.remove(str(Path.cwd()))
-            code, entrypoint = _module_code(module), f"{target}:{attr}"
-    except BadProgramSpec:
+                raise error(f"{what} {spec!r}: {target} does not exist")
+            return import_file(path, f"dspyreg_user_{_safe(path.stem)}_{_digest(str(path))[:8]}"), attr, path
+        sys.path.insert(0, str(Path.cwd()))
+        try:
+            return importlib.import_module(target), attr, None
+        finally:
+            sys.path.remove(str(Path.cwd()))
+    except RegistryError:
         raise
     except BaseException as err:  # user code may raise anything, SystemExit included
-        raise BadProgramSpec(f"program spec {spec!r} does not import: {type(err).__name__}: {err}") from None
+        raise error(f"{what} {spec!r} does not import: {type(err).__name__}: {err}") from None
+
+
+def import_program(spec: str) -> ProgramSource:
+    """`path/to/file.py:Attr` or `package.module:Attr` -> the program and its source files."""
+    from .runtime.inference import instantiate
+
+    module, attr, path = import_target(spec, "program spec", BadProgramSpec)
+    if path is not None:
+        code, entrypoint = {path.name: path.read_bytes()}, f"{path.stem}:{attr}"
+    else:
+        code, entrypoint = _module_code(module), f"{spec.rpartition(':')[0]}:{attr}"
     try:
         program = instantiate(module, attr, f"program spec {spec!r}")
     except TypeError as err:

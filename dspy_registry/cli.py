@@ -377,9 +377,13 @@ NoVerifyOpt = Annotated[
 
 
 def _checked(reg: Registry, ref: str, name: str | None, no_verify: bool) -> Any:
+    _warn_unverified(no_verify, ref)
+    return reg.checked(ref, name, verify=not no_verify)
+
+
+def _warn_unverified(no_verify: bool, ref: str) -> None:
     if no_verify:
         _err().print(f"[yellow]warning:[/yellow] not verifying {_one_line(ref)} (--no-verify)")
-    return reg.checked(ref, name, verify=not no_verify)
 
 
 @app.command("eval")
@@ -398,8 +402,7 @@ def eval_(
     from .render import progress
 
     with _funnel(traceback), _open(registry) as reg, progress("evaluating") as start:
-        if no_verify:
-            _err().print("[yellow]warning:[/yellow] not verifying the version (--no-verify)")
+        _warn_unverified(no_verify, ref)
         record = reg.evaluate(ref, devset, metric, name=name, threads=threads, verify=not no_verify, progress=start)
         if json_out:
             _print_json(record)
@@ -426,8 +429,7 @@ def bench(
     from .render import progress
 
     with _funnel(traceback), _open(registry) as reg, progress("benchmarking") as start:
-        if no_verify:
-            _err().print("[yellow]warning:[/yellow] not verifying the version (--no-verify)")
+        _warn_unverified(no_verify, ref)
         record = reg.bench(ref, inputs, name=name, n=n, concurrency=concurrency, verify=not no_verify, progress=start)
         if json_out:
             _print_json(record)

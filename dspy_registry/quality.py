@@ -8,10 +8,8 @@ Errors carry the line number. Imports dspy (inside the functions).
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -60,30 +58,12 @@ def read_jsonl(path: Path, *, inputs: list[str], required: list[str]) -> Rows:
 
 def import_metric(spec: str) -> Callable[..., Any]:
     """`path/to/file.py:function` or `package.module:function`."""
-    target, sep, name = spec.rpartition(":")
-    if not sep or not target or not name.isidentifier():
-        raise BadData(f"invalid metric {spec!r}: use path/to/metric.py:function or package.module:function")
-    try:
-        if target.endswith(".py"):
-            from .runtime.inference import import_file
+    from .bundle import import_target
 
-            path = Path(target).resolve()
-            if not path.is_file():
-                raise BadData(f"metric {spec!r}: {target} does not exist")
-            module = import_file(path, f"dspyreg_metric_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}")
-        else:
-            sys.path.insert(0, str(Path.cwd()))
-            try:
-                module = importlib.import_module(target)
-            finally:
-                sys.path.remove(str(Path.cwd()))
-    except BadData:
-        raise
-    except BaseException as err:
-        raise BadData(f"metric {spec!r} does not import: {type(err).__name__}: {err}") from None
+    module, name, _ = import_target(spec, "metric", BadData)
     metric = getattr(module, name, None)
     if not callable(metric):
-        raise BadData(f"metric {spec!r}: {name} is not a function of {target}")
+        raise BadData(f"metric {spec!r}: {name} is not a function of {spec.rpartition(':')[0]}")
     return metric  # type: ignore[no-any-return]
 
 
