@@ -171,3 +171,13 @@ def test_gates_refuse_then_force_with_reason(published: Registry, fake_lm: Any, 
 def test_no_gates_behave_as_before(published: Registry) -> None:
     assert cli(published, "promote", "v1.0", "--to", "prod").exit_code == 0
     assert cli(published, "promote", "v1.1", "--to", "staging").exit_code == 0
+
+
+def test_eval_with_the_examples_devset_and_metric(published: Registry, fake_lm: Any) -> None:
+    """examples/devset.jsonl has six questions; only one expects "JSON", the fake LM's answer to every question."""
+    fake_lm.overrides["answer"] = "JSON"
+    devset = ROOT / "examples" / "devset.jsonl"
+    result = cli(published, "eval", "v1.0", "--devset", str(devset), "--metric", METRIC, "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["n"] == 6 and record["score"] == round(1 / 6, 6) and record["devset"] == "devset.jsonl"
