@@ -113,7 +113,8 @@ def evaluate(
     errors = [r for r in getattr(result, "results", []) if isinstance(r[1], dspy.Prediction) and not r[1].keys()]
     if errors:
         raise BadData(f"the program failed on {len(errors)} of {len(examples)} examples (is the LM reachable?)")
-    score = float(getattr(result, "score", result)) / 100.0  # DSPy reports a percentage
+    # DSPy reports a percentage rounded to two places; the fraction comes from the per-example scores themselves.
+    score = sum(float(s) for *_, s in result.results) / len(examples)
     return round(score, 6), len(examples)
 
 
