@@ -101,6 +101,7 @@ class FakeLM:
 def _handler(fake: FakeLM) -> Callable[..., BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # keep-alive replies go out at once, not after the client's delayed ACK
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
