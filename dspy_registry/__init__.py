@@ -46,12 +46,17 @@ def publish(
     notes: str = "",
     lm: Any = None,
     metrics: Mapping[str, float] | None = None,
+    record_example: bool = False,
 ) -> PublishResult:
     """Publish a live (optimized) program as `name` `version`; its class's source file becomes the bundle's code/.
 
     `state` defaults to the program's own state (what `program.save("x.json")` writes); `lm` (a dspy.LM or a model
-    name) defaults to the program's or dspy's configured LM, recorded without keys.
+    name) defaults to the program's or dspy's configured LM, recorded without keys. With `record_example`, the program
+    runs once on its example input with that LM (a dspy.LM, or dspy's configured one), and examples/output.json
+    records what it answered.
     """
+    import dspy
+
     from .bundle import ProgramSource, current_state, lm_config
 
     cls = type(program)
@@ -66,6 +71,11 @@ def publish(
     path = Path(source_file)
     # A copy: publishing checks the state by loading it, which must not touch the caller's program (or its LMs).
     source = ProgramSource(program.deepcopy(), {path.name: path.read_bytes()}, f"{path.stem}:{cls.__qualname__}")
+    recorder = None
+    if record_example:
+        recorder = lm if lm is not None and not isinstance(lm, str) else dspy.settings.lm
+        if recorder is None:
+            raise RegistryError("record_example needs an LM: pass lm=dspy.LM(...) or dspy.configure(lm=...) first")
     with Registry.open(registry) as reg:
         return reg.publish(
             source,
@@ -78,6 +88,7 @@ def publish(
             notes=notes,
             lm=lm_config(lm) if lm is not None else None,
             metrics=metrics,
+            record_with=recorder,
         )
 
 

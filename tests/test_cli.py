@@ -191,8 +191,10 @@ def test_list_for_people_shows_the_newest_and_what_environments_hold(tmp_path: P
     from dspy_registry.registry import VersionInfo
     from dspy_registry.render import versions_table
 
-    versions = [VersionInfo("qa", f"v1.{i}", "0" * 40, "2026-01-01T00:00:00Z", ("prod",) if i == 3 else (), None)
-                for i in range(80)]
+    versions = [
+        VersionInfo("qa", f"v1.{i}", "0" * 40, "2026-01-01T00:00:00Z", ("prod",) if i == 3 else (), None)
+        for i in range(80)
+    ]
     from rich.console import Console
 
     console = Console(width=200, record=True)
@@ -200,3 +202,22 @@ def test_list_for_people_shows_the_newest_and_what_environments_hold(tmp_path: P
     text = console.export_text()
     assert "v1.79" in text and "v1.30" in text and "v1.29" not in text and "v1.3 " in text
     assert "29 older versions not shown" in text
+
+
+def test_publish_record_example_uses_the_lm_variables(tmp_path: Path, states: dict[str, Path], fake_lm: object) -> None:
+    ok("init", str(tmp_path / "r"))
+    ok(
+        "publish",
+        EXAMPLE_SPEC,
+        "--state",
+        str(states["v1.0"]),
+        "--name",
+        "qa",
+        "--version",
+        "v1.0",
+        "--record-example",
+        "--registry",
+        str(tmp_path / "r"),
+    )
+    output = json.loads(git(tmp_path / "r", "show", "qa/v1.0:qa/examples/output.json"))
+    assert output["source"] == "recorded at publish with openai/fake-model" and output["output"]["confidence"] == 0.5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import dspy
 import pytest
@@ -287,3 +288,16 @@ def test_bad_state_changes_nothing(registry: Registry, registry_path: Path, stat
             __import__("dspy_registry.bundle").bundle.import_program(EXAMPLE_SPEC), state, name="qa", version="v1.0"
         )
     assert ref_snapshot(registry_path) == before
+
+
+def test_publish_can_record_the_example_output(registry_path: Path, fake_lm: Any) -> None:
+    from dspy_registry.bundle import import_program
+    from dspy_registry.runtime.inference import make_lm
+
+    fake_lm.overrides["answer"] = "Recorded answer."
+    program = import_program(EXAMPLE_SPEC).program
+    lm = make_lm({})  # from the DSPYREG_LM_* variables: the fake LM
+    dspy_registry.publish(program, name="qa", version="v3.0", registry=registry_path, lm=lm, record_example=True)
+    output = json.loads(git(registry_path, "show", "qa/v3.0:qa/examples/output.json"))
+    assert output["source"] == "recorded at publish with openai/fake-model"
+    assert output["output"]["answer"] == "Recorded answer." and output["output"]["supported"] is True
