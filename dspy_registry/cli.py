@@ -512,15 +512,25 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", help="Server processes; each follows the tag.")] = 1,
     threads: Annotated[int, typer.Option("--threads", help="Program calls in parallel per process.")] = 64,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger request bodies get 413.")] = 1 << 20,
+    grpc_port: Annotated[
+        Optional[int],
+        typer.Option(
+            "--grpc-port",
+            help="Also serve gRPC on this port (same host, program and version; the .proto is `dspyreg proto REF`).",
+        ),
+    ] = None,
     no_verify: NoVerifyOpt = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     traceback: TracebackOpt = False,
 ) -> None:
-    """Serve a program over HTTP; when REF is an environment, follow it and swap versions without dropping requests."""
+    """Serve a program over HTTP (and gRPC with --grpc-port); when REF is an environment, follow it and swap
+    versions without dropping requests."""
     with _funnel(traceback):
         if workers < 1 or threads < 1 or poll_seconds <= 0 or max_body_bytes < 1:
             raise RegistryError("--workers, --threads, --poll-seconds and --max-body-bytes must be positive")
+        if grpc_port is not None and not (0 < grpc_port < 65536 and grpc_port != port):
+            raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
         with _open(registry) as reg:
             target = ref or reg.production
             resolved = _checked(reg, target, name, no_verify)
@@ -528,16 +538,36 @@ def serve(
         from .serve import ServeConfig
         from .serve import serve as run_server
 
-        config = ServeConfig(location, target, resolved.program, poll_seconds, not no_verify, threads, max_body_bytes)
+        config = ServeConfig(
+            location, target, resolved.program, poll_seconds, not no_verify, threads, max_body_bytes, grpc_port
+        )
         following = (
             f"following {resolved.program}/{resolved.environment} every {poll_seconds:g} s"
             if resolved.environment
             else "fixed version"
         )
+        grpc = f" and gRPC on {host}:{grpc_port}" if grpc_port is not None else ""
         _err().print(
-            f"Serving {resolved.program} {resolved.version} on http://{host}:{port} ({following}, {workers} worker(s))"
+            f"Serving {resolved.program} {resolved.version} on http://{host}:{port}{grpc} "
+            f"({following}, {workers} worker(s))"
         )
         run_server(config, host=host, port=port, workers=workers)
+
+
+@app.command()
+def proto(
+    ref: Annotated[str, typer.Argument(help="The version: v1.1, prod, qa/prod...")],
+    no_verify: NoVerifyOpt = False,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Print the typed gRPC .proto of a version (what `export` writes and `serve --grpc-port` serves)."""
+    with _funnel(traceback), _open(registry) as reg:
+        from .proto import program_proto
+
+        resolved = _checked(reg, ref, name, no_verify)
+        sys.stdout.write(program_proto(reg, resolved))
 
 
 def _moved(result: Any, json_out: bool, *, what: str) -> None:

@@ -1,7 +1,8 @@
 """The deployment bundle: a version's files plus what runs them anywhere without dspyreg.
 
 `deployment_files` adds to the published files: config.json, requirements.txt, inference.py and api.py (copied
-verbatim from dspy_registry/runtime), Dockerfile, docker-compose.yml, .dockerignore and a README deployment guide.
+verbatim from dspy_registry/runtime), Dockerfile, docker-compose.yml, .dockerignore, a README deployment guide, and
+`<program>.proto`, the typed gRPC interface (see proto.py) that `dspyreg serve --grpc-port` serves.
 Everything is JSON, TOML, text or Python source: never pickle.
 """
 
@@ -36,6 +37,7 @@ def deployment_files(
     interface: Mapping[str, Any],
     example: Any,
     records: Records | None = None,
+    proto: str | None = None,
 ) -> dict[str, bytes]:
     files = {
         "config.json": canonical_json(config(manifest, commit, state, records)),
@@ -47,6 +49,8 @@ def deployment_files(
     }
     for runtime_file in RUNTIME_FILES:
         files[runtime_file] = (RUNTIME_DIR / runtime_file).read_bytes()
+    if proto is not None:
+        files[f"{manifest.program.name}.proto"] = proto.encode()
     return files
 
 
@@ -182,6 +186,7 @@ It needs Python and `pip install -r requirements.txt`; it does not need dspyreg.
 | `config.json` | pipeline, LM and performance settings |
 | `inference.py` | `PipelineServer(".").predict(**inputs)` |
 | `api.py` | the HTTP API (FastAPI) |
+| `{name}.proto` | the typed gRPC interface, served by `dspyreg serve --grpc-port`: generate clients from it |
 | `examples/input.json`, `examples/output.json` | an input, and the output it gave (see its `source`) |
 
 ## Run it locally
@@ -212,6 +217,12 @@ Outputs (with `program`, `version` and `usage` beside them):
 | name | type | description |
 | --- | --- | --- |
 {outputs}
+
+## gRPC
+
+`{name}.proto` is this version's typed gRPC interface. `api.py` serves REST only; `dspyreg serve --grpc-port` serves
+both from the registry. Generate a client in any language from the .proto, e.g. for Python:
+`python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. {name}.proto`.
 
 ## Variables
 

@@ -26,15 +26,15 @@ _FIELD_LINE = re.compile(r"^\d+\. `(\w+)` \(([^)]*)\)", re.M)
 def placeholder(name: str, type_name: str) -> str:
     """A value of the declared type, as the model would write it."""
     t = type_name.lower()
+    if t.startswith("literal"):
+        m = re.search(r"['\"]([^'\"]+)['\"]", type_name)
+        return m.group(1) if m else name
     if t.startswith("bool"):
         return "True"
     if t.startswith(("float", "int")):
         return "1" if t.startswith("int") else "0.5"
     if t.startswith(("list", "dict")) or "[" in t:
         return "[]" if t.startswith("list") else "{}"
-    if t.startswith("literal"):
-        m = re.search(r"['\"]([^'\"]+)['\"]", type_name)
-        return m.group(1) if m else name
     return f"fake {name}"
 
 

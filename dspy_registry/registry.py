@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 DEFAULT_REGISTRY = "registry"
 TEMPLATE_DIR_NAMES = ("registry_template", "../registry-template")
 PUBLISH_RETRIES = 5
+BUNDLE_LAYOUT = 2  # bump when export writes different files, so caches of older layouts are not reused
 
 
 # -- results ---------------------------------------------------------------------------------------------------------
@@ -850,8 +851,10 @@ class Registry:
         return dest
 
     def deployment(self, resolved: Resolved) -> dict[str, bytes]:
-        """Every file of the deployment bundle: the published ones, then what runs them (see export.py)."""
+        """Every file of the deployment bundle: the published ones, then what runs them (see export.py), and the
+        typed gRPC interface (see proto.py)."""
         from .export import deployment_files
+        from .proto import program_proto
 
         prefix = f"{resolved.program}/"
         files = {
@@ -863,13 +866,14 @@ class Registry:
         interface = json.loads(files.get("interface.json", b'{"inputs": [], "outputs": []}'))
         example = json.loads(files.get("examples/input.json", b"{}"))
         records = self.records(resolved)
-        return files | deployment_files(manifest, resolved.commit, state, interface, example, records)
+        proto = program_proto(self, resolved)
+        return files | deployment_files(manifest, resolved.commit, state, interface, example, records, proto)
 
     def materialize(self, resolved: Resolved) -> Path:
         """The deployment bundle of `resolved` in the cache (one folder per commit and program, written once)."""
         from . import __version__
 
-        dest = cache_dir() / "bundles" / __version__ / resolved.commit / resolved.program
+        dest = cache_dir() / "bundles" / f"{__version__}-{BUNDLE_LAYOUT}" / resolved.commit / resolved.program
         if not (dest / "config.json").is_file():
             try:
                 self.export(resolved, dest, force=True)

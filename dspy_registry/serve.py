@@ -4,6 +4,10 @@ The follower polls the environment tag (a cheap ref read). When it moves, the ne
 the background and swapped in with one reference assignment: requests in flight finish on the version they started
 with, new ones get the new version. A version that fails to verify or load is not swapped in; the server keeps the
 one it has and says why in /ready and the log. Imported only by `dspyreg serve` (it needs fastapi and uvicorn).
+
+With `grpc_port`, the process also serves gRPC (grpc_api.py) over the same backend: one loaded version, one swap;
+a version whose messages do not compile is not swapped in. With several workers, each worker serves gRPC on the
+same port too (SO_REUSEPORT: the kernel spreads connections over them), as each serves HTTP.
 """
 
 from __future__ import annotations
@@ -11,15 +15,18 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .errors import RegistryError
 from .gitstore import GitStore, is_url
 from .refs import tag_ref
 from .registry import Registry, Resolved, cache_dir
-from .runtime.api import DEFAULT_MAX_BODY, DEFAULT_THREADS, configure_access_log, create_app
+from .runtime.api import DEFAULT_MAX_BODY, DEFAULT_THREADS, configure_access_log, create_app, uvicorn_options
 from .runtime.inference import PipelineServer
 
 log = logging.getLogger("dspyreg.serve")
@@ -35,6 +42,9 @@ class ServeConfig:
     verify: bool = True
     threads: int = DEFAULT_THREADS
     max_body_bytes: int = DEFAULT_MAX_BODY
+    grpc_port: int | None = None  # also serve gRPC on this port, on grpc_host
+    grpc_host: str = "127.0.0.1"
+    grpc_reuse_port: bool = False  # set by serve() when several worker processes share the port
 
 
 class FollowingBackend:
@@ -54,6 +64,8 @@ class FollowingBackend:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Run on each loaded version before it is swapped in (e.g. compile its gRPC messages); raising refuses it.
+        self.prepare: Callable[[PipelineServer], None] | None = None
 
     # -- what the app asks -----------------------------------------------------------------------------------------
     def current(self) -> PipelineServer | None:
@@ -103,6 +115,8 @@ class FollowingBackend:
                     if self._server is not None and self._server.commit == resolved.commit:
                         return False
                     server = PipelineServer(reg.materialize(resolved))
+                if self.prepare is not None:
+                    self.prepare(server)
             except Exception as err:
                 self._refuse(marker, err)
                 return False
@@ -137,9 +151,18 @@ def build_app(config: ServeConfig) -> Any:
     configure_access_log()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     backend = FollowingBackend(config)
+    grpc_server = None
+    if config.grpc_port is not None:
+        from .grpc_api import GrpcServer
+
+        grpc_server = GrpcServer(backend.program, backend, threads=config.threads, max_body_bytes=config.max_body_bytes)
+        backend.prepare = grpc_server.prepare
+        grpc_server.start(config.grpc_host, config.grpc_port, reuse_port=config.grpc_reuse_port)
     backend.start()
     app = create_app(backend, threads=config.threads, max_body_bytes=config.max_body_bytes)
     app.router.on_shutdown.append(backend.stop)
+    if grpc_server is not None:
+        app.router.on_shutdown.append(grpc_server.stop)
     return app
 
 
@@ -151,16 +174,38 @@ def worker_app() -> Any:
 def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
     import uvicorn
 
+    if config.grpc_port is not None:
+        _require_grpc()
+        if workers > 1:
+            _check_free(host, config.grpc_port)  # the workers share it: say it is taken before they start
+        config = replace(config, grpc_host=host, grpc_reuse_port=workers > 1)
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(asdict(config))
         uvicorn.run(
-            "dspy_registry.serve:worker_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            access_log=False,
-            log_level="warning",
+            "dspy_registry.serve:worker_app", factory=True, host=host, port=port, workers=workers, **uvicorn_options()
         )
     else:
-        uvicorn.run(build_app(config), host=host, port=port, access_log=False, log_level="warning")
+        uvicorn.run(build_app(config), host=host, port=port, **uvicorn_options())
+
+
+def _check_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: a closing socket is no owner
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise RegistryError(f"cannot serve gRPC on {host}:{port}: {err.strerror or err}") from None
+
+
+def _require_grpc() -> None:
+    import importlib.util
+
+    missing = [
+        m for m in ("grpc", "grpc_tools", "grpc_health", "grpc_reflection") if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        raise RegistryError(
+            f"--grpc-port needs {', '.join(missing)}: pip install 'dspy-registry[serve]' (grpcio, grpcio-tools, "
+            "grpcio-health-checking, grpcio-reflection)"
+        )
