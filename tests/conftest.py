@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -119,3 +120,17 @@ def tamper(registry: Path, tmp_path: Path, *, move_env: str | None = "prod", edi
         )
         git(clone, "push", "-q", "--force", "origin", f"refs/tags/qa/{move_env}")
     return commit
+
+
+def point_prod_at_unloadable(registry: Path, tmp_path: Path) -> None:
+    """prod force-moved by hand to a commit whose program.json lacks a predictor: it fails to verify and to load."""
+    clone = tmp_path / "broken-clone"
+    git(tmp_path, "clone", "-q", str(registry), str(clone))
+    state = json.loads((clone / "qa/program.json").read_text())
+    del state["check"]
+    (clone / "qa/program.json").write_text(json.dumps(state))
+    who = ["-c", "user.name=Mallory", "-c", "user.email=m@example.com"]
+    git(clone, *who, "commit", "-qam", "break")
+    git(clone, "push", "-q", "origin", "main")
+    git(clone, *who, "tag", "-f", "-a", "qa/prod", "-m", "x", "HEAD")
+    git(clone, "push", "-q", "--force", "origin", "refs/tags/qa/prod")

@@ -36,7 +36,7 @@ from dspy_registry.errors import RegistryError
 from dspy_registry.registry import Registry
 from dspy_registry.state import read_state_file
 
-from .conftest import git, tamper
+from .conftest import point_prod_at_unloadable
 from .serving import Server, dspyreg_serve, free_port
 
 QUESTION = {"question": "How do I roll back?"}
@@ -509,15 +509,7 @@ def test_token(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
 
 def test_health_is_not_serving_until_a_version_loads(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
     """A prod that cannot load (served with --no-verify): NOT_SERVING, and Predict is UNAVAILABLE saying why."""
-    tamper(Path(prod_v11.location), tmp_path, edit="qa/program.json")
-    clone = tmp_path / "tamper-clone"
-    state = json.loads((clone / "qa/program.json").read_text())
-    del state["check"]
-    (clone / "qa/program.json").write_text(json.dumps(state))
-    git(clone, "-c", "user.name=M", "-c", "user.email=m@x", "commit", "-qam", "break")
-    git(clone, "push", "-q", "origin", "main")
-    git(clone, "-c", "user.name=M", "-c", "user.email=m@x", "tag", "-f", "-a", "qa/prod", "-m", "x", "HEAD")
-    git(clone, "push", "-q", "--force", "origin", "refs/tags/qa/prod")
+    point_prod_at_unloadable(Path(prod_v11.location), tmp_path)
     pb2, stubs = client_modules(proto_of(prod_v11, "v1.1"), "qa", tmp_path)
     with grpc_serve(prod_v11.location, tmp_path, "--no-verify") as (srv, channel, _):
         srv.wait_listening()

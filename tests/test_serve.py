@@ -13,7 +13,7 @@ import pytest
 
 from dspy_registry.registry import Registry
 
-from .conftest import tamper
+from .conftest import point_prod_at_unloadable, tamper
 from .serving import Server, dspyreg_serve, raw_post
 
 QUESTION = {"question": "How do I roll back?"}
@@ -126,18 +126,7 @@ def test_token(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
 
 def test_not_ready_is_503(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
     """A target that cannot load (served with --no-verify) never becomes ready: 503, and /ready says why."""
-    path = Path(prod_v11.location)
-    tamper(path, tmp_path, edit="qa/program.json")  # program.json no longer matches the code
-    clone = tmp_path / "tamper-clone"
-    state = json.loads((clone / "qa/program.json").read_text())
-    del state["check"]
-    (clone / "qa/program.json").write_text(json.dumps(state))
-    from .conftest import git
-
-    git(clone, "-c", "user.name=M", "-c", "user.email=m@x", "commit", "-qam", "break")
-    git(clone, "push", "-q", "origin", "main")
-    git(clone, "-c", "user.name=M", "-c", "user.email=m@x", "tag", "-f", "-a", "qa/prod", "-m", "x", "HEAD")
-    git(clone, "push", "-q", "--force", "origin", "refs/tags/qa/prod")
+    point_prod_at_unloadable(Path(prod_v11.location), tmp_path)
     with dspyreg_serve(prod_v11.location, tmp_path, "--no-verify") as srv:
         srv.wait_listening()
         deadline = time.time() + 20
