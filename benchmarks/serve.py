@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/serve.py [--seconds 20] [--quick] [--latency-ms 100] [--clients 1,32]
-                               [--saturation-clients 128] [--no-docs] [--stock-fake-lm] [--keep]
+                               [--saturation-clients 128] [--no-docs] [--keep]
 
 One run builds a throwaway registry (`dspyreg init`, examples/optimize.py, `dspyreg publish` of v1.1 and v1.0,
 `dspyreg promote v1.1 --to prod`, `dspyreg export prod`), starts the fake OpenAI-compatible LM
@@ -25,11 +25,9 @@ percentiles are over those answers, and an error is any answer other than 200 or
 included). CPU use of the server processes, the fake LM, this process (the load generator) and the whole machine
 is read from /proc over each window.
 
-The fake LM runs with TCP_NODELAY on its sockets (a one-line patch applied in its process, not in the package):
-dspy_registry.fake_lm writes the status line and headers and then the body in two sends, so on a keep-alive
-connection Nagle's algorithm holds the body until the client's delayed ACK (~40 ms) and a "100 ms" call takes
-~143 ms. `--stock-fake-lm` runs it unpatched. Its per-request log (`FakeLM.requests`, which grows without bound) is
-turned off too, so its memory and GC pauses stay flat during the run.
+The fake LM (dspy_registry.fake_lm) sets TCP_NODELAY on its sockets: it writes the status line and headers and then
+the body in two sends, and without it Nagle's algorithm would hold the body until the client's delayed ACK (~40 ms).
+Its per-request log (`FakeLM.requests`, which grows without bound) is turned off too, so its memory and GC pauses stay flat during the run.
 
 Results: a table on stdout, benchmarks/results/serve.json, and the generated block of the `## Serving` section of
 docs/performance.md (other sections, and text outside the block, are left alone). --quick is a smoke run of 3 s per
@@ -523,14 +521,10 @@ def child_fake_lm(argv: list[str]) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--latency-ms", type=float, required=True)
-    p.add_argument("--stock", action="store_true")
     args = p.parse_args(argv)
-    import socketserver
 
     from dspy_registry import fake_lm
 
-    if not args.stock:
-        socketserver.StreamRequestHandler.disable_nagle_algorithm = True  # TCP_NODELAY on every accepted socket
     fake_lm.FakeLM.record = lambda self, body: None  # type: ignore[method-assign]  # no unbounded request log
     sys.argv = ["fake_lm", "--port", str(args.port), "--latency-ms", str(args.latency_ms)]
     fake_lm.main()
@@ -635,8 +629,22 @@ def setup(work: Path, env: dict[str, str]) -> tuple[Path, Path]:
     run([sys.executable, ROOT / "examples" / "optimize.py", states], env)
     entry = f"{ROOT / 'examples' / 'qa_program.py'}:DocsQA"
     for version in ("v1.1", "v1.0"):
-        run([*cli, "publish", entry, "--state", states / f"qa-{version}.json", "--name", "qa", "--version", version,
-             "--registry", registry], env)
+        run(
+            [
+                *cli,
+                "publish",
+                entry,
+                "--state",
+                states / f"qa-{version}.json",
+                "--name",
+                "qa",
+                "--version",
+                version,
+                "--registry",
+                registry,
+            ],
+            env,
+        )
     run([*cli, "promote", "v1.1", "--to", "prod", "--registry", registry], env)
     run([*cli, "export", "prod", bundle, "--registry", registry], env)
     return registry, bundle
@@ -676,13 +684,25 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         registry, bundle = setup(work, env)
 
         lm_argv = [sys.executable, self_path, "_fake_lm", "--port", str(lm_port), "--latency-ms", str(args.latency_ms)]
-        lm = start(Proc("fake_lm", [*lm_argv, *(["--stock"] if args.stock_fake_lm else [])], env, work))
+        lm = start(Proc("fake_lm", lm_argv, env, work))
         wait_until(lambda: "fake LM on" in lm.out_path.read_text(), lm, "fake LM banner", 30)
         log(f"fake LM on port {lm_port} ({args.latency_ms:g} ms per call, pid {lm.pid})")
 
         log(f"in-process baseline: PipelineServer.run in a loop for {seconds:g} s")
-        out = run([sys.executable, self_path, "_inprocess", "--bundle", bundle, "--seconds", str(seconds),
-                   "--warmup", str(warmup)], env)
+        out = run(
+            [
+                sys.executable,
+                self_path,
+                "_inprocess",
+                "--bundle",
+                bundle,
+                "--seconds",
+                str(seconds),
+                "--warmup",
+                str(warmup),
+            ],
+            env,
+        )
         base = json.loads(out.strip().splitlines()[-1])
         points.append({"server": "in-process PipelineServer.run", "key": "inprocess", "workers": None, **base})
         log(f"  p50 {base['p50_ms']} ms, p95 {base['p95_ms']} ms, {base['cpu_ms_per_request']} ms CPU per request")
@@ -700,15 +720,36 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
         for workers in (1, 2):
             port = free_port()
-            srv = start(Proc(
-                f"dspyreg_serve_w{workers}",
-                [*dspyreg_cmd(), "serve", "--registry", registry, "--host", "127.0.0.1", "--port", str(port),
-                 "--workers", str(workers), "--poll-seconds", "1"],
-                env, work,
-            ))
+            srv = start(
+                Proc(
+                    f"dspyreg_serve_w{workers}",
+                    [
+                        *dspyreg_cmd(),
+                        "serve",
+                        "--registry",
+                        registry,
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--workers",
+                        str(workers),
+                        "--poll-seconds",
+                        "1",
+                    ],
+                    env,
+                    work,
+                )
+            )
             wait_until(functools.partial(ready_workers, srv, port, workers), srv, "ready workers")
-            measure(f"serve_w{workers}", f"dspyreg serve --workers {workers}", workers, port, srv.pid,
-                    [*args.clients, *args.saturation_clients])
+            measure(
+                f"serve_w{workers}",
+                f"dspyreg serve --workers {workers}",
+                workers,
+                port,
+                srv.pid,
+                [*args.clients, *args.saturation_clients],
+            )
             if workers == 2:
                 log("follow check: promote v1.0, wait 2 s, poll /version 20 times")
                 follow = follow_check(port, srv, registry, env, workers)
@@ -719,8 +760,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 port = free_port()
                 naive_app = work / "naive_app.py"
                 naive_app.write_text(NAIVE_APP)
-                naive = start(Proc("naive", [sys.executable, naive_app, "--bundle", bundle, "--port", str(port)],
-                                   env, work))
+                naive = start(
+                    Proc("naive", [sys.executable, naive_app, "--bundle", bundle, "--port", str(port)], env, work)
+                )
                 wait_until(functools.partial(answered, port), naive, "a first answer")
                 measure("naive", "naive FastAPI (async def, blocking)", 1, port, naive.pid, args.clients)
                 stop(naive)
@@ -741,7 +783,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             "seconds_per_point": seconds,
             "warmup_seconds_min": warmup,
             "lm_latency_ms": args.latency_ms,
-            "fake_lm_tcp_nodelay": not args.stock_fake_lm,
+            "fake_lm_tcp_nodelay": True,
             "clients": list(args.clients),
             "saturation_clients": list(args.saturation_clients),
             "quick": args.quick,
@@ -750,9 +792,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "points": points,
         "follow": follow,
         "total_seconds": round(time.perf_counter() - wall0, 1),
-        "command": "python benchmarks/serve.py" + (
-            " --quick" if args.quick else "" if seconds == 20 else f" --seconds {seconds:g}"
-        ),
+        "command": "python benchmarks/serve.py"
+        + (" --quick" if args.quick else "" if seconds == 20 else f" --seconds {seconds:g}"),
     }
 
 
@@ -768,40 +809,53 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     s1_one, s2 = point(results, "serve_w1", 1), point(results, "serve_w2", top)
     if s1 and naive:
         ratio = s1["throughput_rps"] / max(naive["throughput_rps"], 1e-9)
-        out.append({
-            "target": f"`dspyreg serve` throughput at {top} clients >= {TARGET_RATIO_NAIVE:g}x the naive server",
-            "measured": f"{s1['throughput_rps']:.1f} vs {naive['throughput_rps']:.1f} req/s = {ratio:.1f}x",
-            "met": ratio >= TARGET_RATIO_NAIVE,
-        })
+        out.append(
+            {
+                "target": f"`dspyreg serve` throughput at {top} clients >= {TARGET_RATIO_NAIVE:g}x the naive server",
+                "measured": f"{s1['throughput_rps']:.1f} vs {naive['throughput_rps']:.1f} req/s = {ratio:.1f}x",
+                "met": ratio >= TARGET_RATIO_NAIVE,
+            }
+        )
     if s1_one and base and s1_one["p50_ms"] is not None:
         over = s1_one["p50_ms"] - base["p50_ms"]
-        out.append({
-            "target": f"`dspyreg serve` p50 at 1 client <= in-process p50 + {TARGET_P50_OVERHEAD_MS:g} ms",
-            "measured": f"{s1_one['p50_ms']:.1f} vs {base['p50_ms']:.1f} ms = {over:+.1f} ms",
-            "met": over <= TARGET_P50_OVERHEAD_MS,
-        })
+        out.append(
+            {
+                "target": f"`dspyreg serve` p50 at 1 client <= in-process p50 + {TARGET_P50_OVERHEAD_MS:g} ms",
+                "measured": f"{s1_one['p50_ms']:.1f} vs {base['p50_ms']:.1f} ms = {over:+.1f} ms",
+                "met": over <= TARGET_P50_OVERHEAD_MS,
+            }
+        )
     if s1 and s2:
         ratio = s2["throughput_rps"] / max(s1["throughput_rps"], 1e-9)
-        out.append({
-            "target": f"`--workers 2` >= {TARGET_RATIO_WORKERS:g}x `--workers 1` at {top} clients",
-            "measured": f"{s2['throughput_rps']:.1f} vs {s1['throughput_rps']:.1f} req/s = {ratio:.2f}x",
-            "met": ratio >= TARGET_RATIO_WORKERS,
-        })
+        out.append(
+            {
+                "target": f"`--workers 2` >= {TARGET_RATIO_WORKERS:g}x `--workers 1` at {top} clients",
+                "measured": f"{s2['throughput_rps']:.1f} vs {s1['throughput_rps']:.1f} req/s = {ratio:.2f}x",
+                "met": ratio >= TARGET_RATIO_WORKERS,
+            }
+        )
     errors = sum(p.get("errors_total", 0) for p in results["points"])
     total = sum(p.get("requests_total", p["requests"]) for p in results["points"])
-    out.append({"target": "no errors (any non-200 or failed connection, warm-up included)",
-                "measured": f"{errors} error(s) in {total} requests", "met": errors == 0})
+    out.append(
+        {
+            "target": "no errors (any non-200 or failed connection, warm-up included)",
+            "measured": f"{errors} error(s) in {total} requests",
+            "met": errors == 0,
+        }
+    )
     follow = results.get("follow") or {}
     if follow:
-        out.append({
-            "target": "every worker follows the tag (`--workers 2 --poll-seconds 1`)",
-            "measured": (
-                f"{follow['versions_seen'].get('v1.0', 0)}/{follow['polls']} polls answered v1.0, from "
-                f"{len([p for p in follow['answers_by_worker_pid'] if p != 'None'])} worker pid(s); "
-                f"{follow['workers_that_logged_the_swap']}/{follow['workers']} workers logged the swap"
-            ),
-            "met": bool(follow["ok"]),
-        })
+        out.append(
+            {
+                "target": "every worker follows the tag (`--workers 2 --poll-seconds 1`)",
+                "measured": (
+                    f"{follow['versions_seen'].get('v1.0', 0)}/{follow['polls']} polls answered v1.0, from "
+                    f"{len([p for p in follow['answers_by_worker_pid'] if p != 'None'])} worker pid(s); "
+                    f"{follow['workers_that_logged_the_swap']}/{follow['workers']} workers logged the swap"
+                ),
+                "met": bool(follow["ok"]),
+            }
+        )
     return out
 
 
@@ -819,26 +873,41 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     for p in results["points"]:
         cpu = p.get("cpu") or {}
         cap = ceiling(results, p["clients"])
-        table.append([
-            p["server"],
-            str(p["clients"]),
-            f(p["throughput_rps"], "{:.1f}"),
-            f(cap, "{:.1f}" if cap is not None and cap < 10 else "{:.0f}"),
-            f(p["p50_ms"]),
-            f(p["p95_ms"]),
-            str(p["requests"]),
-            str(p.get("errors_total", 0)),
-            f(cpu.get("server_cores"), "{:.2f}") if cpu else f(p.get("cpu_ms_per_request"), "{:.1f} ms/req"),
-            f(cpu.get("fake_lm_cores"), "{:.2f}"),
-            f(cpu.get("load_generator_cores"), "{:.2f}"),
-            f(cpu.get("other_cores"), "{:.2f}"),
-            f(cpu.get("machine_busy_pct"), "{:.0f}%"),
-        ])
+        table.append(
+            [
+                p["server"],
+                str(p["clients"]),
+                f(p["throughput_rps"], "{:.1f}"),
+                f(cap, "{:.1f}" if cap is not None and cap < 10 else "{:.0f}"),
+                f(p["p50_ms"]),
+                f(p["p95_ms"]),
+                str(p["requests"]),
+                str(p.get("errors_total", 0)),
+                f(cpu.get("server_cores"), "{:.2f}") if cpu else f(p.get("cpu_ms_per_request"), "{:.1f} ms/req"),
+                f(cpu.get("fake_lm_cores"), "{:.2f}"),
+                f(cpu.get("load_generator_cores"), "{:.2f}"),
+                f(cpu.get("other_cores"), "{:.2f}"),
+                f(cpu.get("machine_busy_pct"), "{:.0f}%"),
+            ]
+        )
     return table
 
 
-HEADERS = ["server", "clients", "req/s", "ceiling req/s", "p50 ms", "p95 ms", "requests", "errors",
-           "server CPU (cores)", "fake LM CPU", "load gen CPU", "other CPU", "machine busy"]
+HEADERS = [
+    "server",
+    "clients",
+    "req/s",
+    "ceiling req/s",
+    "p50 ms",
+    "p95 ms",
+    "requests",
+    "errors",
+    "server CPU (cores)",
+    "fake LM CPU",
+    "load gen CPU",
+    "other CPU",
+    "machine busy",
+]
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -876,8 +945,11 @@ def findings(results: dict[str, Any]) -> list[str]:
             f"{top} / {base['p50_ms'] / 1000:.3f} s = {cap:.0f} req/s. `--workers 1` gives "
             f"{s1['throughput_rps']:.1f} req/s ({100 * s1['throughput_rps'] / cap:.0f}% of that) on "
             f"{s1['cpu']['server_cores']:.2f} cores"
-            + (", near the one core a single Python process can use, so here the process is close to its limit too"
-               if gil else "")
+            + (
+                ", near the one core a single Python process can use, so here the process is close to its limit too"
+                if gil
+                else ""
+            )
             + f"; a second worker could add at most {best:.2f}x there, even if it cost nothing"
             + (f" (below the {TARGET_RATIO_WORKERS:g}x target)." if best < TARGET_RATIO_WORKERS else ".")
         )
@@ -956,7 +1028,7 @@ def docs_block(results: dict[str, Any]) -> str:
             f"against the fake OpenAI-compatible LM (`dspy_registry.fake_lm`, {s['lm_latency_ms']:g} ms per call, "
             f"in its own process{', with TCP_NODELAY on its sockets, see below' if s['fake_lm_tcp_nodelay'] else ''}"
             f"). The load generator is a thread per client in one process, each with a keep-alive "
-            f"`http.client.HTTPConnection`, posting `{{\"question\": ...}}` to `/predict` back to back. Each point "
+            f'`http.client.HTTPConnection`, posting `{{"question": ...}}` to `/predict` back to back. Each point '
             f"runs for {s['seconds_per_point']:g} s after a warm-up (at least {s['warmup_seconds_min']:g} s, and until "
             f"every client has had an answer); req/s counts the 200 answers inside the window, p50/p95 are over "
             f"them, errors count any non-200 or failed connection including the warm-up. CPU columns are read "
@@ -965,8 +1037,12 @@ def docs_block(results: dict[str, Any]) -> str:
             f"request). Naive: FastAPI + uvicorn, `async def predict(body)` calling `server.program(**inputs)` inside "
             f"`with dspy.context(lm=lm)`, so every LM call blocks the event loop. `dspyreg serve` runs with "
             f"`--poll-seconds {s['poll_seconds']:g}`"
-            + (f"; it also gets {', '.join(map(str, s['saturation_clients']))} clients, where the server rather "
-               f"than the LM is the limit" if s.get("saturation_clients") else "")
+            + (
+                f"; it also gets {', '.join(map(str, s['saturation_clients']))} clients, where the server rather "
+                f"than the LM is the limit"
+                if s.get("saturation_clients")
+                else ""
+            )
             + ". The ceiling column is clients / in-process p50: what closed-loop clients could get from a "
             "server adding no time at all."
         ),
@@ -1001,9 +1077,8 @@ def docs_block(results: dict[str, Any]) -> str:
         lines += [
             (
                 "Fake LM note: `dspy_registry.fake_lm` writes its status line and headers, then the body, in two "
-                "sends; on a keep-alive connection Nagle's algorithm holds the body until the client's delayed ACK, "
-                "so a 100 ms call takes ~143 ms. The benchmark sets `disable_nagle_algorithm` in the fake LM's "
-                "process (the package is unchanged); `--stock-fake-lm` measures it as shipped."
+                "sends; it sets TCP_NODELAY on its sockets, since on a keep-alive connection Nagle's algorithm would "
+                "hold the body until the client's delayed ACK and a 100 ms call would take ~143 ms."
             ),
             "",
         ]
@@ -1032,14 +1107,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=None, help="minimum warm-up seconds per point [2; 1 with --quick]")
     p.add_argument("--latency-ms", type=float, default=100.0, help="fake LM latency per call [100]")
     p.add_argument("--clients", default="1,32", help="concurrent clients per point [1,32]")
-    p.add_argument("--saturation-clients", default="128",
-                   help="extra points for dspyreg serve only, where the server rather than the LM is the limit "
-                        "[128; 0 to skip]")
-    p.add_argument("--stock-fake-lm", action="store_true", help="run the fake LM without the TCP_NODELAY fix")
+    p.add_argument(
+        "--saturation-clients",
+        default="128",
+        help="extra points for dspyreg serve only, where the server rather than the LM is the limit [128; 0 to skip]",
+    )
     p.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
     p.add_argument("--keep", action="store_true", help="keep the work folder (registry, bundle, server logs)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="JSON results [benchmarks/results/serve.json; serve-quick.json with --quick]")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON results [benchmarks/results/serve.json; serve-quick.json with --quick]",
+    )
     args = p.parse_args(argv)
     if args.out is None:
         args.out = RESULTS_JSON.with_name("serve-quick.json") if args.quick else RESULTS_JSON
