@@ -89,8 +89,9 @@ def timed(argv: Sequence[str | Path], cwd: Path | None = None, limit: float | No
     The process gets its own process group so that a timed-out run is killed together with its git children.
     """
     start = time.perf_counter()
-    proc = subprocess.Popen([str(a) for a in argv], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(a) for a in argv], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         _, stderr = proc.communicate(timeout=limit)
     except subprocess.TimeoutExpired:
@@ -119,8 +120,12 @@ def data(payload: bytes) -> bytes:
 
 def fast_import(repo: Path, stream: Iterator[bytes]) -> None:
     with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(["git", "-C", str(repo), "fast-import", "--quiet", "--done"],
-                                stdin=subprocess.PIPE, stderr=errors, env={**os.environ, **GIT_ENV})
+        proc = subprocess.Popen(
+            ["git", "-C", str(repo), "fast-import", "--quiet", "--done"],
+            stdin=subprocess.PIPE,
+            stderr=errors,
+            env={**os.environ, **GIT_ENV},
+        )
         assert proc.stdin is not None
         for chunk in stream:
             proc.stdin.write(chunk)
@@ -165,9 +170,26 @@ def dspyreg(*args: str | Path) -> list[str | Path]:
 
 
 def publish(registry: Path, state: Path, version: str) -> None:
-    run(dspyreg("publish", f"{ROOT / 'examples' / 'qa_program.py'}:DocsQA", "--state", state, "--name", PROGRAM,
-                "--version", version, "--optimizer", "BootstrapFewShot", "--dev-score", "0.75",
-                "--trainset-size", "8", "--registry", registry))
+    run(
+        dspyreg(
+            "publish",
+            f"{ROOT / 'examples' / 'qa_program.py'}:DocsQA",
+            "--state",
+            state,
+            "--name",
+            PROGRAM,
+            "--version",
+            version,
+            "--optimizer",
+            "BootstrapFewShot",
+            "--dev-score",
+            "0.75",
+            "--trainset-size",
+            "8",
+            "--registry",
+            registry,
+        )
+    )
 
 
 def real_bundle(workdir: Path) -> Bundle:
@@ -210,8 +232,13 @@ def dspyreg_stream(count: int, bundle: Bundle, parent: str, start: int) -> Itera
         version, ts = version_of(i), start + i
         text = re.sub(r'^version = ".*"$', f'version = "{version}"', manifest, count=1, flags=re.M)
         text = re.sub(r'^created = ".*"$', f'created = "{iso(ts)}"', text, count=1, flags=re.M)
-        payload = {"created": iso(ts), "dev_score": round(0.5 + (i % 50) / 100, 2), "notes": "",
-                   "optimizer": "BootstrapFewShot", "trainset_size": 8}
+        payload = {
+            "created": iso(ts),
+            "dev_score": round(0.5 + (i % 50) / 100, 2),
+            "notes": "",
+            "optimizer": "BootstrapFewShot",
+            "trainset_size": 8,
+        }
         message = f"Publish {PROGRAM} {version}\n\n{json.dumps(payload, sort_keys=True)}\n".encode()
         yield b"commit refs/heads/main\nmark :%d\n" % (i + 1)
         yield b"author " + who.line(ts) + b"\ncommitter " + who.line(ts) + b"\n" + data(message)
@@ -221,8 +248,7 @@ def dspyreg_stream(count: int, bundle: Bundle, parent: str, start: int) -> Itera
                 if rel != "manifest.toml":
                     yield f"M 100644 inline {PROGRAM}/{rel}\n".encode() + data(content)
         yield f"M 100644 inline {PROGRAM}/manifest.toml\n".encode() + data(text.encode())
-        yield (f"tag {PROGRAM}/{version}\nfrom :{i + 1}\n".encode() + b"tagger " + who.line(ts) + b"\n"
-               + data(message))
+        yield (f"tag {PROGRAM}/{version}\nfrom :{i + 1}\n".encode() + b"tagger " + who.line(ts) + b"\n" + data(message))
 
 
 def check_dspyreg(path: Path, n: int) -> None:
@@ -267,8 +293,13 @@ def gto_stream(n: int, who: Identity, start: int) -> Iterator[bytes]:
         if i == 0:
             yield b"M 100644 inline artifacts.yaml\n" + data(ARTIFACTS_YAML.encode())
         yield f"M 100644 inline {PROGRAM}/version.txt\n".encode() + data(f"{version}\n".encode())
-        yield (f"tag {PROGRAM}@{version}\nfrom :{i + 1}\n".encode() + b"tagger " + who.line(ts) + b"\n"
-               + data(f"Registering artifact {PROGRAM} version {version}".encode()))
+        yield (
+            f"tag {PROGRAM}@{version}\nfrom :{i + 1}\n".encode()
+            + b"tagger "
+            + who.line(ts)
+            + b"\n"
+            + data(f"Registering artifact {PROGRAM} version {version}".encode())
+        )
 
 
 def gto(*args: str) -> list[str | Path]:
@@ -348,17 +379,29 @@ def moving_versions(n: int) -> tuple[str, str, str]:
 def dspyreg_tool(path: Path, n: int) -> Tool:
     a, b, c = moving_versions(n)
     reg = ("--registry", path)
-    return Tool("dspyreg", [
-        Plan("show", "dspyreg show qa/<version>", [dspyreg("show", f"{PROGRAM}/{a}", *reg)]),
-        Plan("list", "dspyreg list", [dspyreg("list", *reg)]),
-        Plan("list --json", "dspyreg list --json", [dspyreg("list", "--json", *reg)]),
-        # Alternating targets: every call really moves qa/prod (and qa/rollback) and appends to the journal.
-        Plan("promote", "dspyreg promote <version> --to prod",
-             [dspyreg("promote", v, "--to", "prod", *reg) for v in (b, a)], writes=True),
-        # Each rollback follows an untimed promote, so there is always a previous prod version to go back to.
-        Plan("rollback", "dspyreg rollback", [dspyreg("rollback", *reg)],
-             setup=dspyreg("promote", c, "--to", "prod", *reg), writes=True),
-    ])
+    return Tool(
+        "dspyreg",
+        [
+            Plan("show", "dspyreg show qa/<version>", [dspyreg("show", f"{PROGRAM}/{a}", *reg)]),
+            Plan("list", "dspyreg list", [dspyreg("list", *reg)]),
+            Plan("list --json", "dspyreg list --json", [dspyreg("list", "--json", *reg)]),
+            # Alternating targets: every call really moves qa/prod (and qa/rollback) and appends to the journal.
+            Plan(
+                "promote",
+                "dspyreg promote <version> --to prod",
+                [dspyreg("promote", v, "--to", "prod", *reg) for v in (b, a)],
+                writes=True,
+            ),
+            # Each rollback follows an untimed promote, so there is always a previous prod version to go back to.
+            Plan(
+                "rollback",
+                "dspyreg rollback",
+                [dspyreg("rollback", *reg)],
+                setup=dspyreg("promote", c, "--to", "prod", *reg),
+                writes=True,
+            ),
+        ],
+    )
 
 
 def gto_tool(path: Path, n: int) -> Tool:
@@ -369,15 +412,27 @@ def gto_tool(path: Path, n: int) -> Tool:
         # rolling back are exactly that, so every benchmarked assign passes it (the check is skipped, nothing else).
         return gto("assign", PROGRAM, "--version", version, "--stage", "prod", "--force")
 
-    return Tool("gto", [
-        Plan("show", "gto show qa@<version>", [gto("show", f"{PROGRAM}@{a}")]),
-        Plan("list", "gto show qa", [gto("show", PROGRAM)]),
-        Plan("promote", "gto assign qa --version <version> --stage prod --force", [assign(b), assign(a)], writes=True),
-        # GTO has no rollback: after an untimed assign of c, assign the previous prod version (b) again. The
-        # warm-up round leaves prod at b, so from the first timed round on, b is the previous version.
-        Plan("rollback", "gto assign qa --version <previous> --stage prod --force", [assign(b)], setup=assign(c),
-             writes=True),
-    ], cwd=path, one_write_per_second=True)
+    return Tool(
+        "gto",
+        [
+            Plan("show", "gto show qa@<version>", [gto("show", f"{PROGRAM}@{a}")]),
+            Plan("list", "gto show qa", [gto("show", PROGRAM)]),
+            Plan(
+                "promote", "gto assign qa --version <version> --stage prod --force", [assign(b), assign(a)], writes=True
+            ),
+            # GTO has no rollback: after an untimed assign of c, assign the previous prod version (b) again. The
+            # warm-up round leaves prod at b, so from the first timed round on, b is the previous version.
+            Plan(
+                "rollback",
+                "gto assign qa --version <previous> --stage prod --force",
+                [assign(b)],
+                setup=assign(c),
+                writes=True,
+            ),
+        ],
+        cwd=path,
+        one_write_per_second=True,
+    )
 
 
 def wait_for_next_second(since: float) -> None:
@@ -479,8 +534,10 @@ def table(cells: list[Cell], sizes: list[int], planned: dict[tuple[str, int], in
     by = {(c.tool, c.command, c.size): c for c in cells}
     labels = {(c.command, c.tool): c.label for c in cells}  # first seen first: command order, then tool
     order = {"show": 0, "list": 1, "list --json": 2, "promote": 3, "rollback": 4}
-    lines = ["| operation | command | " + " | ".join(f"N = {n:,}" for n in sizes) + " |",
-             "| --- | --- | " + " | ".join("---:" for _ in sizes) + " |"]
+    lines = [
+        "| operation | command | " + " | ".join(f"N = {n:,}" for n in sizes) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in sizes) + " |",
+    ]
     for (command, tool), label in sorted(labels.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1])):
         figures = [cell_text(by.get((tool, command, n)), planned.get((tool, n), 0)) for n in sizes]
         lines.append(f"| {command} | `{label}` | " + " | ".join(figures) + " |")
@@ -488,9 +545,11 @@ def table(cells: list[Cell], sizes: list[int], planned: dict[tuple[str, int], in
 
 
 def verdict(cells: list[Cell]) -> tuple[bool, list[str]]:
-    misses = [f"{c.command} at N = {c.size:,}: {c.median:.3f} s" for c in cells
-              if c.tool == "dspyreg" and c.command in TARGET_COMMANDS
-              and (c.median is None or c.median >= TARGET_SECONDS)]
+    misses = [
+        f"{c.command} at N = {c.size:,}: {c.median:.3f} s"
+        for c in cells
+        if c.tool == "dspyreg" and c.command in TARGET_COMMANDS and (c.median is None or c.median >= TARGET_SECONDS)
+    ]
     return not misses, misses
 
 
@@ -509,35 +568,48 @@ class Report:
     def markdown(self) -> str:
         met, misses = verdict(self.cells)
         m, st = self.machine, self.settings
-        return "\n".join([
-            BEGIN,
-            f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {m.nproc} cores ({m.cpu}), {m.os}; "
-            f"Python {m.python}, git {m.git}, GTO {m.gto}; dspyreg at {m.dspyreg_source}. "
-            f"Load average before/after: {m.loadavg_before} / {m.loadavg_after}. Whole run: {self.wall / 60:.1f} min.",
-            "",
-            f"Median wall seconds of one fresh CLI process (stdout piped to /dev/null), after 1 untimed warm-up run. "
-            f"Timed runs per cell: {st['repeats']} (GTO at N >= 10,000: {st['gto_large_repeats']}); a cell stops "
-            f"early once its runs add up to {st['budget']:.0f} s (fewer runs are shown in brackets), and any run "
-            f"past {st['timeout']:.0f} s is killed (shown as `> {st['timeout']:.0f} (killed)`). Layout: "
-            + ("loose refs, one file per tag (`--loose-refs`, no `git gc`). " if st["loose_refs"]
-               else "packed refs and one pack of objects (`git gc` after building). ") + self.gto_note,
-            "",
-            table(self.cells, self.sizes, self.planned),
-            "",
-            f"Target (dspyreg show, promote and rollback under {TARGET_SECONDS} s median at every size): "
-            + ("**met**." if met else "**missed**: " + "; ".join(misses) + "."),
-            "",
-            f"Reproduce: `{self.command}`",
-            END,
-        ])
+        return "\n".join(
+            [
+                BEGIN,
+                f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {m.nproc} cores ({m.cpu}), {m.os}; "
+                f"Python {m.python}, git {m.git}, GTO {m.gto}; dspyreg at {m.dspyreg_source}. "
+                f"Load average before/after: {m.loadavg_before} / {m.loadavg_after}. Whole run: {self.wall / 60:.1f} min.",
+                "",
+                f"Median wall seconds of one fresh CLI process (stdout piped to /dev/null), after 1 untimed warm-up run. "
+                f"Timed runs per cell: {st['repeats']} (GTO at N >= 10,000: {st['gto_large_repeats']}); a cell stops "
+                f"early once its runs add up to {st['budget']:.0f} s (fewer runs are shown in brackets), and any run "
+                f"past {st['timeout']:.0f} s is killed (shown as `> {st['timeout']:.0f} (killed)`). Layout: "
+                + (
+                    "loose refs, one file per tag (`--loose-refs`, no `git gc`). "
+                    if st["loose_refs"]
+                    else "packed refs and one pack of objects (`git gc` after building). "
+                )
+                + self.gto_note,
+                "",
+                table(self.cells, self.sizes, self.planned),
+                "",
+                f"Target (dspyreg show, promote and rollback under {TARGET_SECONDS} s median at every size): "
+                + ("**met**." if met else "**missed**: " + "; ".join(misses) + "."),
+                "",
+                f"Reproduce: `{self.command}`",
+                END,
+            ]
+        )
 
     def to_json(self) -> dict[str, object]:
         met, misses = verdict(self.cells)
         return {
-            "machine": asdict(self.machine), "settings": self.settings, "sizes": self.sizes,
-            "gto_note": self.gto_note, "build_seconds": self.build_seconds, "total_seconds": round(self.wall, 1),
-            "target_seconds": TARGET_SECONDS, "target_commands": list(TARGET_COMMANDS), "target_met": met,
-            "misses": misses, "command": self.command,
+            "machine": asdict(self.machine),
+            "settings": self.settings,
+            "sizes": self.sizes,
+            "gto_note": self.gto_note,
+            "build_seconds": self.build_seconds,
+            "total_seconds": round(self.wall, 1),
+            "target_seconds": TARGET_SECONDS,
+            "target_commands": list(TARGET_COMMANDS),
+            "target_met": met,
+            "misses": misses,
+            "command": self.command,
             "cells": [{**asdict(c), "median": c.median} for c in self.cells],
         }
 
@@ -565,8 +637,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=60.0, help="stop repeating a command after this many seconds [60]")
     p.add_argument("--timeout", type=float, default=60.0, help="kill any single run after this many seconds [60]")
     p.add_argument("--no-gto", action="store_true", help="skip GTO")
-    p.add_argument("--loose-refs", action="store_true",
-                   help="skip `git gc`: one loose ref file per tag, as a registry only ever written by dspyreg has")
+    p.add_argument(
+        "--loose-refs",
+        action="store_true",
+        help="skip `git gc`: one loose ref file per tag, as a registry only ever written by dspyreg has",
+    )
     p.add_argument("--workdir", type=Path, help="where registries are built [a temporary folder, removed after]")
     p.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
     p.add_argument("--out", type=Path, default=RESULTS_JSON, help=f"JSON results [{RESULTS_JSON.relative_to(ROOT)}]")
@@ -585,10 +660,12 @@ def gto_setup(skip: bool) -> tuple[str | None, str]:
     if problem:
         return None, f"GTO could not be installed or run: {problem}."
     version = run(gto("--version")).split(":")[-1].strip()
-    return version, ("GTO rows: `gto show qa@<version>` for show, `gto show qa` for list, `gto assign` for promote; "
-                     "GTO has no rollback, so its rollback row is an assign of the previous prod version. "
-                     "GTO refuses to re-assign a version that was ever in the stage without `--force`, so its assigns "
-                     "pass `--force`.")
+    return version, (
+        "GTO rows: `gto show qa@<version>` for show, `gto show qa` for list, `gto assign` for promote; "
+        "GTO has no rollback, so its rollback row is an assign of the previous prod version. "
+        "GTO refuses to re-assign a version that was ever in the stage without `--force`, so its assigns "
+        "pass `--force`."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -633,8 +710,10 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(cells, args.sizes, planned, info, settings, gto_note, build_seconds, wall, command)
     met, misses = verdict(cells)
     print("\n" + table(cells, args.sizes, planned))
-    print(f"\ntarget {TARGET_SECONDS} s for dspyreg {'/'.join(TARGET_COMMANDS)}: "
-          + ("met" if met else "missed: " + "; ".join(misses)))
+    print(
+        f"\ntarget {TARGET_SECONDS} s for dspyreg {'/'.join(TARGET_COMMANDS)}: "
+        + ("met" if met else "missed: " + "; ".join(misses))
+    )
     print(f"total {wall:.0f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
