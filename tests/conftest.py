@@ -59,6 +59,11 @@ def registry(registry_path: Path) -> Iterator[Registry]:
         yield reg
 
 
+def publish_args(spec: str, state: Path | str, version: str, *, name: str = "qa") -> list[str]:
+    """The arguments of `dspyreg publish SPEC --state STATE --name NAME --version VERSION`."""
+    return ["publish", spec, "--state", str(state), "--name", name, "--version", version]
+
+
 def publish_example(reg: Registry, state: Path, version: str, name: str = "qa", **meta: object) -> str:
     result = reg.publish(import_program(EXAMPLE_SPEC), read_state_file(state), name=name, version=version, **meta)  # type: ignore[arg-type]
     return result.commit

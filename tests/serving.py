@@ -10,10 +10,20 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+def seconds_until(seen: Callable[[], str], version: str, seconds: float, what: str) -> float:
+    """Poll `seen()` until it names `version`; how long that took (fails after `seconds`)."""
+    started = time.time()
+    while time.time() - started < seconds:
+        if seen() == version:
+            return time.time() - started
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not show {version} within {seconds} s")
 
 
 def free_port() -> int:

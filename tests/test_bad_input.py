@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from dspy_registry.cli import app
 
-from .conftest import EXAMPLE_SPEC, git, ref_snapshot
+from .conftest import EXAMPLE_SPEC, git, publish_args, ref_snapshot
 
 runner = CliRunner()
 
@@ -35,14 +35,7 @@ def assert_refused(result: Any, registry: Path | None, before: str | None, match
 @pytest.fixture
 def with_v1(registry_path: Path, states: dict[str, Path]) -> Path:
     result = run(
-        "publish",
-        EXAMPLE_SPEC,
-        "--state",
-        str(states["v1.0"]),
-        "--name",
-        "qa",
-        "--version",
-        "v1.0",
+        *publish_args(EXAMPLE_SPEC, states["v1.0"], "v1.0"),
         "--registry",
         str(registry_path),
     )
@@ -117,14 +110,7 @@ def test_bad_states_are_refused(case: str, registry_path: Path, states: dict[str
     before = ref_snapshot(registry_path)
     path = make(tmp_path, states)
     result = run(
-        "publish",
-        EXAMPLE_SPEC,
-        "--state",
-        str(path),
-        "--name",
-        "qa",
-        "--version",
-        "v1.0",
+        *publish_args(EXAMPLE_SPEC, path, "v1.0"),
         "--registry",
         str(registry_path),
     )
@@ -137,14 +123,7 @@ def test_lm_secrets_are_stripped_with_a_warning(registry_path: Path, states: dic
     state["check"]["lm"] = {"model": "openai/gpt-4o-mini", "api_key": "sk-live-123", "api_base": "https://internal"}
     path = _write(tmp_path, "s.json", json.dumps(state).encode())
     result = run(
-        "publish",
-        EXAMPLE_SPEC,
-        "--state",
-        str(path),
-        "--name",
-        "qa",
-        "--version",
-        "v1.0",
+        *publish_args(EXAMPLE_SPEC, path, "v1.0"),
         "--registry",
         str(registry_path),
     )
@@ -179,14 +158,7 @@ def test_bad_program_specs_are_refused(case: str, registry_path: Path, states: d
     make, match = BAD_SPECS[case]
     before = ref_snapshot(registry_path)
     result = run(
-        "publish",
-        make(tmp_path),
-        "--state",
-        str(states["v1.0"]),
-        "--name",
-        "qa",
-        "--version",
-        "v1.0",
+        *publish_args(make(tmp_path), states["v1.0"], "v1.0"),
         "--registry",
         str(registry_path),
     )
@@ -197,14 +169,7 @@ def test_bad_program_specs_are_refused(case: str, registry_path: Path, states: d
 def test_invalid_program_names(name: str, registry_path: Path, states: dict[str, Path]) -> None:
     before = ref_snapshot(registry_path)
     result = run(
-        "publish",
-        EXAMPLE_SPEC,
-        "--state",
-        str(states["v1.0"]),
-        "--name",
-        name,
-        "--version",
-        "v1.0",
+        *publish_args(EXAMPLE_SPEC, states["v1.0"], "v1.0", name=name),
         "--registry",
         str(registry_path),
     )
@@ -217,14 +182,7 @@ def test_invalid_program_names(name: str, registry_path: Path, states: dict[str,
 def test_invalid_versions(version: str, registry_path: Path, states: dict[str, Path]) -> None:
     before = ref_snapshot(registry_path)
     result = run(
-        "publish",
-        EXAMPLE_SPEC,
-        "--state",
-        str(states["v1.0"]),
-        "--name",
-        "qa",
-        "--version",
-        version,
+        *publish_args(EXAMPLE_SPEC, states["v1.0"], version),
         "--registry",
         str(registry_path),
     )
@@ -234,14 +192,7 @@ def test_invalid_versions(version: str, registry_path: Path, states: dict[str, P
 def test_duplicate_version(with_v1: Path, states: dict[str, Path]) -> None:
     before = ref_snapshot(with_v1)
     result = run(
-        "publish",
-        EXAMPLE_SPEC,
-        "--state",
-        str(states["v1.1"]),
-        "--name",
-        "qa",
-        "--version",
-        "1.0",
+        *publish_args(EXAMPLE_SPEC, states["v1.1"], "1.0"),
         "--registry",
         str(with_v1),
     )

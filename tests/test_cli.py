@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from dspy_registry.cli import app
 
-from .conftest import EXAMPLE_SPEC, git
+from .conftest import EXAMPLE_SPEC, git, publish_args
 
 runner = CliRunner()
 
@@ -30,14 +30,7 @@ def reg(tmp_path: Path, states: dict[str, Path], monkeypatch: pytest.MonkeyPatch
     assert "Initialized dspyreg registry" in ok("init")
     for version, state in (("v1.0", states["v1.0"]), ("1.1", states["v1.1"])):
         ok(
-            "publish",
-            EXAMPLE_SPEC,
-            "--state",
-            str(state),
-            "--name",
-            "qa",
-            "--version",
-            version,
+            *publish_args(EXAMPLE_SPEC, state, version),
             "--optimizer",
             "BootstrapFewShot",
             "--dev-score",
@@ -53,14 +46,7 @@ def reg(tmp_path: Path, states: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 def test_publish_json(tmp_path: Path, states: dict[str, Path]) -> None:
     ok("init", str(tmp_path / "r"))
     out = ok(
-        "publish",
-        EXAMPLE_SPEC,
-        "--state",
-        str(states["v1.0"]),
-        "--name",
-        "qa",
-        "--version",
-        "v1.0",
+        *publish_args(EXAMPLE_SPEC, states["v1.0"], "v1.0"),
         "--registry",
         str(tmp_path / "r"),
         "--json",
@@ -155,14 +141,7 @@ def test_console_script_runs(reg: Path) -> None:
 def test_brackets_are_not_markup(tmp_path: Path, states: dict[str, Path]) -> None:
     ok("init", str(tmp_path / "r"))
     ok(
-        "publish",
-        EXAMPLE_SPEC,
-        "--state",
-        str(states["v1.0"]),
-        "--name",
-        "qa",
-        "--version",
-        "v1.0",
+        *publish_args(EXAMPLE_SPEC, states["v1.0"], "v1.0"),
         "--optimizer",
         "MIPROv2[light]",
         "--registry",
@@ -207,14 +186,7 @@ def test_list_for_people_shows_the_newest_and_what_environments_hold(tmp_path: P
 def test_publish_record_example_uses_the_lm_variables(tmp_path: Path, states: dict[str, Path], fake_lm: object) -> None:
     ok("init", str(tmp_path / "r"))
     ok(
-        "publish",
-        EXAMPLE_SPEC,
-        "--state",
-        str(states["v1.0"]),
-        "--name",
-        "qa",
-        "--version",
-        "v1.0",
+        *publish_args(EXAMPLE_SPEC, states["v1.0"], "v1.0"),
         "--record-example",
         "--registry",
         str(tmp_path / "r"),

@@ -37,7 +37,7 @@ from dspy_registry.registry import Registry
 from dspy_registry.state import read_state_file
 
 from .conftest import point_prod_at_unloadable
-from .serving import Server, dspyreg_serve, free_port
+from .serving import Server, dspyreg_serve, free_port, seconds_until
 
 QUESTION = {"question": "How do I roll back?"}
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -648,13 +648,11 @@ def _load(stub: Any, pb2: ModuleType, stop: threading.Event, seen: Counter[str],
 
 
 def _version_within(stub: Any, pb2: ModuleType, version: str, seconds: float) -> float:
-    started = time.time()
-    while time.time() - started < seconds:
+    def served() -> str:
         _, call = stub.Predict.with_call(pb2.QaRequest(question="which?"), timeout=30)
-        if metadata(call)["x-dspyreg-version"] == version:
-            return time.time() - started
-        time.sleep(0.05)
-    raise AssertionError(f"gRPC answers did not come from {version} within {seconds} s")
+        return str(metadata(call)["x-dspyreg-version"])
+
+    return seconds_until(served, version, seconds, "gRPC answers")
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 from dspy_registry.registry import Registry
 
 from .conftest import point_prod_at_unloadable, tamper
-from .serving import Server, dspyreg_serve, raw_post
+from .serving import Server, dspyreg_serve, raw_post, seconds_until
 
 QUESTION = {"question": "How do I roll back?"}
 
@@ -167,12 +167,7 @@ def _load(server: Server, stop: threading.Event, seen: Counter[str], failures: l
 
 
 def _version_within(server: Server, version: str, seconds: float) -> float:
-    started = time.time()
-    while time.time() - started < seconds:
-        if server.get("/version")[1]["version"] == version:
-            return time.time() - started
-        time.sleep(0.05)
-    raise AssertionError(f"/version did not show {version} within {seconds} s")
+    return seconds_until(lambda: server.get("/version")[1]["version"], version, seconds, "/version")
 
 
 @pytest.mark.slow
