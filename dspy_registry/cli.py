@@ -62,6 +62,17 @@ def _out() -> Any:
     return Console(highlight=False, width=width)
 
 
+def _show(make: Any) -> None:
+    """Print what `make(width)` builds for this terminal's width; piped output without trailing padding."""
+    console = _out()
+    if sys.stdout.isatty():
+        console.print(make(console.width))
+        return
+    with console.capture() as captured:
+        console.print(make(console.width))
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
 def _err() -> Any:
     from rich.console import Console
 
@@ -257,7 +268,7 @@ def list_(
         else:
             from .render import versions_table
 
-            _out().print(versions_table(versions, limit=None if all_versions else PEOPLE_ROWS))
+            _show(lambda width: versions_table(versions, limit=None if all_versions else PEOPLE_ROWS, width=width))
 
 
 @app.command()
@@ -296,7 +307,7 @@ def log(
         else:
             from .render import log_table
 
-            _out().print(log_table(entries))
+            _show(lambda width: log_table(entries, width=width))
 
 
 @app.command()
