@@ -7,16 +7,30 @@ program = dspy_registry.load("qa", "prod")
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
 from .errors import ConflictError, RegistryError
-from .registry import JournalEntry, MoveResult, PublishResult, Registry, VersionDetail, VersionInfo
 
+TYPE_CHECKING = False  # not typing's: importing typing here would delay the CLI's Ctrl-C handler (entry.py)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+    from typing import Any
+
     import dspy
+
+    from .registry import JournalEntry, MoveResult, PublishResult, Registry, VersionDetail, VersionInfo
+
+_LAZY = ("JournalEntry", "MoveResult", "PublishResult", "Registry", "VersionDetail", "VersionInfo")
+
+
+def __getattr__(name: str) -> Any:
+    # The registry (git, TOML) is imported on first use: `import dspy_registry` stays instant, and the `dspyreg`
+    # command can take Ctrl-C before anything heavy loads (entry.py).
+    if name in _LAZY:
+        from . import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ConflictError",
@@ -55,9 +69,13 @@ def publish(
     runs once on its example input with that LM (a dspy.LM, or dspy's configured one), and examples/output.json
     records what it answered.
     """
+    import inspect
+    from pathlib import Path
+
     import dspy
 
     from .bundle import ProgramSource, current_state, lm_config
+    from .registry import Registry
 
     cls = type(program)
     if cls.__module__ == "__main__":
@@ -94,5 +112,7 @@ def publish(
 
 def load(name: str, ref: str = "prod", *, registry: str | Path | None = None) -> dspy.Module:
     """The program `name` at `ref` (a version or an environment), rebuilt from JSON state: ready to call."""
+    from .registry import Registry
+
     with Registry.open(registry) as reg:
         return reg.load(ref, name)

@@ -93,7 +93,7 @@ def import_target(spec: str, what: str, error: type[RegistryError]) -> tuple[Any
             return importlib.import_module(target), attr, None
         finally:
             sys.path.remove(str(Path.cwd()))
-    except RegistryError:
+    except (RegistryError, KeyboardInterrupt):
         raise
     except BaseException as err:  # user code may raise anything, SystemExit included
         raise error(f"{what} {spec!r} does not import: {type(err).__name__}: {err}") from None

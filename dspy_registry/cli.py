@@ -86,9 +86,17 @@ def _print_json(value: Any) -> None:
 
 @contextmanager
 def _funnel(traceback: bool) -> Iterator[None]:
-    """The one place where errors become a red line and an exit code."""
+    """The one place where errors become a red line and an exit code.
+
+    Ctrl-C before a write's ref transaction cancels the command (nothing landed); after the transaction started it
+    is held, so the command reports what landed and exits 0 (see interrupts.py)."""
+    from . import interrupts
+
     try:
-        yield
+        with interrupts.hold_after_commit():
+            yield
+            if interrupts.committed_then_interrupted():
+                _err().print("[yellow]interrupted[/yellow] after the change above landed: it stands", soft_wrap=True)
     except typer.Exit:
         raise
     except RegistryError as err:
@@ -97,7 +105,7 @@ def _funnel(traceback: bool) -> Iterator[None]:
         _err().print(f"[red]error:[/red] {_one_line(str(err))}", markup=True, highlight=False)
         raise typer.Exit(err.exit_code) from None
     except KeyboardInterrupt:
-        _err().print("[red]interrupted[/red]")
+        _err().print("[red]interrupted:[/red] nothing was changed")
         raise typer.Exit(130) from None
     except Exception as err:
         if traceback:

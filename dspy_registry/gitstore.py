@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from . import interrupts
 from .errors import ConflictError, GitError, NotARegistry, RegistryError
 from .refs import ZERO_SHA
 
@@ -161,7 +162,10 @@ class GitStore:
     # -- running git ---------------------------------------------------------------------------------------------
     def run(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> str:
         cmd = ["git", f"--git-dir={self.git_dir}", *args]
-        proc = subprocess.run(cmd, input=input, capture_output=True, env={**os.environ, **_GIT_ENV, **(env or {})})
+        # Its own session: a Ctrl-C at the terminal reaches dspyreg, which decides (interrupts.py), never git midway.
+        proc = subprocess.run(
+            cmd, input=input, capture_output=True, env={**os.environ, **_GIT_ENV, **(env or {})}, start_new_session=True
+        )
         if proc.returncode != 0:
             raise GitError(list(args), proc.returncode, proc.stderr.decode(errors="replace"))
         return proc.stdout.decode()
@@ -186,6 +190,7 @@ class GitStore:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env={**os.environ, **_GIT_ENV},
+                start_new_session=True,
             )
         assert self._cat.stdin is not None and self._cat.stdout is not None
         self._cat.stdin.write(spec.encode() + b"\n")
@@ -361,7 +366,10 @@ class GitStore:
         for u in updates:
             args.append(f":{u.ref}" if u.new == ZERO_SHA else f"{u.new}:{u.ref}")
         proc = subprocess.run(
-            ["git", f"--git-dir={self.git_dir}", *args], capture_output=True, env={**os.environ, **_GIT_ENV}
+            ["git", f"--git-dir={self.git_dir}", *args],
+            capture_output=True,
+            env={**os.environ, **_GIT_ENV},
+            start_new_session=True,
         )
         if proc.returncode != 0:
             text = (proc.stdout + proc.stderr).decode(errors="replace")
@@ -378,6 +386,7 @@ class GitStore:
     # -- moving refs -----------------------------------------------------------------------------------------------
     def transaction(self, updates: list[RefUpdate], *, lock_retries: int = 8) -> None:
         """Move every ref or none; each must still hold its expected old value, else ConflictError."""
+        interrupts.commit_point()
         if self.remote is not None:
             self._push(updates)
         else:
