@@ -102,6 +102,7 @@ def test_export_refuses_even_unverified(
 ) -> None:
     _, refusal = forged(published, case, sandbox)
     dest = sandbox / "out" / "deploy"
+    dest.parent.mkdir()
     for extra in ([], ["--no-verify"]):
         result = runner.invoke(app, ["export", "qa/v9.0", str(dest), *extra, "--registry", published.location])
         assert result.exit_code == 1, result.output
