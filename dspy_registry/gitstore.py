@@ -284,7 +284,11 @@ class GitStore:
         while pending:
             folder, tree = pending.pop()
             seen: set[bytes] = set()
-            for raw_mode, raw_name, sha in _tree_items(tree.data, width):
+            try:
+                items = list(_tree_items(tree.data, width))
+            except ValueError:  # only a tree written byte by byte is malformed
+                raise UnsafeTree(where, folder or prefix, "a malformed tree") from None
+            for raw_mode, raw_name, sha in items:
                 path = f"{folder}{_shown(raw_name)}"
                 if raw_name in seen:
                     raise UnsafeTree(where, path, "a duplicate entry")
@@ -308,7 +312,10 @@ class GitStore:
         """The path of the first file under the folder `path` (the folder itself when there is none)."""
         for _ in range(64):  # bounded: a forged tree may nest without end
             tree = self.read(tree_sha)
-            items = list(_tree_items(tree.data, width)) if tree is not None and tree.type == "tree" else []
+            try:
+                items = list(_tree_items(tree.data, width)) if tree is not None and tree.type == "tree" else []
+            except ValueError:
+                break
             if not items:
                 break
             raw_mode, raw_name, tree_sha = items[0]
@@ -519,6 +526,8 @@ def _tree_items(data: bytes, width: int) -> Iterator[tuple[str, bytes, str]]:
     while at < len(data):
         space = data.index(b" ", at)
         nul = data.index(b"\0", space)
+        if nul + 1 + width > len(data):
+            raise ValueError("truncated tree entry")
         yield data[at:space].decode("ascii", "replace"), data[space + 1 : nul], data[nul + 1 : nul + 1 + width].hex()
         at = nul + 1 + width
 

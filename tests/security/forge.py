@@ -11,8 +11,6 @@ from pathlib import Path
 
 import tomlkit
 
-MODE_TYPES = {"100644": "blob", "100755": "blob", "120000": "blob", "160000": "commit", "040000": "tree"}
-
 
 def plumb(repo: Path, *args: str, data: bytes | None = None) -> str:
     """`git --git-dir=repo ARGS` with `data` on stdin; its stdout."""

@@ -131,6 +131,30 @@ def test_load_materialize_and_serve_refuse(
     assert stray(tmp_path_factory) == []
 
 
+@pytest.mark.parametrize(
+    ("parts", "mode", "shown", "why"),
+    [
+        (("code", "GIT~1", "hooks.py"), "100644", "code/GIT~1/hooks.py", "a .git component"),
+        (("code", ".g\u200cit", "x.py"), "100644", "code/.g\\u200cit/x.py", "a control character"),
+        (("code", ".git. ", "x.py"), "100644", "code/.git. /x.py", "a .git component"),
+        (("code", "a\nb.py"), "100644", "code/a\\nb.py", "a control character"),
+        (("code", "x.py"), "100664", "code/x.py", "mode 100664"),
+        (("code", "sub/x.py"), "100644", "code/sub/x.py", "a slash in a name"),
+    ],
+)
+def test_list_bundle_checks_every_name_and_mode(
+    published: Registry, parts: tuple[str, ...], mode: str, shown: str, why: str
+) -> None:
+    sound = published.resolve("v1.1")
+    listed = published.store.list_bundle(sound.commit, "qa/")
+    ls_tree = plumb(published.store.git_dir, "ls-tree", "-r", "--name-only", sound.commit, "--", "qa/").split()
+    assert [f"qa/{e.path}" for e in listed] == sorted(ls_tree) and {e.mode for e in listed} == {"100644"}
+    commit = forge_version(published.store.git_dir, {parts: (mode, EVIL)})
+    with pytest.raises(RegistryError) as caught:
+        published.store.list_bundle(commit, "qa/", where="qa/v9.0")
+    assert str(caught.value) == f"qa/v9.0: tree entry '{shown}' is not allowed ({why})"
+
+
 def test_export_writes_only_inside_its_folder(published: Registry, sandbox: Path) -> None:
     """Defense in depth: the writer itself refuses a path that resolves outside the destination."""
     from dspy_registry.export import write_inside
