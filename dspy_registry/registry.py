@@ -881,6 +881,7 @@ class Registry:
         from . import __version__
 
         dest = cache_dir() / "bundles" / f"{__version__}-{BUNDLE_LAYOUT}" / resolved.commit / resolved.program
+        self.bundle(resolved)  # a forged tree is refused even when a folder for it is cached already
         if not (dest / "config.json").is_file():
             try:
                 self.export(resolved, dest, force=True)

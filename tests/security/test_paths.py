@@ -155,6 +155,20 @@ def test_list_bundle_checks_every_name_and_mode(
     assert str(caught.value) == f"qa/v9.0: tree entry '{shown}' is not allowed ({why})"
 
 
+def test_a_bundle_cached_before_the_check_is_not_used(published: Registry, sandbox: Path) -> None:
+    """A cache folder for the forged commit (as an older dspyreg would have left it) does not skip the check."""
+    from dspy_registry import __version__
+    from dspy_registry.registry import BUNDLE_LAYOUT
+
+    commit, refusal = forge(published, "dotdot", sandbox)
+    published.export(
+        published.resolve("v1.1"), cache_dir() / "bundles" / f"{__version__}-{BUNDLE_LAYOUT}" / commit / "qa"
+    )
+    with pytest.raises(RegistryError) as caught:
+        published.load("v9.0", verify=False)
+    assert refusal in str(caught.value)
+
+
 def test_export_writes_only_inside_its_folder(published: Registry, sandbox: Path) -> None:
     """Defense in depth: the writer itself refuses a path that resolves outside the destination."""
     from dspy_registry.export import write_inside
