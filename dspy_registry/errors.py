@@ -56,3 +56,17 @@ class ConflictError(RegistryError):
     """A concurrent writer moved a ref first; nothing of ours was written. CLI exit 3."""
 
     exit_code = 3
+
+
+class UnsafeTree(RegistryError):
+    """A bundle tree holding an entry that would be written outside its folder, or that is not a plain file or
+    folder (`..`, `.git`, absolute names, symlinks, submodules...): a forged version, refused before any write."""
+
+    def __init__(self, where: str, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{where}: tree entry '{path}' is not allowed ({reason})")
+
+
+class ForgedTag(RegistryError):
+    """A version tag that does not point at that version's publish commit on main (moved or made by hand)."""

@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from .errors import RegistryError
 from .manifest import Manifest
 from .records import Records
 from .state import METADATA_KEY, canonical_json, is_predictor_state
@@ -52,6 +53,20 @@ def deployment_files(
     if proto is not None:
         files[f"{manifest.program.name}.proto"] = proto.encode()
     return files
+
+
+def write_inside(folder: Path, files: Mapping[str, bytes]) -> None:
+    """Write `files` (relative path -> content) under `folder`, refusing any path that resolves outside it.
+
+    Bundle paths are checked when read (GitStore.list_bundle); this is the second line: a name that slipped through,
+    or a link planted in the folder, still cannot make a write land anywhere else."""
+    root = folder.resolve()
+    for path, data in files.items():
+        target = (root / path).resolve()
+        if target == root or not target.is_relative_to(root):
+            raise RegistryError(f"refusing to write {path!r}: it resolves outside {folder}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
 
 
 def config(manifest: Manifest, commit: str, state: Mapping[str, Any], records: Records | None = None) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import interrupts
-from .errors import ConflictError, GitError, NotARegistry, RegistryError
+from .errors import ConflictError, GitError, NotARegistry, RegistryError, UnsafeTree
 from .refs import ZERO_SHA
 
 _GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
@@ -42,6 +42,20 @@ _SCP_RE = re.compile(r"^[\w.-]+@[\w.-]+:")
 _CONFLICT_MARKERS = ("cannot lock ref", "reference already exists", "but expected", "is at ", "unable to resolve")
 _LOCK_MARKERS = (".lock': File exists", "Unable to create", "unable to lock")
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+# What a bundle may hold: regular files (executable or not) and folders. Links and submodules are never written.
+_FILE_MODES = {0o100644: "100644", 0o100755: "100755"}
+_TREE_MODE = 0o40000
+_OTHER_MODES = {0o120000: "a symbolic link", 0o160000: "a submodule"}
+# Code points HFS+ ignores in names, so `.g\u200cit` is `.git` there (the list git's fsck uses).
+_HFS_IGNORED = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF])
+# Fetched objects go through git's fsck, with the names that escape a folder or reach into .git made errors
+# (git's defaults only warn about them).
+_FETCH_FSCK_ERRORS = ("hasDot", "hasDotdot", "hasDotgit", "emptyName", "fullPathname", "gitmodulesSymlink")
+_FETCH_FSCK = [
+    "-c",
+    "fetch.fsckObjects=true",
+    *(a for m in _FETCH_FSCK_ERRORS for a in ("-c", f"fetch.fsck.{m}=error")),
+]
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,15 @@ class RefUpdate:
 class TreeEntry:
     mode: str
     type: str
+    sha: str
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    """A file of a bundle: its path inside the bundle folder (checked safe to write there), mode and blob sha."""
+
+    path: str
+    mode: str
     sha: str
 
 
@@ -208,6 +231,16 @@ class GitStore:
         obj = self.read(ref)
         return obj.sha if obj is not None else None
 
+    def is_ancestor(self, commit: str, ref: str) -> bool:
+        """Is `commit` in the history of `ref` (one `git merge-base --is-ancestor`, no walk in Python)?"""
+        args = ["merge-base", "--is-ancestor", commit, ref]
+        proc = subprocess.run(
+            ["git", f"--git-dir={self.git_dir}", *args], capture_output=True, env={**os.environ, **_GIT_ENV}
+        )
+        if proc.returncode not in (0, 1):
+            raise GitError(args, proc.returncode, proc.stderr.decode(errors="replace"))
+        return proc.returncode == 0
+
     def peel_to_commit(self, spec: str) -> str | None:
         obj = self.read(f"{spec}^{{commit}}")
         return obj.sha if obj is not None and obj.type == "commit" else None
@@ -215,6 +248,11 @@ class GitStore:
     def read_blob(self, commit: str, path: str) -> bytes | None:
         obj = self.read(f"{commit}:{path}")
         return obj.data if obj is not None and obj.type == "blob" else None
+
+    def blob(self, sha: str) -> bytes:
+        """The content of the blob `sha` (as listed by list_bundle); empty when it is missing."""
+        obj = self.read(sha)
+        return obj.data if obj is not None and obj.type == "blob" else b""
 
     def list_tree(self, tree_ish: str) -> dict[str, TreeEntry]:
         """Entries of a tree, or of a commit's or tag's root tree (`<rev>:<path>` names a subtree)."""
@@ -234,6 +272,62 @@ class GitStore:
     def list_files(self, tree_ish: str, prefix: str) -> list[str]:
         out = self.run("ls-tree", "-r", "-z", "--name-only", tree_ish, "--", prefix)
         return [p for p in out.split("\0") if p]
+
+    def list_bundle(self, commit: str, prefix: str, *, where: str | None = None) -> list[BundleEntry]:
+        """Every file under the folder `prefix` (e.g. `qa/`) at `commit`, sorted by path, each checked before
+        anyone writes it: UnsafeTree (naming `where` and the entry) for a name that is empty, `.`, `..`, `.git`,
+        absolute, holds a slash, backslash or control character, or is not UTF-8; and for anything but regular
+        files and folders (links, submodules). Reads the raw tree objects: `ls-tree` prints `..` as a path part,
+        and fails on an empty name."""
+        where = where or f"{commit[:12]}:{prefix}"
+        top = self.read(f"{commit}:{prefix.strip('/')}")
+        if top is None or top.type != "tree":
+            return []
+        width = len(top.sha) // 2  # 20 bytes per object id (SHA-1), 32 in a SHA-256 repository
+        entries: list[BundleEntry] = []
+        pending = [("", top)]
+        while pending:
+            folder, tree = pending.pop()
+            seen: set[bytes] = set()
+            try:
+                items = list(_tree_items(tree.data, width))
+            except ValueError:  # only a tree written byte by byte is malformed
+                raise UnsafeTree(where, folder or prefix, "a malformed tree") from None
+            for raw_mode, raw_name, sha in items:
+                path = f"{folder}{_shown(raw_name)}"
+                if raw_name in seen:
+                    raise UnsafeTree(where, path, "a duplicate entry")
+                seen.add(raw_name)
+                mode = int(raw_mode, 8) if raw_mode.isdigit() else -1
+                reason = _unsafe_name(raw_name)
+                if reason is not None:  # name the file that would land outside, e.g. `../evil.py`, not just `..`
+                    raise UnsafeTree(where, self._first_file(path, sha, width) if mode == _TREE_MODE else path, reason)
+                if mode == _TREE_MODE:
+                    sub = self.read(sha)
+                    if sub is None or sub.type != "tree":
+                        raise UnsafeTree(where, path, "a folder entry that is not a tree")
+                    pending.append((f"{path}/", sub))
+                elif mode in _FILE_MODES:
+                    entries.append(BundleEntry(path, _FILE_MODES[mode], sha))
+                else:
+                    raise UnsafeTree(where, path, _OTHER_MODES.get(mode, f"mode {raw_mode}"))
+        return sorted(entries, key=lambda e: e.path)
+
+    def _first_file(self, path: str, tree_sha: str, width: int) -> str:
+        """The path of the first file under the folder `path` (the folder itself when there is none)."""
+        for _ in range(64):  # bounded: a forged tree may nest without end
+            tree = self.read(tree_sha)
+            try:
+                items = list(_tree_items(tree.data, width)) if tree is not None and tree.type == "tree" else []
+            except ValueError:
+                break
+            if not items:
+                break
+            raw_mode, raw_name, tree_sha = items[0]
+            path = f"{path}/{_shown(raw_name)}"
+            if raw_mode.lstrip("0") != "40000":
+                break
+        return path
 
     def for_each_ref(self, fields: list[str], *patterns: str) -> list[list[str]]:
         fmt = "%00".join(fields) + "%00%01"
@@ -331,12 +425,18 @@ class GitStore:
         changed = sorted(ref for ref, sha in remote.items() if local.get(ref) != sha)
         if changed:
             refspecs = "".join(f"+{ref}:{ref}\n" for ref in changed)
-            fetch = ["fetch", "-q", "--no-tags", "--no-write-fetch-head", "--stdin", self.remote]
+            fetch = [*_FETCH_FSCK, "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--stdin", self.remote]
             for attempt in range(8):
                 try:
                     self.run(*fetch, input=refspecs.encode())
                     break
                 except GitError as err:
+                    refused = _fsck_refusal(err.stderr)
+                    if refused is not None:  # a forged object: fetch nothing rather than keep it in the cache
+                        raise RegistryError(
+                            f"git's fsck refuses an object of the registry {self.remote} ({refused}), e.g. a tree "
+                            "entry that would be written outside its folder; nothing was fetched: remove it there"
+                        ) from None
                     # Another dspyreg process updating the same cache holds a ref lock: wait, then fetch again.
                     if attempt == 7 or not any(m in err.stderr for m in ("cannot lock ref", ".lock")):
                         raise RegistryError(
@@ -427,6 +527,56 @@ class GitStore:
             if current != u.old:
                 return False
         return True
+
+
+def _tree_items(data: bytes, width: int) -> Iterator[tuple[str, bytes, str]]:
+    """(mode, name, sha) of each entry of a raw tree object: `<mode> <name>\\0<binary id>`."""
+    at = 0
+    while at < len(data):
+        space = data.index(b" ", at)
+        nul = data.index(b"\0", space)
+        if nul + 1 + width > len(data):
+            raise ValueError("truncated tree entry")
+        yield data[at:space].decode("ascii", "replace"), data[space + 1 : nul], data[nul + 1 : nul + 1 + width].hex()
+        at = nul + 1 + width
+
+
+def _shown(name: bytes) -> str:
+    """A tree entry name as one printable line (control characters and undecodable bytes escaped)."""
+    text = name.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _unsafe_name(name: bytes) -> str | None:
+    """Why a tree entry name may not be written inside a folder (None: it may)."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    if any(not c.isprintable() for c in text):
+        return "a control character"
+    if "/" in text:
+        if text.startswith("/"):
+            return "absolute path"
+        return "path traversal" if {".", ".."} & set(text.split("/")) else "a slash in a name"
+    if "\\" in text:
+        return "a backslash"
+    if text in (".", ".."):
+        return "path traversal"
+    if not text:
+        return "an empty component"
+    # .git in any case, with the trailing dots and spaces Windows drops, its 8.3 short name, or HFS+'s ignored
+    # code points: git's own checks (fsck hasDotgit) for a name that would reach into a repository.
+    folded = text.translate(_HFS_IGNORED).lower().rstrip(". ")
+    if folded in (".git", "git~1"):
+        return "a .git component"
+    return None
+
+
+def _fsck_refusal(stderr: str) -> str | None:
+    """Git's complaint when a fetch failed because fsck refused an object (e.g. a `..` tree entry), else None."""
+    match = re.search(r"object ([0-9a-f]{7,64}): (\w+): (.*)", stderr)
+    return f"object {match.group(1)[:12]}: {match.group(2)}: {match.group(3).strip()}" if match else None
 
 
 def _last_line(err: GitError) -> str:

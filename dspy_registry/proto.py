@@ -549,6 +549,8 @@ def program_proto(reg: Registry, resolved: Resolved) -> str:
 def _registry_live_types(reg: Registry, program: str, commit: str) -> LiveTypes | None:
     """The live annotations of the program at `commit`, from its bundled code (written once into the cache);
     None when it does not import: its named types then travel as JSON text."""
+    from .errors import UnsafeTree
+    from .export import write_inside
     from .manifest import Manifest
     from .registry import cache_dir
     from .runtime.inference import import_entrypoint
@@ -559,14 +561,14 @@ def _registry_live_types(reg: Registry, program: str, commit: str) -> LiveTypes 
     entrypoint = Manifest.loads(manifest.decode()).program.entrypoint
     folder = cache_dir() / "code" / commit / program
     if not folder.is_dir():
-        prefix = f"{program}/code/"
+        try:  # every path checked before the first write; a forged tree gives no live types
+            code = reg.store.list_bundle(commit, f"{program}/code/", where=f"{program} at {commit[:12]}")
+        except UnsafeTree:
+            return None
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{program}.tmp-"))
         try:
-            for path in reg.store.list_files(commit, prefix):
-                target = tmp / path[len(prefix) :]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(reg.store.read_blob(commit, path) or b"")
+            write_inside(tmp, {entry.path: reg.store.blob(entry.sha) for entry in code})
             os.rename(tmp, folder)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)  # another process wrote it first

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     ConflictError,
     DuplicateVersion,
+    ForgedTag,
     GateRefused,
     InvalidName,
     NotARegistry,
@@ -27,7 +28,7 @@ from .errors import (
     RegistryError,
     UnknownRef,
 )
-from .gitstore import GitStore, RefUpdate, TreeEntry, is_url, utc_now
+from .gitstore import BundleEntry, GitStore, RefUpdate, TreeEntry, is_url, utc_now
 from .manifest import Manifest, RegistryConfig
 from .records import Records, latest_scores
 from .refs import (
@@ -630,6 +631,11 @@ class Registry:
         else:
             history = current.history + ((current.version,) if current.version else ())
         assert version is not None
+        from .verify import version_tag_problems
+
+        forged = version_tag_problems(self, program, version)
+        if forged:  # the env tag would point wherever the version tag was moved to
+            raise ForgedTag(f"refusing to {action} {program}/{env} to {version}: {forged[0]}; nothing was changed")
         if current.version == version:
             return MoveResult(())
         who, now = self.store.identity(), utc_now()
@@ -823,6 +829,8 @@ class Registry:
 
     def export(self, resolved: Resolved, dest: Path, *, force: bool = False) -> Path:
         """Write the deployment bundle of `resolved` to `dest`: all or nothing (built aside, then renamed in)."""
+        from .export import write_inside
+
         if dest.exists() and not dest.is_dir():
             raise RegistryError(f"{dest} exists and is not a folder: choose a folder to export to")
         if dest.is_dir() and any(dest.iterdir()) and not force:
@@ -834,10 +842,7 @@ class Registry:
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the bundle private to this user
         try:
-            for path, data in files.items():
-                target = tmp / path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
+            write_inside(tmp, files)
             if dest.exists():
                 old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
                 dest.rename(old)
@@ -856,11 +861,7 @@ class Registry:
         from .export import deployment_files
         from .proto import program_proto
 
-        prefix = f"{resolved.program}/"
-        files = {
-            path[len(prefix) :]: self.store.read_blob(resolved.commit, path) or b""
-            for path in self.store.list_files(resolved.commit, prefix)
-        }
+        files = {e.path: self.store.blob(e.sha) for e in self.bundle(resolved)}
         manifest = Manifest.loads(files["manifest.toml"].decode())
         state = json.loads(files["program.json"])
         interface = json.loads(files.get("interface.json", b'{"inputs": [], "outputs": []}'))
@@ -869,11 +870,18 @@ class Registry:
         proto = program_proto(self, resolved)
         return files | deployment_files(manifest, resolved.commit, state, interface, example, records, proto)
 
+    def bundle(self, resolved: Resolved) -> list[BundleEntry]:
+        """The files of `resolved`'s bundle, every path checked before anything is written (UnsafeTree names a
+        forged entry such as `../evil.py`)."""
+        where = f"{resolved.program}/{resolved.version}"
+        return self.store.list_bundle(resolved.commit, f"{resolved.program}/", where=where)
+
     def materialize(self, resolved: Resolved) -> Path:
         """The deployment bundle of `resolved` in the cache (one folder per commit and program, written once)."""
         from . import __version__
 
         dest = cache_dir() / "bundles" / f"{__version__}-{BUNDLE_LAYOUT}" / resolved.commit / resolved.program
+        self.bundle(resolved)  # a forged tree is refused even when a folder for it is cached already
         if not (dest / "config.json").is_file():
             try:
                 self.export(resolved, dest, force=True)

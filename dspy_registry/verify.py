@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import RegistryError
+from .errors import RegistryError, UnsafeTree
 from .manifest import BadManifest, Manifest
-from .refs import JOURNAL_REF, ROLLBACK_ENV, tag_ref
+from .refs import JOURNAL_REF, MAIN_REF, ROLLBACK_ENV, tag_ref
 from .state import parse_state, secrets_in
 
 if TYPE_CHECKING:
@@ -45,9 +45,42 @@ class VerificationFailed(RegistryError):
 
 
 def verify_version(reg: Registry, resolved: Resolved, *, load: bool = True) -> list[Problem]:
-    """Problems of the bundle at `resolved.commit` (empty when sound)."""
+    """Problems of the bundle at `resolved.commit` and of its version's tag (empty when sound)."""
+    return version_tag_problems(reg, resolved.program, resolved.version) + _bundle_problems(reg, resolved, load=load)
+
+
+def version_tag_problems(reg: Registry, program: str, version: str) -> list[Problem]:
+    """A version tag is honest when it is annotated and points at a commit on main whose manifest names that
+    program and version: a tag moved (or made) by hand to any other commit is reported. None for a version that is
+    not published (a commit given by sha)."""
+    ref = tag_ref(program, version)
+    tag = reg.store.read(ref)
+    commit = reg.store.peel_to_commit(ref)
+    if tag is None or commit is None:
+        return []
+    problems = []
+    if tag.type != "tag":
+        problems.append(Problem(ref, "is not an annotated tag written by dspyreg (made by hand?)"))
+    if not reg.store.is_ancestor(commit, MAIN_REF):
+        problems.append(Problem(ref, f"points at commit {commit[:12]}, which is not on main (moved by hand?)"))
+    raw = reg.store.read_blob(commit, f"{program}/manifest.toml")
+    try:
+        named = Manifest.loads(raw.decode()).program if raw else None
+    except (BadManifest, UnicodeDecodeError):
+        named = None
+    if named is None or (named.name, named.version) != (program, version):
+        holds = f"names {named.name} {named.version}" if named else "is missing or unreadable"
+        problems.append(Problem(ref, f"points at commit {commit[:12]}, whose {program}/manifest.toml {holds}"))
+    return problems
+
+
+def _bundle_problems(reg: Registry, resolved: Resolved, *, load: bool) -> list[Problem]:
     program, commit = resolved.program, resolved.commit
     where = f"{program}/{resolved.version}"
+    try:  # first of all: a forged path is refused before anything reads or writes the bundle's files
+        entries = {e.path: e for e in reg.bundle(resolved)}
+    except UnsafeTree as err:
+        return [Problem(where, f"tree entry '{err.path}' is not allowed ({err.reason})")]
     raw = reg.store.read_blob(commit, f"{program}/manifest.toml")
     if raw is None:
         return [Problem(f"{where}:manifest.toml", "missing")]
@@ -59,12 +92,13 @@ def verify_version(reg: Registry, resolved: Resolved, *, load: bool = True) -> l
     if (manifest.program.name, manifest.program.version) != (program, resolved.version):
         named = f"{manifest.program.name} {manifest.program.version}"
         problems.append(Problem(f"{where}:manifest.toml", f"names {named}, not {program} {resolved.version}"))
-    present = {p[len(program) + 1 :] for p in reg.store.list_files(commit, f"{program}/")} - {"manifest.toml"}
+    present = set(entries) - {"manifest.toml"}
     for path in sorted(present - manifest.files.keys()):
         problems.append(Problem(f"{where}:{path}", "is not listed in the manifest"))
     contents: dict[str, bytes] = {}
     for path, digest in sorted(manifest.files.items()):
-        data = reg.store.read_blob(commit, f"{program}/{path}")
+        entry = entries.get(path)  # the manifest's own names are never used to read or write
+        data = reg.store.blob(entry.sha) if entry is not None else None
         if data is None:
             problems.append(Problem(f"{where}:{path}", "listed in the manifest but missing"))
         elif hashlib.sha256(data).hexdigest() != digest:
@@ -87,13 +121,11 @@ def verify_version(reg: Registry, resolved: Resolved, *, load: bool = True) -> l
 
 def _load_problems(where: str, manifest: Manifest, contents: dict[str, bytes]) -> list[Problem]:
     """Does program.json load into the bundled code? (Imports dspy and the bundle's code.)"""
+    from .export import write_inside
     from .runtime.inference import load_program
 
     with tempfile.TemporaryDirectory(prefix="dspyreg-verify-") as tmp:
-        for path, data in contents.items():
-            target = Path(tmp) / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+        write_inside(Path(tmp), contents)
         try:
             load_program(Path(tmp), manifest.program.entrypoint, f"verify{hashlib.sha256(tmp.encode()).hexdigest()}")
         except Exception as err:

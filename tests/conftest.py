@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import pytest
 from dspy_registry.bundle import import_program
 from dspy_registry.registry import Registry
 from dspy_registry.state import read_state_file
+
+from .serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGINAL_HOME = Path.home()  # before the isolated HOME: where pip's cache is
@@ -139,3 +142,46 @@ def point_prod_at_unloadable(registry: Path, tmp_path: Path) -> None:
     git(clone, "push", "-q", "origin", "main")
     git(clone, *who, "tag", "-f", "-a", "qa/prod", "-m", "x", "HEAD")
     git(clone, "push", "-q", "--force", "origin", "refs/tags/qa/prod")
+
+
+DAEMONS: dict[str, subprocess.Popen[bytes]] = {}
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[str]:
+    """A real git server on 127.0.0.1 that accepts pushes; yields the URL of an empty bare repository."""
+    base = tmp_path / "server"
+    base.mkdir()
+    git(base, "init", "-q", "--bare", "registry.git")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            f"--base-path={base}",
+            "--export-all",
+            "--enable=receive-pack",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            str(base),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"git://127.0.0.1:{port}/registry.git"
+    deadline = time.time() + 10
+    while subprocess.run(["git", "ls-remote", url], capture_output=True).returncode != 0:
+        assert time.time() < deadline, "git daemon did not start"
+        time.sleep(0.1)
+    DAEMONS[url] = proc
+    try:
+        yield url
+    finally:
+        DAEMONS.pop(url)
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def server_repo(url: str, tmp_path: Path) -> Path:
+    return tmp_path / "server" / "registry.git"

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,51 +16,9 @@ import pytest
 from dspy_registry.errors import ConflictError, RegistryError
 from dspy_registry.registry import Registry
 
-from .conftest import EXAMPLE_SPEC, git, publish_example
+from .conftest import DAEMONS, EXAMPLE_SPEC, git, publish_example, server_repo
 from .serving import dspyreg_serve, free_port
 from .test_concurrency import RACER
-
-DAEMONS: dict[str, subprocess.Popen[bytes]] = {}
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[str]:
-    """A real git server on 127.0.0.1 that accepts pushes; yields the URL of an empty bare repository."""
-    base = tmp_path / "server"
-    base.mkdir()
-    git(base, "init", "-q", "--bare", "registry.git")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            f"--base-path={base}",
-            "--export-all",
-            "--enable=receive-pack",
-            "--listen=127.0.0.1",
-            f"--port={port}",
-            str(base),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"git://127.0.0.1:{port}/registry.git"
-    deadline = time.time() + 10
-    while subprocess.run(["git", "ls-remote", url], capture_output=True).returncode != 0:
-        assert time.time() < deadline, "git daemon did not start"
-        time.sleep(0.1)
-    DAEMONS[url] = proc
-    try:
-        yield url
-    finally:
-        DAEMONS.pop(url)
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def server_repo(url: str, tmp_path: Path) -> Path:
-    return tmp_path / "server" / "registry.git"
 
 
 class Machine:
