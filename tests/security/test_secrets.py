@@ -54,6 +54,7 @@ LEAKY_LMS: dict[str, dict[str, Any]] = {
         "api_key": "sk-proj-openaikeyvalue9openaikeyvalue9",
         "organization": "org-acmeorganization10",
         "base_url": "https://proxy-11.internal.example",
+        "default_headers": {"Authorization": "Bearer openaiheadertokenvalue20"},
     },
     "client secret": {
         "model": "openai/gpt-4o-mini",
@@ -293,11 +294,13 @@ def test_verify_fails_a_forged_version_holding_a_credential(case: str, published
     path = Path(published.location)
     sha = forge(path, tmp_path, edit)
     before = ref_snapshot(path)
-    for args in ([], ["--json"]):
-        result = run("verify", sha, *args, "--registry", str(path))
-        assert result.exit_code == 1, result.output
-        assert value not in result.stdout and value not in result.stderr
-        lines = [ln for ln in result.stdout.splitlines() if where in ln]
-        assert lines and f"{file}" in lines[0], result.stdout
-        assert "sha256" not in result.stdout  # the hashes match: it is the content that is refused
+    result = run("verify", sha, "--registry", str(path))
+    assert result.exit_code == 1, result.output
+    assert any(f"qa/v1.1:{file}: holds" in ln and where in ln for ln in result.stdout.splitlines()), result.stdout
+    assert "sha256" not in result.stdout  # the hashes match: it is the content that is refused
+    as_json = run("verify", sha, "--json", "--registry", str(path))
+    assert as_json.exit_code == 1
+    assert {"subject": f"qa/v1.1:{file}"} in [{"subject": p["subject"]} for p in json.loads(as_json.stdout)]
+    for output in (result, as_json):
+        assert value not in output.stdout and value not in output.stderr
     assert ref_snapshot(path) == before
