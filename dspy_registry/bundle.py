@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import importlib
 import inspect
+import json
 import platform
 import re
 import sys
@@ -389,8 +390,8 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     for name, predictor in source.program.named_predictors():
         # The live LM may differ from the stored one (DSPy adds its defaults): what prompts.json would lose is said
         # once per key, beside what program.json lost.
-        if predictor.lm is not None:
-            warnings += [lm_removed_warning(key, f"the LM state of {name!r}") for key in _dropped_lm_keys(predictor)]
+        dropped = screen_lm_state(predictor.lm.dump_state()).dropped if predictor.lm is not None else ()
+        warnings += [lm_removed_warning(key, f"the LM state of {name!r}") for key in dropped]
     warnings = list(dict.fromkeys(warnings))
     warnings += [
         f"{origin}: {finding.path} holds {finding.what}; kept, as demos are user data: "
@@ -431,15 +432,9 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     return Bundle(files, manifest, tuple(warnings))
 
 
-def _dropped_lm_keys(predictor: Any) -> tuple[str, ...]:
-    return screen_lm_state(predictor.lm.dump_state()).dropped
-
-
 def _refuse_secrets(files: Mapping[str, bytes], lm: Mapping[str, Any]) -> None:
     """Publish never writes what verify refuses: a credential-named key left outside any LM state (e.g. in a
     signature) makes the state unpublishable, named by its path and never by its value."""
-    import json
-
     found = [(PROGRAM_JSON, f) for f in secret_findings(json.loads(files[PROGRAM_JSON]))]
     found += [(PROMPTS_JSON, f) for f in secret_findings(json.loads(files[PROMPTS_JSON]))]
     found += [(MANIFEST_TOML, f) for f in lm_findings(lm, "[lm]")]

@@ -1,6 +1,8 @@
 """Reading and linting saved DSPy state (`Module.save("x.json")`) without importing dspy.
 
-Pickle is never loaded: it is recognised by name or by its first bytes and refused.
+Pickle is never loaded: it is recognised by name or by its first bytes and refused. Secrets are kept out by one
+allowlist of LM settings (`LM_STATE_KEYS`) and one screen (`screen_lm_state`), which publish, prompts.json, the
+manifest's [lm], diff masking and verify all use.
 """
 
 from __future__ import annotations
@@ -68,9 +70,7 @@ MASK = "***"
 EXAMPLE_KEYS = frozenset({"demos", "traces", "train"})
 # Matched against a key in snake_case (camelCase is split first): `api_key`, `apiKey`, `hf_token`, `client_secret`,
 # `aws_region_name` match; `keywords`, `tokenizer`, `max_tokens` (allowed) do not.
-_CREDENTIAL_NAME = re.compile(
-    r"(^|_)(keys?|tokens?)(_|$)|secret|passw|credential|authoriz|cookie|^(aws|azure|vertex)_"
-)
+_CREDENTIAL_NAME = re.compile(r"(^|_)(keys?|tokens?)(_|$)|secret|passw|credential|authoriz|cookie|^(aws|azure|vertex)_")
 _CREDENTIAL_VALUES = (
     ("an API key (sk-...)", re.compile(r"\bsk-[A-Za-z0-9_-]{16,}")),
     ("an AWS access key id", re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b")),

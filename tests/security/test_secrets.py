@@ -200,7 +200,9 @@ def test_credential_shaped_demo_text_is_kept_with_a_warning(
 @pytest.mark.parametrize("output", ["text", "markdown", "json"])
 def test_diff_of_state_files_never_prints_secrets(output: str, states: dict[str, Path], tmp_path: Path) -> None:
     everything = {k: v for lm in LEAKY_LMS.values() for k, v in lm.items() if k not in ALLOWED}
-    a = leaky_state(states, tmp_path, {"model": "openai/gpt-4o-mini", "api_key": "sk-olderkeyvalue16olderkey"}, "a.json")
+    a = leaky_state(
+        states, tmp_path, {"model": "openai/gpt-4o-mini", "api_key": "sk-olderkeyvalue16olderkey"}, "a.json"
+    )
     b_state = json.loads(leaky_state(states, tmp_path, {"model": "openai/gpt-4o", **everything}).read_text())
     b_state["search"] = {"k": 3, "api_token": "search-token-value-17"}  # a non-predictor entry with a credential
     b = tmp_path / "b.json"
@@ -304,3 +306,20 @@ def test_verify_fails_a_forged_version_holding_a_credential(case: str, published
     for output in (result, as_json):
         assert value not in output.stdout and value not in output.stderr
     assert ref_snapshot(path) == before
+
+
+def test_publish_refuses_a_credential_named_key_outside_the_lm(
+    registry_path: Path, states: dict[str, Path], tmp_path: Path
+) -> None:
+    """Only LM state is cleaned; a secret elsewhere in the state is the user's to remove, and publish says where."""
+    state = json.loads(states["v1.0"].read_text())
+    state["check"]["signature"]["auth_token"] = "signature-token-value-21"
+    path = tmp_path / "sig.json"
+    path.write_text(json.dumps(state))
+    before = ref_snapshot(registry_path)
+    result = run(*publish_args(EXAMPLE_SPEC, path, "v1.0"), "--registry", str(registry_path))
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert "program.json" in lines[0] and "check.signature.auth_token" in lines[0]
+    assert "signature-token-value-21" not in result.output
+    assert ref_snapshot(registry_path) == before
