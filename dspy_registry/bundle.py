@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import importlib
 import inspect
+import json
 import platform
 import re
 import sys
@@ -26,6 +27,11 @@ from .state import (
     METADATA_KEY,
     PREDICTOR_KEYS,
     canonical_json,
+    example_findings,
+    lm_findings,
+    lm_removed_warning,
+    screen_lm_state,
+    secret_findings,
     strip_secrets,
 )
 
@@ -213,7 +219,7 @@ def program_prompts(program: dspy.Module) -> dict[str, Any]:
             "inputs": [_field_view(n, f) for n, f in sig.input_fields.items()],
             "outputs": [_field_view(n, f) for n, f in sig.output_fields.items()],
             "demos": [_plain(d) for d in predictor.demos],
-            "lm": predictor.lm.dump_state() if predictor.lm is not None else None,
+            "lm": screen_lm_state(predictor.lm.dump_state()).kept if predictor.lm is not None else None,
         }
     return prompts
 
@@ -319,9 +325,12 @@ def _probe_outputs(program: Any, example: Mapping[str, Any]) -> list[str] | None
         for _, predictor in program.named_predictors()
         for name, info in predictor.signature.output_fields.items()
     }
+    probe = program.deepcopy()
+    for _, predictor in probe.named_predictors():
+        predictor.lm = None  # a predictor's own LM wins over the context: the probe must never reach a provider
     try:
         with dspy.context(lm=DummyLM([answer] * 200), track_usage=False):
-            prediction = program.deepcopy()(**example)
+            prediction = probe(**example)
     except Exception:
         return None
     return list(prediction.keys()) if isinstance(prediction, dspy.Prediction) else None
@@ -378,6 +387,17 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
 
     warnings = apply_state(source.program, state, source=origin)
     clean_state, _ = strip_secrets(state)
+    for name, predictor in source.program.named_predictors():
+        # The live LM may differ from the stored one (DSPy adds its defaults): what prompts.json would lose is said
+        # once per key, beside what program.json lost.
+        dropped = screen_lm_state(predictor.lm.dump_state()).dropped if predictor.lm is not None else ()
+        warnings += [lm_removed_warning(key, f"the LM state of {name!r}") for key in dropped]
+    warnings = list(dict.fromkeys(warnings))
+    warnings += [
+        f"{origin}: {finding.path} holds {finding.what}; kept, as demos are user data: "
+        "make sure it is not a real credential"
+        for finding in example_findings(clean_state)
+    ]
     files: dict[str, bytes] = {
         PROGRAM_JSON: canonical_json(clean_state),
         PROMPTS_JSON: canonical_json(program_prompts(source.program)),
@@ -393,7 +413,10 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     files[INTERFACE_JSON] = canonical_json({"inputs": inputs, "outputs": outputs})
     files[EXAMPLE_INPUT] = canonical_json(example)
     files[EXAMPLE_OUTPUT] = canonical_json(output)
-    lm = dict(meta.lm) if meta.lm else _lm_settings(source.program)
+    screen = screen_lm_state(dict(meta.lm) if meta.lm else _lm_settings(source.program))
+    warnings += [lm_removed_warning(key, "the manifest's [lm]") for key in screen.dropped]
+    lm = screen.kept
+    _refuse_secrets(files, lm)
     manifest = Manifest(
         program=ProgramInfo(meta.name, meta.version, source.entrypoint, meta.created, meta.author, meta.notes),
         optimization=Optimization(meta.optimizer, meta.trainset_size, meta.dev_score, dict(meta.metrics or {})),
@@ -409,6 +432,20 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     return Bundle(files, manifest, tuple(warnings))
 
 
+def _refuse_secrets(files: Mapping[str, bytes], lm: Mapping[str, Any]) -> None:
+    """Publish never writes what verify refuses: a credential-named key left outside any LM state (e.g. in a
+    signature) makes the state unpublishable, named by its path and never by its value."""
+    found = [(PROGRAM_JSON, f) for f in secret_findings(json.loads(files[PROGRAM_JSON]))]
+    found += [(PROMPTS_JSON, f) for f in secret_findings(json.loads(files[PROMPTS_JSON]))]
+    found += [(MANIFEST_TOML, f) for f in lm_findings(lm, "[lm]")]
+    if found:
+        file, finding = found[0]
+        raise BadState(
+            f"{file} would hold {finding.what} at {finding.path}: remove it from the state; "
+            "credentials belong in the environment, never in the registry"
+        )
+
+
 def lm_config(lm: Any) -> dict[str, Any]:
     """The manifest's [lm] for a dspy.LM or a model name: model and generation settings, never a key."""
     if isinstance(lm, str):
@@ -416,7 +453,8 @@ def lm_config(lm: Any) -> dict[str, Any]:
     kwargs = getattr(lm, "kwargs", {}) or {}
     config = {"model": getattr(lm, "model", None), "model_type": getattr(lm, "model_type", None)}
     config |= {k: kwargs[k] for k in ("temperature", "max_tokens", "timeout") if k in kwargs}
-    return {k: v for k, v in config.items() if v is not None and isinstance(v, (str, int, float, bool))}
+    plain = {k: v for k, v in config.items() if v is not None and isinstance(v, (str, int, float, bool))}
+    return screen_lm_state(plain).kept
 
 
 def _lm_settings(program: Any) -> dict[str, Any]:

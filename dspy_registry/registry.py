@@ -49,7 +49,7 @@ from .refs import (
     tag_ref,
     version_key,
 )
-from .state import canonical_json
+from .state import canonical_json, mask_lm_state
 
 if TYPE_CHECKING:
     import dspy
@@ -975,7 +975,7 @@ def _manifest_metadata(m: Manifest) -> dict[str, Any]:
     }
     meta |= {f"metrics.{k}": v for k, v in m.optimization.metrics.items()}
     meta |= {f"runtime.{k}": v for k, v in m.runtime.items()}
-    meta |= {f"lm.{k}": v for k, v in m.lm.items()}
+    meta |= {f"lm.{k}": v for k, v in mask_lm_state(m.lm).items()}  # a forged [lm] never prints its secrets
     return {k: v for k, v in meta.items() if v is not None}
 
 

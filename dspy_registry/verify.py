@@ -1,24 +1,26 @@
 """Verification of versions and environments: what `dspyreg verify` reports and what load/export/serve refuse.
 
 A version is sound when every file of its bundle matches the sha256 its manifest records, the manifest follows its
-schema and names that version, program.json is JSON (never pickle) without LM secrets, and the state loads into the
-bundled code. An environment is sound when its tag is one dspyreg wrote, points at the commit of the published
+schema and names that version, program.json is JSON (never pickle), no LM state (in program.json, prompts.json or the
+manifest's [lm]) holds a key outside the allowlist and neither JSON file a credential-named key, and the state loads
+into the bundled code. An environment is sound when its tag is one dspyreg wrote, points at the commit of the published
 version it names, and agrees with the journal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import RegistryError, UnsafeTree
 from .manifest import BadManifest, Manifest
 from .refs import JOURNAL_REF, MAIN_REF, ROLLBACK_ENV, tag_ref
-from .state import parse_state, secrets_in
+from .state import lm_findings, parse_state, secret_findings
 
 if TYPE_CHECKING:
     from .registry import Registry, Resolved
@@ -112,11 +114,27 @@ def _bundle_problems(reg: Registry, resolved: Resolved, *, load: bool) -> list[P
         state = parse_state(state_bytes, f"{where}:program.json")
     except RegistryError as err:
         return [*problems, Problem(f"{where}:program.json", str(err))]
-    for secret in secrets_in(state):
-        problems.append(Problem(f"{where}:program.json", f"holds an LM secret or endpoint at {secret}"))
+    problems += _secret_problems(where, state, contents.get("prompts.json"), manifest)
     if load and not problems:
         problems += _load_problems(where, manifest, contents)
     return problems
+
+
+def _secret_problems(where: str, state: dict[str, Any], prompts: bytes | None, manifest: Manifest) -> list[Problem]:
+    """Credentials in program.json, prompts.json or the manifest's [lm], named by file and JSON path, never by value."""
+    found = [("program.json", f) for f in secret_findings(state)]
+    if prompts is not None:
+        with contextlib.suppress(ValueError):  # not JSON: its sha256 or the load says what is wrong
+            document = json.loads(prompts)
+            found += [("prompts.json", f) for f in secret_findings(document)] if isinstance(document, dict) else []
+    found += [("manifest.toml", f) for f in lm_findings(manifest.lm, "[lm]")]
+    return [
+        Problem(
+            f"{where}:{file}",
+            f"holds an LM secret or endpoint at {f.path} ({f.what})" if f.in_lm else f"holds {f.what} at {f.path}",
+        )
+        for file, f in found
+    ]
 
 
 def _load_problems(where: str, manifest: Manifest, contents: dict[str, bytes]) -> list[Problem]:
