@@ -48,7 +48,7 @@ from .refs import (
     tag_ref,
     version_key,
 )
-from .signing import split_signature
+from .signing import split_signature, tag_signer
 from .state import canonical_json
 
 if TYPE_CHECKING:
@@ -627,8 +627,6 @@ class Registry:
 
     def _signer(self, sign: bool | None) -> Callable[[bytes], bytes] | None:
         """How this write signs its tags (None: unsigned); see signing.tag_signer."""
-        from .signing import tag_signer
-
         return tag_signer(sign, self.config.signing.sign, self.store.git_config)
 
     def _move(

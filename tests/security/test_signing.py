@@ -228,3 +228,34 @@ def test_bad_signing_config_is_one_red_line(registry_path: Path, tmp_path: Path)
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert "registry.toml: [signing.environments] prod[0] is not an SSH public key" in result.stderr
     assert ref_snapshot(registry_path) == before
+
+
+@pytest.fixture
+def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A real ssh-agent on a socket in tmp_path, for keys whose private half only the agent holds."""
+    sock = tmp_path / "agent.sock"
+    proc = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while not sock.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    yield sock
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("form", ["public key file", "key:: literal"])
+def test_signing_key_held_by_ssh_agent(
+    form: str, agent: Path, registry_path: Path, states: dict[str, Path], keys: dict[str, Key], tmp_path: Path
+) -> None:
+    alice = keys["alice"]
+    subprocess.run(["ssh-add", "-q", str(alice.private)], check=True, capture_output=True)
+    alice.private.unlink()  # only the agent can sign now
+    subprocess.run(["git", "config", "--global", "gpg.format", "ssh"], check=True)
+    signingkey = f"{alice.private}.pub" if form == "public key file" else f"key::{alice.public}"
+    subprocess.run(["git", "config", "--global", "user.signingkey", signingkey], check=True)
+    set_signing(registry_path, tmp_path, f'\n[signing]\nversions = ["{alice.public}"]\n')
+    with Registry.open(registry_path) as reg:
+        publish_example(reg, states["v1.0"], "v1.0", sign=True)
+    result = cli(registry_path, "verify", "v1.0", "--require-signed")
+    assert result.exit_code == 0, result.output
