@@ -61,13 +61,15 @@ def publish(
     lm: Any = None,
     metrics: Mapping[str, float] | None = None,
     record_example: bool = False,
+    sign: bool | None = None,
 ) -> PublishResult:
     """Publish a live (optimized) program as `name` `version`; its class's source file becomes the bundle's code/.
 
     `state` defaults to the program's own state (what `program.save("x.json")` writes); `lm` (a dspy.LM or a model
     name) defaults to the program's or dspy's configured LM, recorded without keys. With `record_example`, the program
     runs once on its example input with that LM (a dspy.LM, or dspy's configured one), and examples/output.json
-    records what it answered.
+    records what it answered. `sign` signs the version tag with git's user.signingkey (SSH keys; default:
+    registry.toml's `[signing] sign`, or git's tag.gpgSign).
     """
     import inspect
     from pathlib import Path
@@ -107,12 +109,17 @@ def publish(
             lm=lm_config(lm) if lm is not None else None,
             metrics=metrics,
             record_with=recorder,
+            sign=sign,
         )
 
 
-def load(name: str, ref: str = "prod", *, registry: str | Path | None = None) -> dspy.Module:
-    """The program `name` at `ref` (a version or an environment), rebuilt from JSON state: ready to call."""
+def load(
+    name: str, ref: str = "prod", *, registry: str | Path | None = None, require_signed: bool = False
+) -> dspy.Module:
+    """The program `name` at `ref` (a version or an environment), rebuilt from JSON state: ready to call.
+    `require_signed` refuses it unless its version tag (and environment tag) carry a signature by a key that
+    registry.toml's [signing] allows for it."""
     from .registry import Registry
 
     with Registry.open(registry) as reg:
-        return reg.load(ref, name)
+        return reg.load(ref, name, require_signed=require_signed)

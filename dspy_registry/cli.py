@@ -44,6 +44,21 @@ NameOpt = Annotated[
 TracebackOpt = Annotated[bool, typer.Option("--traceback", help="Show the full traceback of an unexpected error.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded in the tag message and the journal.")]
+SignOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--sign/--no-sign",
+        help="Sign the tags written with git's user.signingkey (gpg.format=ssh) [default: registry.toml's "
+        "[signing] sign, or git's tag.gpgSign].",
+    ),
+]
+RequireSignedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--require-signed",
+        help="Refuse version and environment tags not signed by a key registry.toml's [signing] allows for them.",
+    ),
+]
 
 
 class DiffFormat(str, Enum):
@@ -199,6 +214,7 @@ def publish(
             "and record its output in examples/output.json.",
         ),
     ] = False,
+    sign: SignOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
@@ -226,6 +242,7 @@ def publish(
                 lm={"model": lm} if lm else None,
                 origin=str(state),
                 record_with=recorder,
+                sign=sign,
             )
         for warning in result.warnings:
             _err().print(f"[yellow]warning:[/yellow] {_one_line(warning)}")
@@ -364,6 +381,7 @@ def promote(
     force: Annotated[
         bool, typer.Option("--force", help="Override registry.toml's gates (needs --reason; journaled).")
     ] = False,
+    sign: SignOpt = None,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -371,7 +389,7 @@ def promote(
 ) -> None:
     """Point an environment at a version (prod also moves rollback), journaled atomically."""
     with _funnel(traceback), _open(registry) as reg:
-        result = reg.promote(source, to, name=name, reason=reason, force=force)
+        result = reg.promote(source, to, name=name, reason=reason, force=force, sign=sign)
         _moved(result, json_out, what=to or "the target environment")
 
 
@@ -379,6 +397,7 @@ def promote(
 def rollback(
     env: Annotated[Optional[str], typer.Argument(help="Environment to roll back [default: prod].")] = None,
     reason: ReasonOpt = "",
+    sign: SignOpt = None,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -386,7 +405,7 @@ def rollback(
 ) -> None:
     """Move an environment back to its previous version per the journal (repeatable)."""
     with _funnel(traceback), _open(registry) as reg:
-        result = reg.rollback(env, name=name, reason=reason)
+        result = reg.rollback(env, name=name, reason=reason, sign=sign)
         _moved(result, json_out, what=env or "prod")
 
 
@@ -395,9 +414,9 @@ NoVerifyOpt = Annotated[
 ]
 
 
-def _checked(reg: Registry, ref: str, name: str | None, no_verify: bool) -> Any:
+def _checked(reg: Registry, ref: str, name: str | None, no_verify: bool, *, require_signed: bool = False) -> Any:
     _warn_unverified(no_verify, ref)
-    return reg.checked(ref, name, verify=not no_verify)
+    return reg.checked(ref, name, verify=not no_verify, require_signed=require_signed)
 
 
 def _warn_unverified(no_verify: bool, ref: str) -> None:
@@ -499,6 +518,7 @@ def verify(
         Optional[str], typer.Argument(help="One version or environment [default: every environment].")
     ] = None,
     all_versions: Annotated[bool, typer.Option("--all", help="Verify every published version.")] = False,
+    require_signed: RequireSignedOpt = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -506,14 +526,17 @@ def verify(
 ) -> None:
     """Check bundles against their manifests and environment tags against the journal; exit 1 on any problem."""
     with _funnel(traceback), _open(registry) as reg:
-        problems = reg.verify(ref, name, everything=all_versions)
+        problems = reg.verify(ref, name, everything=all_versions, require_signed=require_signed)
         if json_out:
             _print_json([{"subject": p.subject, "message": p.message} for p in problems])
         else:
             for problem in problems:
                 _out().print(f"[red]problem:[/red] {_one_line(str(problem))}", soft_wrap=True)
             if not problems:
-                _out().print("[green]verified:[/green] every bundle matches its manifest and every tag the journal")
+                signed = "; every tag is signed by a key registry.toml allows" if require_signed else ""
+                _out().print(
+                    f"[green]verified:[/green] every bundle matches its manifest and every tag the journal{signed}"
+                )
         if problems:
             raise typer.Exit(1)
 
@@ -539,6 +562,7 @@ def serve(
         ),
     ] = None,
     no_verify: NoVerifyOpt = False,
+    require_signed: RequireSignedOpt = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     traceback: TracebackOpt = False,
@@ -552,13 +576,21 @@ def serve(
             raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
         with _open(registry) as reg:
             target = ref or reg.production
-            resolved = _checked(reg, target, name, no_verify)
+            resolved = _checked(reg, target, name, no_verify, require_signed=require_signed)
             location = reg.location
         from .serve import ServeConfig
         from .serve import serve as run_server
 
         config = ServeConfig(
-            location, target, resolved.program, poll_seconds, not no_verify, threads, max_body_bytes, grpc_port
+            location,
+            target,
+            resolved.program,
+            poll_seconds,
+            not no_verify,
+            threads,
+            max_body_bytes,
+            grpc_port,
+            require_signed=require_signed,
         )
         following = (
             f"following {resolved.program}/{resolved.environment} every {poll_seconds:g} s"

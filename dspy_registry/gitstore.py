@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -197,6 +197,10 @@ class GitStore:
         name = os.environ.get("GIT_AUTHOR_NAME") or self._config("user.name") or os.environ.get("USER") or "dspyreg"
         email = os.environ.get("GIT_AUTHOR_EMAIL") or self._config("user.email") or "dspyreg@localhost"
         return Identity(name, email)
+
+    def git_config(self, key: str) -> str | None:
+        """A value of the user's git config as this repository sees it (None when unset)."""
+        return self._config(key)
 
     def _config(self, key: str) -> str | None:
         try:
@@ -394,10 +398,22 @@ class GitStore:
         }
         return self.run(*args, input=message.encode(), env=env).strip()
 
-    def write_tag(self, target: str, name: str, message: str, who: Identity, when: datetime) -> str:
-        """An annotated tag object named `name` (e.g. `qa/prod`) pointing at commit `target`."""
+    def write_tag(
+        self,
+        target: str,
+        name: str,
+        message: str,
+        who: Identity,
+        when: datetime,
+        sign: Callable[[bytes], bytes] | None = None,
+    ) -> str:
+        """An annotated tag object named `name` (e.g. `qa/prod`) pointing at commit `target`; with `sign`, its
+        armored signature of the body is appended, as `git tag -s` does."""
         body = f"object {target}\ntype commit\ntag {name}\ntagger {who.signature(when)}\n\n{message.rstrip()}\n"
-        return self.run("mktag", input=body.encode()).strip()
+        data = body.encode()
+        if sign is not None:
+            data += sign(data)
+        return self.run("mktag", input=data).strip()
 
     # -- remotes ---------------------------------------------------------------------------------------------------
     def remote_refs(self, *patterns: str) -> dict[str, str]:

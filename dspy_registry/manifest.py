@@ -11,6 +11,7 @@ from tomlkit.exceptions import TOMLKitError
 
 from .errors import RegistryError
 from .refs import DEFAULT_ENVIRONMENTS, ROLLBACK_ENV, check_environment
+from .signing import SigningConfig
 
 SCHEMA_VERSION = 1
 REGISTRY_SCHEMA_VERSION = 1
@@ -98,10 +99,11 @@ def _table(values: Mapping[str, Any]) -> tomlkit.items.Table:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    """registry.toml at the root of `main`: schema version, environment order, promotion gates."""
+    """registry.toml at the root of `main`: schema version, environment order, promotion gates, signing."""
 
     environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
     gates: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    signing: SigningConfig = field(default_factory=SigningConfig)
     schema_version: int = REGISTRY_SCHEMA_VERSION
 
     @classmethod
@@ -118,4 +120,8 @@ class RegistryConfig:
             check_environment(env)
         if ROLLBACK_ENV in envs or len(set(envs)) != len(envs) or not envs:
             raise BadManifest("registry.toml: [environments] order must be unique names, without `rollback`")
-        return cls(environments=envs, gates=dict(data.get("gates", {})), schema_version=version)
+        try:
+            signing = SigningConfig.from_toml(data.get("signing"), envs)
+        except ValueError as err:
+            raise BadManifest(f"registry.toml: {err}") from None
+        return cls(environments=envs, gates=dict(data.get("gates", {})), signing=signing, schema_version=version)

@@ -49,6 +49,7 @@ from .refs import (
     tag_ref,
     version_key,
 )
+from .signing import split_signature, tag_signer
 from .state import canonical_json, mask_lm_state
 
 if TYPE_CHECKING:
@@ -481,10 +482,12 @@ class Registry:
         metrics: Mapping[str, float] | None = None,
         origin: str = "state",
         record_with: Any = None,
+        sign: bool | None = None,
     ) -> PublishResult:
         from .bundle import PublishMeta, build_bundle
 
         version = self.check_new_version(name, version)
+        signer = self._signer(sign)
         if dev_score is not None and not 0.0 <= dev_score <= 1.0:
             raise InvalidName(f"dev score {dev_score} is not a fraction in [0, 1] (divide a percentage by 100)")
         if trainset_size is not None and trainset_size < 0:
@@ -521,7 +524,7 @@ class Registry:
             assert parent is not None  # Registry.open checked main
             root = self.store.write_tree(parent, {name: TreeEntry("040000", "tree", subtree)})
             commit = self.store.write_commit(root, [parent], message, who, now)
-            tag = self.store.write_tag(commit, f"{name}/{version}", message, who, now)
+            tag = self.store.write_tag(commit, f"{name}/{version}", message, who, now, signer)
             try:
                 self.store.transaction([RefUpdate(MAIN_REF, commit, parent), RefUpdate(tag_name, tag, ZERO_SHA)])
             except ConflictError:
@@ -551,7 +554,14 @@ class Registry:
         return version
 
     def promote(
-        self, source: str, to: str | None = None, *, name: str | None = None, reason: str = "", force: bool = False
+        self,
+        source: str,
+        to: str | None = None,
+        *,
+        name: str | None = None,
+        reason: str = "",
+        force: bool = False,
+        sign: bool | None = None,
     ) -> MoveResult:
         """Point `to` (default: the next environment) at `source`'s version, if registry.toml's gates allow it;
         `force` (with a reason) overrides the gates and the journal records the override."""
@@ -580,7 +590,9 @@ class Registry:
                 f"promotion of {program} {resolved.version} to {target_env} refused by registry.toml's gates: "
                 f"{'; '.join(refusals)} (override with --force --reason)"
             )
-        return self._move(program, target_env, resolved.version, "promote", reason, override="; ".join(refusals))
+        return self._move(
+            program, target_env, resolved.version, "promote", reason, override="; ".join(refusals), sign=sign
+        )
 
     def gate_refusals(self, program: str, env: str, candidate: Resolved) -> list[str]:
         """What registry.toml's [gates.<env>] say against moving `env` to `candidate` (empty: the gates allow it)."""
@@ -608,12 +620,26 @@ class Registry:
                 refusals.append(f"{name} scores {_fmt(score)}, below {env}'s {current} at {theirs:.3f} (no_regression)")
         return refusals
 
-    def rollback(self, env: str | None = None, *, name: str | None = None, reason: str = "") -> MoveResult:
+    def rollback(
+        self, env: str | None = None, *, name: str | None = None, reason: str = "", sign: bool | None = None
+    ) -> MoveResult:
         program = self._program(name)
-        return self._move(program, self._check_env(env or self.production), None, "rollback", reason)
+        return self._move(program, self._check_env(env or self.production), None, "rollback", reason, sign=sign)
+
+    def _signer(self, sign: bool | None) -> Callable[[bytes], bytes] | None:
+        """How this write signs its tags (None: unsigned); see signing.tag_signer."""
+        return tag_signer(sign, self.config.signing.sign, self.store.git_config)
 
     def _move(
-        self, program: str, env: str, version: str | None, action: str, reason: str, *, override: str = ""
+        self,
+        program: str,
+        env: str,
+        version: str | None,
+        action: str,
+        reason: str,
+        *,
+        override: str = "",
+        sign: bool | None = None,
     ) -> MoveResult:
         """Move env (and, for production, the rollback tag) and append the journal, in one transaction.
 
@@ -638,6 +664,7 @@ class Registry:
             raise ForgedTag(f"refusing to {action} {program}/{env} to {version}: {forged[0]}; nothing was changed")
         if current.version == version:
             return MoveResult(())
+        signer = self._signer(sign)
         who, now = self.store.identity(), utc_now()
         actor, when = f"{who.name} <{who.email}>", now.isoformat().replace("+00:00", "Z")
         move = uuid.uuid4().hex[:16]
@@ -663,7 +690,7 @@ class Registry:
                 raise UnknownRef(f"{program} {entry.to_version} is not published")
             message = f"{entry.action} {program}/{entry.env}: {entry.from_version or '-'} -> {entry.to_version}\n\n"
             tag = self.store.write_tag(
-                target, f"{program}/{entry.env}", message + _payload_line(entry.to_json()), who, now
+                target, f"{program}/{entry.env}", message + _payload_line(entry.to_json()), who, now, signer
             )
             updates.append(RefUpdate(ref, tag, state.raw))
         blob = self.store.write_blobs({"h": canonical_json({"version": version, "history": list(history)})})["h"]
@@ -783,15 +810,25 @@ class Registry:
         return records.append(self.store, resolved.program, resolved.version, "benchmarks", record)
 
     # -- verifying, exporting, loading --------------------------------------------------------------------------
-    def verify(self, ref: str | None = None, name: str | None = None, *, everything: bool = False) -> list[Problem]:
+    def verify(
+        self, ref: str | None = None, name: str | None = None, *, everything: bool = False, require_signed: bool = False
+    ) -> list[Problem]:
         """Problems of one ref's version, of every version (`everything`), or of what each environment points to;
-        plus the environment tags of the programs involved. Empty when all is sound."""
+        plus the environment tags of the programs involved. Empty when all is sound. `require_signed` also asks
+        each of those version and environment tags for a signature by a key registry.toml allows (trust.py)."""
+        from .trust import signature_problems
         from .verify import verify_environments, verify_version
 
         problems: list[Problem] = []
+        all_envs = (*self.config.environments, ROLLBACK_ENV)
         if ref is not None:
             resolved = self.resolve(ref, name)
-            return verify_version(self, resolved) + verify_environments(self, resolved.program)
+            problems = verify_version(self, resolved) + verify_environments(self, resolved.program)
+            if require_signed:
+                problems += signature_problems(
+                    self, resolved.program, versions=[resolved.version], environments=all_envs
+                )
+            return problems
         programs = [self._known(name)] if name else self.programs()
         seen: set[tuple[str, str]] = set()
         for program in programs:
@@ -804,7 +841,11 @@ class Registry:
                 if target is not None and (target.version, target.commit) not in seen:
                     seen.add((target.version, target.commit))
                     problems += verify_version(self, target)
+                    if require_signed:
+                        problems += signature_problems(self, program, versions=[target.version])
             problems += verify_environments(self, program)
+            if require_signed:
+                problems += signature_problems(self, program, environments=all_envs)
         return problems
 
     def _env_target(self, program: str, env: str) -> Resolved | None:
@@ -813,18 +854,27 @@ class Registry:
         except UnknownRef:
             return None
 
-    def checked(self, ref: str, name: str | None = None, *, verify: bool = True) -> Resolved:
+    def checked(
+        self, ref: str, name: str | None = None, *, verify: bool = True, require_signed: bool = False
+    ) -> Resolved:
         """Resolve `ref` for use (load, export, serve): refuse it when its version or its environment tag fails
-        verification, naming the file or ref at fault."""
+        verification, or (`require_signed`, even without `verify`) is not signed by a key registry.toml allows,
+        naming the file or ref at fault."""
+        from .trust import signature_problems
         from .verify import VerificationFailed, verify_environments, verify_version
 
         resolved = self.resolve(ref, name)
+        envs = (resolved.environment,) if resolved.environment else ()
+        problems: list[Problem] = []
         if verify:
-            envs = (resolved.environment,) if resolved.environment else ()
-            problems = verify_version(self, resolved, load=False)
+            problems += verify_version(self, resolved, load=False)
             problems += verify_environments(self, resolved.program, envs) if envs else []
-            if problems:
-                raise VerificationFailed(f"{resolved.program}/{resolved.environment or resolved.version}", problems)
+        if require_signed:
+            problems += signature_problems(
+                self, resolved.program, versions=[resolved.version], environments=envs, expect_commit=resolved.commit
+            )
+        if problems:
+            raise VerificationFailed(f"{resolved.program}/{resolved.environment or resolved.version}", problems)
         return resolved
 
     def export(self, resolved: Resolved, dest: Path, *, force: bool = False) -> Path:
@@ -890,11 +940,14 @@ class Registry:
                     raise
         return dest
 
-    def load(self, ref: str, name: str | None = None, *, verify: bool = True) -> dspy.Module:
-        """The program of `ref`, built from its bundled code and JSON state (never pickle), ready to call."""
+    def load(
+        self, ref: str, name: str | None = None, *, verify: bool = True, require_signed: bool = False
+    ) -> dspy.Module:
+        """The program of `ref`, built from its bundled code and JSON state (never pickle), ready to call;
+        `require_signed` refuses it unless its tags are signed by keys registry.toml allows."""
         from .runtime.inference import load_program
 
-        resolved = self.checked(ref, name, verify=verify)
+        resolved = self.checked(ref, name, verify=verify, require_signed=require_signed)
         folder = self.materialize(resolved)
         entrypoint = json.loads((folder / "config.json").read_text())["pipeline"]["entrypoint"]
         try:
@@ -997,8 +1050,7 @@ def _payload_line(payload: Mapping[str, Any]) -> str:
 
 def _tag_payload(data: bytes) -> dict[str, Any]:
     """The JSON line that dspyreg writes into every tag message (empty for tags made by hand)."""
-    text = data.decode(errors="replace")
-    body = text.split("-----BEGIN PGP SIGNATURE-----")[0]
+    body = split_signature(data)[0].decode(errors="replace")  # an SSH or PGP signature block is not the message
     for line in reversed(body.splitlines()):
         if line.startswith("{"):
             try:

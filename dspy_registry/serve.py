@@ -45,6 +45,7 @@ class ServeConfig:
     grpc_port: int | None = None  # also serve gRPC on this port, on grpc_host
     grpc_host: str = "127.0.0.1"
     grpc_reuse_port: bool = False  # set by serve() when several worker processes share the port
+    require_signed: bool = False  # swap in only versions whose tags registry.toml's [signing] allows (trust.py)
 
 
 class FollowingBackend:
@@ -111,7 +112,12 @@ class FollowingBackend:
             self._seen = marker
             try:
                 with Registry.open(self.config.registry) as reg:  # a remote registry is synced here, only on change
-                    resolved = reg.checked(self.config.ref, self.config.name, verify=self.config.verify)
+                    resolved = reg.checked(
+                        self.config.ref,
+                        self.config.name,
+                        verify=self.config.verify,
+                        require_signed=self.config.require_signed,
+                    )
                     if self._server is not None and self._server.commit == resolved.commit:
                         return False
                     server = PipelineServer(reg.materialize(resolved))
