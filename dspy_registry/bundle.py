@@ -26,6 +26,7 @@ from .state import (
     METADATA_KEY,
     PREDICTOR_KEYS,
     canonical_json,
+    state_json,
     strip_secrets,
 )
 
@@ -135,7 +136,7 @@ def apply_state(program: dspy.Module, state: dict[str, Any], *, source: str = "s
     """Check `state` against the live program and load it; warnings for secrets removed. Raises BadState."""
     import dspy
 
-    state, warnings = strip_secrets(state)
+    state, warnings = strip_secrets(keyed_state(program, state))
     params = dict(program.named_parameters())
     names = set(state) - {METADATA_KEY}
     missing, extra = sorted(params.keys() - names), sorted(names - params.keys())
@@ -169,10 +170,30 @@ def apply_state(program: dspy.Module, state: dict[str, Any], *, source: str = "s
         if not isinstance(entry.get("demos", []), list):
             raise BadState(f"{source}: predictor {name!r} demos must be a list")
     try:
-        program.load_state(state)
+        program.load_state(_saved_shape(program, {k: v for k, v in state.items() if k != METADATA_KEY}))
     except Exception as err:
         raise BadState(f"{source} does not load into the program: {type(err).__name__}: {err}") from None
     return warnings
+
+
+def _bare_predictor(program: Any) -> bool:
+    """A dspy.Predict published on its own: its save() writes its entry's keys at the top, not under a name."""
+    return [name for name, _ in program.named_parameters()] == ["self"]
+
+
+def keyed_state(program: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """`state` keyed by predictor name, as every check reads it (a bare predictor's entry goes under `self`)."""
+    if not _bare_predictor(program) or "self" in state:
+        return state
+    entry = {k: v for k, v in state.items() if k != METADATA_KEY}
+    return {"self": entry, **({METADATA_KEY: state[METADATA_KEY]} if METADATA_KEY in state else {})}
+
+
+def _saved_shape(program: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of keyed_state: what the program's own save() writes and load_state() takes."""
+    if not _bare_predictor(program) or "self" not in state:
+        return state
+    return {**state["self"], **({METADATA_KEY: state[METADATA_KEY]} if METADATA_KEY in state else {})}
 
 
 def current_state(program: dspy.Module) -> dict[str, Any]:
@@ -265,22 +286,46 @@ def _known_fields(program: Any) -> dict[str, dict[str, Any]]:
 
 
 def _forward_inputs(program: Any) -> list[tuple[str, Any, bool]]:
-    """(name, annotation, required) of forward()'s parameters; the first predictor's inputs if it takes **kwargs."""
+    """(name, annotation, required) of what callers pass: forward()'s named parameters, and when it also takes
+    **kwargs (dspy.Predict, ChainOfThought, ReAct, BestOfN...), the inputs of the signature it is called with."""
     forward = type(program).forward  # the class's function: DSPy warns when an instance's forward is touched
     try:
         hints = typing.get_type_hints(forward)
     except Exception:  # an annotation that does not resolve: keep its text
         hints = {}
-    params = [
-        p
-        for p in list(inspect.signature(forward).parameters.values())[1:]
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
-    if params:
-        return [(p.name, hints.get(p.name, p.annotation), p.default is p.empty) for p in params]
-    predictors = program.predictors()
-    fields = predictors[0].signature.input_fields.items() if predictors else []
-    return [(name, info.annotation, True) for name, info in fields]
+    parameters = list(inspect.signature(forward).parameters.values())[1:]
+    named = [(p.name, hints.get(p.name, p.annotation), p.default is p.empty) for p in parameters if p.kind in _NAMED]
+    if named and not any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return named
+    taken = {name for name, _, _ in named}
+    return named + [field for field in _signature_inputs(program) if field[0] not in taken]
+
+
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _signature_inputs(program: Any) -> list[tuple[str, Any, bool]]:
+    """The inputs a module that takes **kwargs passes on: its own `signature` (Predict, ReAct, ProgramOfThought:
+    without the fields it fills itself, such as ReAct's trajectory), the module it wraps (BestOfN, Refine), else its
+    first predictor's inputs less those the module fills (MultiChainComparison's reasoning attempts)."""
+    import dspy
+
+    signature = getattr(program, "signature", None)
+    wrapped = getattr(program, "module", None)
+    if isinstance(signature, type) and issubclass(signature, dspy.Signature):
+        fields = signature.input_fields
+    elif isinstance(wrapped, dspy.Module) and wrapped is not program:
+        return _forward_inputs(wrapped)
+    else:
+        predictors = program.predictors()
+        fields = predictors[0].signature.input_fields if predictors else {}
+        if isinstance(program, dspy.MultiChainComparison):
+            fields = {k: v for k, v in fields.items() if not re.fullmatch(r"reasoning_attempt_\d+", k)}
+    return [(name, info.annotation, not _nullable(info.annotation)) for name, info in fields.items()]
+
+
+def _nullable(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
 
 
 def _interface_field(known: Mapping[str, dict[str, Any]], name: str, annotation: Any, required: bool) -> dict[str, Any]:
@@ -299,23 +344,36 @@ def interface_inputs(program: Any) -> list[dict[str, Any]]:
 
 def interface_outputs(program: Any, example: Mapping[str, Any]) -> list[dict[str, Any]]:
     """What the program returns, found by running it once offline on `example` with a DummyLM that answers every
-    field with a value of its type; when that fails, the output fields of its last predictor."""
+    field with a value of its type; when that fails, the output fields of its last predictor. A field is typed as a
+    predictor declares it as an output, else by the value the program returned (ReAct's trajectory is a dict)."""
     known = _known_fields(program)
-    names = _probe_outputs(program, example)
-    if names is None:
+    declared = _output_types(program)
+    returned = _probe_outputs(program, example)
+    if returned is None:
         predictors = program.predictors()
-        names = list(predictors[-1].signature.output_fields) if predictors else []
-    return [_interface_field(known, name, inspect.Parameter.empty, True) for name in names]
+        returned = dict.fromkeys(predictors[-1].signature.output_fields) if predictors else {}
+    outputs = []
+    for name, value in returned.items():
+        annotation = declared.get(name, inspect.Parameter.empty if value is None else type(value))
+        outputs.append(_interface_field(known, name, annotation, True))
+    return outputs
 
 
-def _probe_outputs(program: Any, example: Mapping[str, Any]) -> list[str] | None:
+def _output_types(program: Any) -> dict[str, Any]:
+    """Every output field any predictor declares -> its annotation (the first declaration wins)."""
+    found: dict[str, Any] = {}
+    for _, predictor in program.named_predictors():
+        for name, info in predictor.signature.output_fields.items():
+            found.setdefault(name, info.annotation)
+    return found
+
+
+def _probe_outputs(program: Any, example: Mapping[str, Any]) -> dict[str, Any] | None:
     import dspy
     from dspy.utils import DummyLM
 
-    from .fake_lm import placeholder
-
     answer = {
-        name: placeholder(name, type_name(info.annotation))
+        name: _probe_answer(name, info.annotation)
         for _, predictor in program.named_predictors()
         for name, info in predictor.signature.output_fields.items()
     }
@@ -324,7 +382,23 @@ def _probe_outputs(program: Any, example: Mapping[str, Any]) -> list[str] | None
             prediction = program.deepcopy()(**example)
     except Exception:
         return None
-    return list(prediction.keys()) if isinstance(prediction, dspy.Prediction) else None
+    return dict(prediction.items()) if isinstance(prediction, dspy.Prediction) else None
+
+
+def _probe_answer(name: str, annotation: Any) -> str:
+    """The probe's answer for one output field: a value of its type, as ChatAdapter parses it."""
+    from pydantic import TypeAdapter
+
+    from .fake_lm import answer_text
+
+    text = type_name(annotation)
+    if annotation in (str, int, float, bool) or typing.get_origin(annotation) is typing.Literal:
+        return answer_text(name, text)
+    try:
+        schema = TypeAdapter(annotation).json_schema()
+    except Exception:  # a type pydantic cannot describe: the fake LM's guess from its name
+        return answer_text(name, text)
+    return answer_text(name, text, schema)
 
 
 def example_input(program: Any, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -377,9 +451,9 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     import dspy
 
     warnings = apply_state(source.program, state, source=origin)
-    clean_state, _ = strip_secrets(state)
+    clean_state = _saved_shape(source.program, strip_secrets(keyed_state(source.program, state))[0])
     files: dict[str, bytes] = {
-        PROGRAM_JSON: canonical_json(clean_state),
+        PROGRAM_JSON: state_json(clean_state),
         PROMPTS_JSON: canonical_json(program_prompts(source.program)),
     }
     for name, predictor in source.program.named_predictors():
