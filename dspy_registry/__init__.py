@@ -47,13 +47,15 @@ def publish(
     lm: Any = None,
     metrics: Mapping[str, float] | None = None,
     record_example: bool = False,
+    allow_unrendered_demos: bool = False,
 ) -> PublishResult:
     """Publish a live (optimized) program as `name` `version`; its class's source file becomes the bundle's code/.
 
     `state` defaults to the program's own state (what `program.save("x.json")` writes); `lm` (a dspy.LM or a model
     name) defaults to the program's or dspy's configured LM, recorded without keys. With `record_example`, the program
     runs once on its example input with that LM (a dspy.LM, or dspy's configured one), and examples/output.json
-    records what it answered.
+    records what it answered. Demos that DSPy would not render (their keys do not match the signature's fields) are
+    refused, unless `allow_unrendered_demos` publishes them with a warning.
     """
     import dspy
 
@@ -89,6 +91,7 @@ def publish(
             lm=lm_config(lm) if lm is not None else None,
             metrics=metrics,
             record_with=recorder,
+            allow_unrendered_demos=allow_unrendered_demos,
         )
 
 

@@ -66,6 +66,7 @@ class PublishMeta:
     lm: Mapping[str, Any] | None = None
     metrics: Mapping[str, float] | None = None
     record_with: Any = None  # a dspy LM: run the program once on the example input and record what it said
+    allow_unrendered_demos: bool = False  # publish demos DSPy would not render (with a warning) instead of refusing
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,38 @@ def _plain(demo: Any) -> dict[str, Any]:
     return {k: serialize_for_json(v) for k, v in items.items()}
 
 
+def rendered_demos(predictor: Any) -> list[Any]:
+    """The demos DSPy's adapters put in the prompt: those with every field, or with at least one input and one
+    output field (the rule of dspy.adapters.base.Adapter.format_demos); the others are silently dropped."""
+    sig = predictor.signature
+    return [
+        demo
+        for demo in predictor.demos
+        if all(k in demo and demo[k] is not None for k in sig.fields)
+        or (any(k in demo for k in sig.input_fields) and any(k in demo for k in sig.output_fields))
+    ]
+
+
+_DEMO_BOOKKEEPING = frozenset({"augmented", "dspy_uuid", "dspy_split"})
+
+
+def unrendered_demos(program: Any) -> list[str]:
+    """One line per predictor whose demos DSPy would drop, naming the demo keys and the signature's fields."""
+    problems = []
+    for name, predictor in program.named_predictors():
+        kept = rendered_demos(predictor)
+        if len(kept) == len(predictor.demos):
+            continue
+        sig = predictor.signature
+        dropped = [d for d in predictor.demos if not any(d is k for k in kept)]
+        keys = sorted({str(k) for d in dropped for k in _plain(d)} - set(sig.fields) - _DEMO_BOOKKEEPING)
+        problems.append(
+            f"predictor {name!r}: {len(dropped)} of {len(predictor.demos)} demos would not be rendered by DSPy: "
+            f"their keys ({', '.join(keys) or 'none'}) do not match the signature's fields ({', '.join(sig.fields)})"
+        )
+    return problems
+
+
 def render_prompt(name: str, predictor: Any) -> str:
     """The exact messages DSPy's ChatAdapter sends for `predictor`, with `{field}` placeholders for the inputs."""
     import dspy
@@ -256,7 +289,7 @@ def render_prompt(name: str, predictor: Any) -> str:
     lines = [
         f"# {name}",
         "",
-        f"`{sig.signature}` — rendered by dspy.ChatAdapter with {len(predictor.demos)} demos; "
+        f"`{sig.signature}` — rendered by dspy.ChatAdapter with {len(rendered_demos(predictor))} demos; "
         "`{field}` marks where each call's inputs go.",
     ]
     for i, message in enumerate(messages, 1):
@@ -451,6 +484,10 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     import dspy
 
     warnings = apply_state(source.program, state, source=origin)
+    dropped = unrendered_demos(source.program)
+    if dropped and not meta.allow_unrendered_demos:
+        raise BadState(f"{origin}: {'; '.join(dropped)}: fix the demos, or publish with --allow-unrendered-demos")
+    warnings += [f"{line} (published anyway: --allow-unrendered-demos)" for line in dropped]
     clean_state = _saved_shape(source.program, strip_secrets(keyed_state(source.program, state))[0])
     files: dict[str, bytes] = {
         PROGRAM_JSON: state_json(clean_state),

@@ -180,6 +180,14 @@ def publish(
             "and record its output in examples/output.json.",
         ),
     ] = False,
+    allow_unrendered_demos: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unrendered-demos",
+            help="Publish even if some demos would not be rendered by DSPy (their keys do not match the "
+            "signature's fields), with a warning; refused by default.",
+        ),
+    ] = False,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
@@ -207,6 +215,7 @@ def publish(
                 lm={"model": lm} if lm else None,
                 origin=str(state),
                 record_with=recorder,
+                allow_unrendered_demos=allow_unrendered_demos,
             )
         for warning in result.warnings:
             _err().print(f"[yellow]warning:[/yellow] {_one_line(warning)}")

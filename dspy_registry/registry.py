@@ -480,6 +480,7 @@ class Registry:
         metrics: Mapping[str, float] | None = None,
         origin: str = "state",
         record_with: Any = None,
+        allow_unrendered_demos: bool = False,
     ) -> PublishResult:
         from .bundle import PublishMeta, build_bundle
 
@@ -502,6 +503,7 @@ class Registry:
             lm,
             metrics,
             record_with,
+            allow_unrendered_demos,
         )
         bundle = build_bundle(source, state, meta, origin=origin)
         blobs = self.store.write_blobs(bundle.files)

@@ -201,11 +201,11 @@ def test_unrendered_demos_publish_with_a_warning_when_allowed(registry: Registry
     header = registry.store.read_blob(commit, "cot/prompts/predict.md").decode().splitlines()[2]
     assert "with 0 demos" in header  # what DSPy renders, not what the state holds
 
-    program = optimize("cot", import_program(spec_of("cot")).program)
-    program.predict.demos = [dspy.Example(query="q", reasoning="r", answer="a")]
-    with pytest.raises(BadState, match="query"):
-        dspy_registry.publish(program, name="cot", version="v1.1", registry=registry.location)
+    program = optimize("mcc", import_program(spec_of("mcc")).program)
+    program.attempt.predict.demos = [dspy.Example(query="q", reasoning="r", answer="a")]
+    with pytest.raises(BadState, match="'attempt.predict'.*query"):
+        dspy_registry.publish(program, name="mcc", version="v1.0", registry=registry.location)
     result_api = dspy_registry.publish(
-        program, name="cot", version="v1.1", registry=registry.location, allow_unrendered_demos=True
+        program, name="mcc", version="v1.0", registry=registry.location, allow_unrendered_demos=True
     )
     assert any("not be rendered" in w for w in result_api.warnings)
