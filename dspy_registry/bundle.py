@@ -345,8 +345,9 @@ def _signature_inputs(program: Any) -> list[tuple[str, Any, bool]]:
 
     signature = getattr(program, "signature", None)
     wrapped = getattr(program, "module", None)
+    fields: Mapping[str, Any]
     if isinstance(signature, type) and issubclass(signature, dspy.Signature):
-        fields = signature.input_fields
+        fields = signature.input_fields  # type: ignore[attr-defined]  # a class property of SignatureMeta
     elif isinstance(wrapped, dspy.Module) and wrapped is not program:
         return _forward_inputs(wrapped)
     else:

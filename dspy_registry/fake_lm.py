@@ -92,7 +92,9 @@ def requested_fields(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
 def chat_reply(messages: list[dict[str, Any]], overrides: dict[str, str]) -> str:
     schemas = _schemas(messages)
     parts = [
-        f"[[ ## {name} ## ]]\n{overrides[name] if name in overrides else answer_text(name, type_name, schemas.get(name))}"
+        f"[[ ## {name} ## ]]\n{overrides[name]}"
+        if name in overrides
+        else f"[[ ## {name} ## ]]\n{answer_text(name, type_name, schemas.get(name))}"
         for name, type_name in requested_fields(messages)
     ]
     return "\n\n".join([*parts, "[[ ## completed ## ]]"])

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import dspy
-import grpc
 import pytest
 from google.protobuf import json_format
 from typer.testing import CliRunner
@@ -181,7 +180,9 @@ def renamed_state(tmp_path: Path) -> Path:
 def test_demos_with_renamed_fields_are_refused(registry: Registry, tmp_path: Path) -> None:
     path = renamed_state(tmp_path)
     before = ref_snapshot(Path(registry.location))
-    result = runner.invoke(app, [*publish_args(spec_of("cot"), path, "v1.0", name="cot"), "--registry", registry.location])
+    result = runner.invoke(
+        app, [*publish_args(spec_of("cot"), path, "v1.0", name="cot"), "--registry", registry.location]
+    )
     assert result.exit_code == 1, result.output
     line = result.stderr.strip()
     assert "\n" not in line and "'predict'" in line and "query" in line and "question" in line
@@ -203,7 +204,7 @@ def test_unrendered_demos_publish_with_a_warning_when_allowed(registry: Registry
 
     program = optimize("mcc", import_program(spec_of("mcc")).program)
     program.attempt.predict.demos = [dspy.Example(query="q", reasoning="r", answer="a")]
-    with pytest.raises(BadState, match="'attempt.predict'.*query"):
+    with pytest.raises(BadState, match=r"'attempt\.predict'.*query"):
         dspy_registry.publish(program, name="mcc", version="v1.0", registry=registry.location)
     result_api = dspy_registry.publish(
         program, name="mcc", version="v1.0", registry=registry.location, allow_unrendered_demos=True

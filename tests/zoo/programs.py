@@ -56,7 +56,7 @@ class Assess(dspy.Signature):
 
     claim: str = dspy.InputField(desc="The claim to assess.")
     tags: list[str] = dspy.InputField()
-    limit: Optional[int] = dspy.InputField()
+    limit: Optional[int] = dspy.InputField()  # noqa: UP045 - typing.Optional, as many users still write it
     stance: Literal["true", "false", "unsure"] = dspy.OutputField()
     count: int = dspy.OutputField()
     confidence: float = dspy.OutputField()
@@ -64,7 +64,7 @@ class Assess(dspy.Signature):
     keywords: list[str] = dspy.OutputField()
     details: dict[str, Any] = dspy.OutputField()
     verdict: Verdict = dspy.OutputField()
-    note: Optional[str] = dspy.OutputField()
+    note: Optional[str] = dspy.OutputField()  # noqa: UP045 - typing.Optional, as many users still write it
 
 
 # -- the module kinds -------------------------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def _qa_demos(*outputs: str) -> list[dspy.Example]:
 
 def optimize(kind: str, program: dspy.Module) -> dspy.Module:
     """`program` with the demos an optimizer would have set for `kind`."""
-    for name, predictor in program.named_predictors():
+    for _, predictor in program.named_predictors():
         sig = predictor.signature
         if kind == "typed":
             predictor.demos = [
@@ -199,6 +199,4 @@ KINDS: dict[str, Kind] = {
         ("stance", "count", "confidence", "supported", "keywords", "details", "verdict", "note"),
     ),
 }
-FACTORIES: dict[str, Callable[[], dspy.Module]] = {
-    name: globals()[kind.attr] for name, kind in KINDS.items()
-}
+FACTORIES: dict[str, Callable[[], dspy.Module]] = {name: globals()[kind.attr] for name, kind in KINDS.items()}
