@@ -381,25 +381,43 @@ def interface_outputs(program: Any, example: Mapping[str, Any]) -> list[dict[str
     field with a value of its type; when that fails, the output fields of its last predictor. A field is typed as a
     predictor declares it as an output, else by the value the program returned (ReAct's trajectory is a dict)."""
     known = _known_fields(program)
-    declared = _output_types(program)
+    declared, inputs = _declared_types(program)
     returned = _probe_outputs(program, example)
     if returned is None:
         predictors = program.predictors()
         returned = dict.fromkeys(predictors[-1].signature.output_fields) if predictors else {}
     outputs = []
     for name, value in returned.items():
-        annotation = declared.get(name, inspect.Parameter.empty if value is None else type(value))
+        annotation: Any = inspect.Parameter.empty  # the type `known` has for it
+        if name in declared:
+            annotation = declared[name]
+        elif value is not None and not (name in inputs and _fits(inputs[name], value)):
+            annotation = type(value)
         outputs.append(_interface_field(known, name, annotation, True))
     return outputs
 
 
-def _output_types(program: Any) -> dict[str, Any]:
-    """Every output field any predictor declares -> its annotation (the first declaration wins)."""
-    found: dict[str, Any] = {}
+def _declared_types(program: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(output fields, input fields) that any predictor declares -> annotation; the first declaration wins."""
+    outputs: dict[str, Any] = {}
+    inputs: dict[str, Any] = {}
     for _, predictor in program.named_predictors():
         for name, info in predictor.signature.output_fields.items():
-            found.setdefault(name, info.annotation)
-    return found
+            outputs.setdefault(name, info.annotation)
+        for name, info in predictor.signature.input_fields.items():
+            inputs.setdefault(name, info.annotation)
+    return outputs, inputs
+
+
+def _fits(annotation: Any, value: Any) -> bool:
+    """Is `value` of type `annotation`, as pydantic checks it without coercion?"""
+    from pydantic import TypeAdapter
+
+    try:
+        TypeAdapter(annotation).validate_python(value, strict=True)
+    except Exception:
+        return False
+    return True
 
 
 def _probe_outputs(program: Any, example: Mapping[str, Any]) -> dict[str, Any] | None:

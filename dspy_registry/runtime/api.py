@@ -94,8 +94,12 @@ _BUILTINS = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict,
 
 def _output_annotations(server: PipelineServer) -> dict[str, Any]:
     """Live types of the outputs: as a predictor declares the field as an output, else the builtin that
-    interface.json names (what the program returned at publish: ReAct's trajectory is a dict), else Any."""
-    found = {spec["name"]: _BUILTINS.get(str(spec.get("type")), Any) for spec in server.interface["outputs"]}
+    interface.json names (what the program returned at publish: ReAct's trajectory is a dict), else as an input."""
+    inputs = _annotations(server)
+    found = {
+        spec["name"]: _BUILTINS.get(str(spec.get("type"))) or inputs.get(spec["name"], Any)
+        for spec in server.interface["outputs"]
+    }
     declared: dict[str, Any] = {}
     for _, predictor in server.program.named_predictors():
         for name, info in predictor.signature.output_fields.items():
