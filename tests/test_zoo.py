@@ -48,9 +48,15 @@ def optimized_state(kind: str, folder: Path) -> tuple[dspy.Module, Path]:
     return program, path
 
 
+def program_name(kind: str) -> str:
+    """The kind's name in the registry: prefixed, since gRPC client modules are per program name per session and
+    tests/test_grpc.py publishes programs of its own (`typed`)."""
+    return f"zoo_{kind}"
+
+
 def publish_kind(reg: Registry, kind: str, folder: Path) -> dspy.Module:
     program, path = optimized_state(kind, folder)
-    reg.publish(import_program(spec_of(kind)), read_state_file(path), name=kind, version="v1.0")
+    reg.publish(import_program(spec_of(kind)), read_state_file(path), name=program_name(kind), version="v1.0")
     return program
 
 
@@ -81,9 +87,9 @@ def grpc_request(message: Any, values: dict[str, Any]) -> Any:
 def test_every_kind_serves_over_rest_grpc_and_export(
     kind: str, registry: Registry, fake_lm: Any, tmp_path: Path
 ) -> None:
-    spec = KINDS[kind]
+    spec, name = KINDS[kind], program_name(kind)
     publish_kind(registry, kind, tmp_path)
-    interface = json.loads(registry.store.read_blob(registry.resolve(f"{kind}/v1.0").commit, f"{kind}/interface.json"))
+    interface = json.loads(registry.store.read_blob(registry.resolve(f"{name}/v1.0").commit, f"{name}/interface.json"))
     assert [f["name"] for f in interface["inputs"] if f["required"]] == [
         n for n in spec.inputs if n != "limit"
     ]  # what callers pass, never a module's internal field (ReAct's trajectory)
@@ -92,26 +98,26 @@ def test_every_kind_serves_over_rest_grpc_and_export(
     if "trajectory" in outputs:
         assert outputs["trajectory"].startswith("dict")  # what the program returns, not ReAct's input field
 
-    loaded = dspy_registry.load(kind, "v1.0", registry=registry.location)
+    loaded = dspy_registry.load(name, "v1.0", registry=registry.location)
     with dspy.context(lm=dspy.LM("openai/fake-model", api_base=fake_lm.base_url, api_key="k", cache=False)):
         assert set(spec.outputs) <= set(loaded(**spec.inputs).keys())
 
-    pb2, stubs = client_modules(proto_of(registry, f"{kind}/v1.0"), kind, tmp_path)
+    pb2, stubs = client_modules(proto_of(registry, f"{name}/v1.0"), name, tmp_path)
     service = next(iter(pb2.DESCRIPTOR.services_by_name))
     request_type = getattr(pb2, pb2.DESCRIPTOR.services_by_name[service].methods_by_name["Predict"].input_type.name)
-    with grpc_serve(registry.location, tmp_path, f"{kind}/v1.0") as (srv, channel, _):
+    with grpc_serve(registry.location, tmp_path, f"{name}/v1.0") as (srv, channel, _):
         srv.wait_ready()
         wait_serving(channel)
         status, rest, _ = srv.post("/predict", spec.inputs)
         assert status == 200, rest
         assert set(spec.outputs) <= {k for k, v in rest.items() if v is not None or k == "note"}
         reply = getattr(stubs, f"{service}Stub")(channel).Predict(grpc_request(request_type, spec.inputs), timeout=60)
-        for name in spec.outputs:
-            if isinstance(rest[name], str) and interface_type(interface, name) == "str":
-                assert getattr(reply, name) == rest[name]
+        for field in spec.outputs:  # REST and gRPC: two doors to one call path
+            if isinstance(rest[field], str) and interface_type(interface, field) == "str":
+                assert getattr(reply, field) == rest[field]
 
     bundle = tmp_path / "export"
-    registry.export(registry.resolve(f"{kind}/v1.0"), bundle)
+    registry.export(registry.resolve(f"{name}/v1.0"), bundle)
     port = free_port()
     log = tmp_path / "api.log"
     with open(log, "wb") as out:
@@ -140,7 +146,7 @@ def test_loaded_program_renders_the_same_messages(
     kind: str, adapter: type[dspy.Adapter], registry: Registry, tmp_path: Path
 ) -> None:
     original = publish_kind(registry, kind, tmp_path)
-    loaded = dspy_registry.load(kind, "v1.0", registry=registry.location)
+    loaded = dspy_registry.load(program_name(kind), "v1.0", registry=registry.location)
     loaded_predictors = dict(loaded.named_predictors())
     assert list(loaded_predictors) == [name for name, _ in original.named_predictors()]
     for name, predictor in original.named_predictors():
@@ -155,13 +161,13 @@ def test_loaded_program_renders_the_same_messages(
 def test_program_json_keeps_the_order_of_demo_values(registry: Registry, tmp_path: Path) -> None:
     _, path = optimized_state("typed", tmp_path)
     publish_kind(registry, "typed", tmp_path)
-    commit = registry.resolve("typed/v1.0").commit
-    stored = json.loads(registry.store.read_blob(commit, "typed/program.json"))
+    commit = registry.resolve("zoo_typed/v1.0").commit
+    stored = json.loads(registry.store.read_blob(commit, "zoo_typed/program.json"))
     demo = stored["demos"][0]
     assert list(demo["details"]) == ["zeta", "alpha"] and list(demo["details"]["alpha"]) == ["y", "b"]
     assert list(demo["verdict"]) == ["score", "label"]
     assert stored == read_state_file(path) | {"metadata": stored["metadata"]}
-    prompt = registry.store.read_blob(commit, "typed/prompts/self.md").decode()
+    prompt = registry.store.read_blob(commit, "zoo_typed/prompts/self.md").decode()
     assert '"verdict": {"score": 0.75, "label": "yes"}' in prompt or '{"score": 0.75, "label": "yes"}' in prompt
 
 
