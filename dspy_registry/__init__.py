@@ -62,6 +62,7 @@ def publish(
     metrics: Mapping[str, float] | None = None,
     record_example: bool = False,
     sign: bool | None = None,
+    allow_unrendered_demos: bool = False,
 ) -> PublishResult:
     """Publish a live (optimized) program as `name` `version`; its class's source file becomes the bundle's code/.
 
@@ -70,6 +71,8 @@ def publish(
     runs once on its example input with that LM (a dspy.LM, or dspy's configured one), and examples/output.json
     records what it answered. `sign` signs the version tag with git's user.signingkey (SSH keys; default:
     registry.toml's `[signing] sign`, or git's tag.gpgSign).
+    records what it answered. Demos that DSPy would not render (their keys do not match the signature's fields) are
+    refused, unless `allow_unrendered_demos` publishes them with a warning.
     """
     import inspect
     from pathlib import Path
@@ -110,6 +113,7 @@ def publish(
             metrics=metrics,
             record_with=recorder,
             sign=sign,
+            allow_unrendered_demos=allow_unrendered_demos,
         )
 
 

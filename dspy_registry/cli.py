@@ -215,6 +215,14 @@ def publish(
         ),
     ] = False,
     sign: SignOpt = None,
+    allow_unrendered_demos: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unrendered-demos",
+            help="Publish even if some demos would not be rendered by DSPy (their keys do not match the "
+            "signature's fields), with a warning; refused by default.",
+        ),
+    ] = False,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
@@ -243,6 +251,7 @@ def publish(
                 origin=str(state),
                 record_with=recorder,
                 sign=sign,
+                allow_unrendered_demos=allow_unrendered_demos,
             )
         for warning in result.warnings:
             _err().print(f"[yellow]warning:[/yellow] {_one_line(warning)}")

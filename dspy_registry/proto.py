@@ -316,8 +316,9 @@ def plain_type(text: str) -> str:
 
 
 def live_types(program: Any) -> LiveTypes:
-    """The live annotations behind interface.json: an input's from forward()'s signature, else (and for outputs)
-    from the first predictor that declares the field, inputs before outputs, as bundle.py wrote them."""
+    """The live annotations behind interface.json, as bundle.py wrote them: an input's from forward()'s signature,
+    else from the first predictor that declares the field; an output's from the first predictor that declares it
+    as an output, else as for an input."""
     from .bundle import _forward_inputs
 
     declared: dict[str, Any] = {}
@@ -329,7 +330,11 @@ def live_types(program: Any) -> LiveTypes:
     for name, annotation, _ in _forward_inputs(program):
         if annotation is not inspect.Parameter.empty and annotation is not None and not isinstance(annotation, str):
             inputs[name] = annotation
-    return inputs, declared
+    outputs: dict[str, Any] = {}
+    for _, predictor in program.named_predictors():  # an output is typed as a predictor declares it as an output
+        for name, info in predictor.signature.output_fields.items():
+            outputs.setdefault(name, info.annotation)
+    return inputs, {**declared, **outputs}
 
 
 def signature(

@@ -483,6 +483,7 @@ class Registry:
         origin: str = "state",
         record_with: Any = None,
         sign: bool | None = None,
+        allow_unrendered_demos: bool = False,
     ) -> PublishResult:
         from .bundle import PublishMeta, build_bundle
 
@@ -506,6 +507,7 @@ class Registry:
             lm,
             metrics,
             record_with,
+            allow_unrendered_demos,
         )
         bundle = build_bundle(source, state, meta, origin=origin)
         blobs = self.store.write_blobs(bundle.files)

@@ -290,3 +290,9 @@ def mask_credentials(value: Any) -> Any:
 def canonical_json(value: Any) -> bytes:
     """Keys sorted, two-space indent, UTF-8, trailing newline: stable bytes for stable diffs and hashes."""
     return (json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def state_json(state: Any) -> bytes:
+    """program.json: the state in the order DSPy saved it, two-space indent, UTF-8, trailing newline. Never sorted:
+    the order of a dict inside a demo is part of the prompt the LM receives."""
+    return (json.dumps(state, indent=2, ensure_ascii=False) + "\n").encode()

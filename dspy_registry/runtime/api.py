@@ -89,15 +89,33 @@ def _annotations(server: PipelineServer) -> dict[str, Any]:
     return found
 
 
+_BUILTINS = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "list": list}
+
+
+def _output_annotations(server: PipelineServer) -> dict[str, Any]:
+    """Live types of the outputs: as a predictor declares the field as an output, else the builtin that
+    interface.json names (what the program returned at publish: ReAct's trajectory is a dict), else as an input."""
+    inputs = _annotations(server)
+    found = {
+        spec["name"]: _BUILTINS.get(str(spec.get("type"))) or inputs.get(spec["name"], Any)
+        for spec in server.interface["outputs"]
+    }
+    declared: dict[str, Any] = {}
+    for _, predictor in server.program.named_predictors():
+        for name, info in predictor.signature.output_fields.items():
+            declared.setdefault(name, info.annotation)
+    return found | {name: declared[name] for name in found.keys() & declared.keys()}
+
+
 def models(server: PipelineServer) -> tuple[type[Any], type[Any]]:
     """(request, response) pydantic models of `server`'s version, built once per loaded version."""
     cached = getattr(server, "_api_models", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    types = _annotations(server)
+    types, output_types = _annotations(server), _output_annotations(server)
     title = "".join(part.capitalize() for part in server.name.replace("-", "_").split("_"))
 
-    def field(spec: dict[str, Any], required: bool) -> tuple[Any, Any]:
+    def field(spec: dict[str, Any], required: bool, types: dict[str, Any] = types) -> tuple[Any, Any]:
         annotation = types.get(spec["name"], Any)
         description = spec.get("description") or None
         if required:
@@ -125,7 +143,7 @@ def models(server: PipelineServer) -> tuple[type[Any], type[Any]]:
         program=(str, ...),
         version=(str, ...),
         usage=(usage, ...),
-        **{f["name"]: field(f, False) for f in server.interface["outputs"]},
+        **{f["name"]: field(f, False, output_types) for f in server.interface["outputs"]},
     )
     server._api_models = (request, response)  # type: ignore[attr-defined]
     return request, response

@@ -148,7 +148,9 @@ def load_program(bundle_dir: Path, entrypoint: str, tag: str) -> Any:
     state = load_state_file(bundle_dir / "program.json")
     state.pop("metadata", None)
     names = {name for name, _ in program.named_parameters()}
-    missing, extra = sorted(names - state.keys()), sorted(state.keys() - names)
+    bare = names == {"self"} and "self" not in state  # a dspy.Predict on its own saves its entry unnamed
+    keys = {"self"} if bare else state.keys()
+    missing, extra = sorted(names - keys), sorted(keys - names)
     if missing or extra:
         raise ValueError(
             f"program.json does not match the code: it lacks {missing or 'nothing'}, has extra {extra or 'nothing'}"
