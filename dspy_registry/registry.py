@@ -777,15 +777,18 @@ class Registry:
         return records.append(self.store, resolved.program, resolved.version, "benchmarks", record)
 
     # -- verifying, exporting, loading --------------------------------------------------------------------------
-    def verify(self, ref: str | None = None, name: str | None = None, *, everything: bool = False) -> list[Problem]:
+    def verify(
+        self, ref: str | None = None, name: str | None = None, *, everything: bool = False, load: bool = False
+    ) -> list[Problem]:
         """Problems of one ref's version, of every version (`everything`), or of what each environment points to;
-        plus the environment tags of the programs involved. Empty when all is sound."""
+        plus the environment tags of the programs involved. Empty when all is sound. Read from git, never running
+        a bundle's code; `load` also checks that each program.json loads into its code, in a child process."""
         from .verify import verify_environments, verify_version
 
         problems: list[Problem] = []
         if ref is not None:
             resolved = self.resolve(ref, name)
-            return verify_version(self, resolved) + verify_environments(self, resolved.program)
+            return verify_version(self, resolved, load=load) + verify_environments(self, resolved.program)
         programs = [self._known(name)] if name else self.programs()
         seen: set[tuple[str, str]] = set()
         for program in programs:
@@ -797,7 +800,7 @@ class Registry:
             for target in targets:
                 if target is not None and (target.version, target.commit) not in seen:
                     seen.add((target.version, target.commit))
-                    problems += verify_version(self, target)
+                    problems += verify_version(self, target, load=load)
             problems += verify_environments(self, program)
         return problems
 
