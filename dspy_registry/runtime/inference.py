@@ -15,6 +15,7 @@ The LM comes from config.json's "lm", overridden by DSPYREG_LM_MODEL, DSPYREG_LM
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import json
 import keyword
@@ -133,8 +134,8 @@ def import_entrypoint(code_dir: Path, entrypoint: str, tag: str) -> Any:
     """Instantiate `module:Attr` from a bundle's `code_dir`; only a module whose file is inside `code_dir` is imported
     (a registry is input written by others: `http.server:test` must not start a file server).
 
-    A single-file module is imported under a name unique to `tag` (a commit), so two versions of one program can
-    live in one process; a packaged one (`pkg.mod:Attr`) is imported by its own name.
+    The module (or, for `pkg.mod:Attr`, its top package) is imported under a name unique to `tag` (a commit), so two
+    versions of one program can live in one process and no module already imported under the same name is used.
     """
     module_name, attr, candidates = entrypoint_module(entrypoint)
     root = code_dir.resolve()
@@ -149,7 +150,7 @@ def import_entrypoint(code_dir: Path, entrypoint: str, tag: str) -> Any:
         unique = f"dspyreg_code_{tag[:12]}_{module_name}".replace("-", "_")
         module = import_file(file, unique)
     else:
-        module = _import_packaged(root, module_name, file, entrypoint)
+        module = _import_packaged(root, module_name, file, entrypoint, tag)
     return instantiate(module, attr, entrypoint)
 
 
@@ -158,20 +159,35 @@ def _inside(root: Path, path: Path) -> bool:
     return path.is_file() and path.resolve().is_relative_to(root)
 
 
-def _import_packaged(root: Path, module_name: str, file: Path, entrypoint: str) -> Any:
-    """Import `module_name` by its own name from `root`, refusing when that name is (or would be) another module."""
-    parts = module_name.split(".")
+def _import_packaged(root: Path, module_name: str, file: Path, entrypoint: str, tag: str) -> Any:
+    """Import `pkg.mod` from `root` with its top package under a name unique to `tag`: a module of that name already
+    imported (the user's own copy, the standard library's `http`, another version) is never used instead."""
+    top, *rest = module_name.split(".")
+    alias = f"dspyreg_code_{tag[:12]}_{top}"
     with _import_lock:
-        for name in (".".join(parts[: i + 1]) for i in range(len(parts))):
-            loaded = sys.modules.get(name)
-            if loaded is not None and not _module_inside(root, loaded):
-                raise EntrypointError(
-                    f"entrypoint {entrypoint!r}: {name} is already imported from outside the bundle's code/ "
-                    f"({getattr(loaded, '__file__', None) or 'built in'}): refusing to run that instead"
-                )
+        if alias not in sys.modules:
+            init = root / top / "__init__.py"
+            if init.is_file():
+                spec = importlib.util.spec_from_file_location(alias, init, submodule_search_locations=[str(root / top)])
+            else:  # a namespace package: a folder without __init__.py
+                spec = importlib.machinery.ModuleSpec(alias, None, is_package=True)
+                spec.submodule_search_locations = [str(root / top)]
+            if spec is None:
+                raise EntrypointError(f"entrypoint {entrypoint!r}: cannot import code/{top}")
+            package = importlib.util.module_from_spec(spec)
+            sys.modules[alias] = package
+            sys.path.insert(0, str(root))  # the package's absolute imports of its neighbours, as before publishing
+            try:
+                if spec.loader is not None:
+                    spec.loader.exec_module(package)
+            except BaseException:
+                del sys.modules[alias]
+                raise
+            finally:
+                sys.path.remove(str(root))
         sys.path.insert(0, str(root))
         try:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(".".join([alias, *rest]))
         finally:
             sys.path.remove(str(root))
     found: str | None = getattr(module, "__file__", None)
@@ -181,12 +197,6 @@ def _import_packaged(root: Path, module_name: str, file: Path, entrypoint: str) 
             f"({found or 'built in'}): refusing to use it"
         )
     return module
-
-
-def _module_inside(root: Path, module: Any) -> bool:
-    places = [getattr(module, "__file__", None), *list(getattr(module, "__path__", None) or [])]
-    paths = [Path(p).resolve() for p in places if p]
-    return bool(paths) and all(p.is_relative_to(root) for p in paths)
 
 
 def load_state_file(path: Path) -> dict[str, Any]:

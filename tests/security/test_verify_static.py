@@ -16,6 +16,7 @@ import tomlkit
 from typer.testing import CliRunner
 
 import dspy_registry
+from dspy_registry.bundle import import_program
 from dspy_registry.cli import app
 from dspy_registry.errors import RegistryError
 from dspy_registry.registry import Registry
@@ -43,7 +44,7 @@ def forge(registry: Path, tmp_path: Path, version: str, *, payload: bool = False
         manifest["program"]["entrypoint"] = entrypoint  # type: ignore[index]
     if payload:
         code = clone / "qa/code/qa_program.py"
-        code.write_text(PAYLOAD + code.read_text())
+        code.write_text(code.read_text() + PAYLOAD)  # at the end: `from __future__` must stay first
         manifest["files"]["code/qa_program.py"] = hashlib.sha256(code.read_bytes()).hexdigest()  # type: ignore[index]
     (clone / "qa/manifest.toml").write_text(tomlkit.dumps(manifest))
     git(clone, *WHO, "commit", "-qam", f"forge {version}")
@@ -204,13 +205,43 @@ def test_import_entrypoint_never_falls_back_to_an_installed_module(
     assert not marker.exists()
 
 
-def test_import_entrypoint_refuses_a_shadowed_module(tmp_path: Path) -> None:
-    """code/email/utils.py exists, but `email` is already the standard library's: importing by name would run that."""
+def test_import_entrypoint_imports_the_bundles_package_not_a_namesake(tmp_path: Path) -> None:
+    """code/email/utils.py is the bundle's: importing `email.utils` by name would give the standard library's."""
     import email.utils  # noqa: F401
 
-    code = _write(tmp_path / "code", {"email/__init__.py": "", "email/utils.py": "localtime = 1\n"})
-    with pytest.raises(ImportError, match=r"entrypoint 'email\.utils:localtime'.*already imported"):
+    code = _write(
+        tmp_path / "code",
+        {"email/__init__.py": "", "email/utils.py": "def localtime():\n    raise RuntimeError('the bundle copy')\n"},
+    )
+    with pytest.raises(TypeError, match="the bundle copy"):
         import_entrypoint(code, "email.utils:localtime", "0" * 40)
+
+
+def test_a_packaged_program_loads_next_to_its_installed_namesake(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`pkg.module:Attr` published while `pkg` is imported: load and `verify --load` use the bundle's code/, for each
+    version, in the same process as the user's own copy."""
+    src = tmp_path / "src"
+    program = (
+        "import dspy\n\nclass Prog(dspy.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.ask = dspy.Predict('q -> a')\n\n    def forward(self, q):\n        return self.ask(q=q)\n"
+    )
+    _write(src, {"qapkg/__init__.py": "", "qapkg/prog.py": program})
+    monkeypatch.chdir(src)
+    monkeypatch.syspath_prepend(str(src))
+    source = import_program("qapkg.prog:Prog")
+    state = source.program.dump_state()
+    registry.publish(source, state, name="qa", version="v1.0")
+    (src / "qapkg/prog.py").write_text(program + "\nVERSION = 2\n")
+    registry.publish(import_program("qapkg.prog:Prog"), state, name="qa", version="v2.0")
+    assert registry.verify(everything=True, load=True) == []
+    first, second = registry.load("v1.0"), registry.load("v2.0")
+    assert [type(p).__module__ for p in (first, second)] == [
+        f"dspyreg_code_{registry.resolve(v).commit[:12]}_qapkg.prog" for v in ("v1.0", "v2.0")
+    ]
+    assert "VERSION = 2" in Path(sys.modules[type(second).__module__].__file__ or "").read_text()
+    assert sys.modules["qapkg.prog"].__file__ == str(src / "qapkg/prog.py")  # the user's copy is untouched
 
 
 @pytest.mark.parametrize("entrypoint", ["qa_program", "qa_program:", ":DocsQA", "../x:A", "a-b:C", "a..b:C", "a:B.c"])
