@@ -146,7 +146,7 @@ def _load_problems(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "true"},
+            env={**_without_secrets(os.environ), "LITELLM_LOCAL_MODEL_COST_MAP": "true"},
             start_new_session=True,  # its own process group: a timeout stops whatever the code started too
         )
         try:
@@ -162,6 +162,12 @@ def _load_problems(
     lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
     detail = " ".join((lines[-1] if lines else f"exit code {child.returncode}").split())[:300]
     return [Problem(subject, f"does not load into the bundled code (checked in a child process): {detail}")]
+
+
+def _without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for the load check: loading needs no LM, so keys, tokens and passwords stay in this process."""
+    secret = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+    return {name: value for name, value in environ.items() if not any(word in name.upper() for word in secret)}
 
 
 def verify_environments(reg: Registry, program: str, envs: tuple[str, ...] | None = None) -> list[Problem]:

@@ -28,8 +28,11 @@ from ..serving import dspyreg_serve
 
 runner = CliRunner()
 WHO = ["-c", "user.name=Mallory", "-c", "user.email=m@example.com"]
-# Written at import time by the forged code: which process ran it.
-PAYLOAD = 'import os as _os, pathlib as _pl\n_pl.Path(_os.environ["MARKER"]).write_text(str(_os.getpid()))\n'
+# Written at import time by the forged code: which process ran it, and the API key it could read.
+PAYLOAD = (
+    "import os as _os, pathlib as _pl\n"
+    "_pl.Path(_os.environ['MARKER']).write_text(f\"{_os.getpid()} {_os.environ.get('DSPYREG_LM_API_KEY')}\")\n"
+)
 HTTP_SERVER = "http.server:test"  # http.server.test() serves the current folder on 0.0.0.0:8000
 
 
@@ -82,11 +85,16 @@ def test_verify_never_runs_a_forged_payload(published: Registry, tmp_path: Path,
     assert not marker.exists()
 
 
-def test_verify_load_runs_the_code_only_in_a_child(published: Registry, tmp_path: Path, marker: Path) -> None:
+def test_verify_load_runs_the_code_only_in_a_child(
+    published: Registry, tmp_path: Path, marker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DSPYREG_LM_API_KEY", "sk-not-for-registry-code")
     forge(Path(published.location), tmp_path, "v6.6", payload=True)
     result = cli(published, "verify", "--load", "v6.6")
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
-    assert marker.read_text() != str(os.getpid())  # it ran, because --load asked, in another process
+    pid, key = marker.read_text().split()
+    assert pid != str(os.getpid())  # it ran, because --load asked, in another process
+    assert key == "None"  # loading needs no LM: the child does not get the key
 
 
 def test_verify_load_reports_a_program_json_that_does_not_load(published: Registry, tmp_path: Path) -> None:
