@@ -104,6 +104,8 @@ def verify_version(
 
 def _entrypoint_problem(entrypoint: str, files: Mapping[str, str]) -> str | None:
     """Why `entrypoint` does not name a module of the bundle's code/ listed in [files]; None when it does."""
+    if not isinstance(entrypoint, str):  # the manifest is TOML written by anyone: the type is not checked on read
+        return f"entrypoint {entrypoint!r} is not a string `module:Attr`"
     try:
         _, _, candidates = entrypoint_module(entrypoint)
     except EntrypointError as err:

@@ -252,6 +252,20 @@ def test_a_packaged_program_loads_next_to_its_installed_namesake(
     assert sys.modules["qapkg.prog"].__file__ == str(src / "qapkg/prog.py")  # the user's copy is untouched
 
 
+def test_verify_names_an_entrypoint_that_is_not_a_string(published: Registry, tmp_path: Path) -> None:
+    clone = tmp_path / "c"
+    git(tmp_path, "clone", "-q", published.location, str(clone))
+    manifest = tomlkit.parse((clone / "qa/manifest.toml").read_text())
+    manifest["program"]["version"], manifest["program"]["entrypoint"] = "v6.9", 7  # type: ignore[index]
+    (clone / "qa/manifest.toml").write_text(tomlkit.dumps(manifest))
+    git(clone, *WHO, "commit", "-qam", "entrypoint 7")
+    git(clone, *WHO, "tag", "-a", "qa/v6.9", "-m", "forged")
+    git(clone, "push", "-q", "origin", "main", "refs/tags/qa/v6.9")
+    result = cli(published, "verify", "v6.9")
+    assert result.exit_code == 1, result.output  # type: ignore[attr-defined]
+    assert "qa/v6.9:manifest.toml: entrypoint 7 is not a string" in result.stdout  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("entrypoint", ["qa_program", "qa_program:", ":DocsQA", "../x:A", "a-b:C", "a..b:C", "a:B.c"])
 def test_import_entrypoint_refuses_bad_syntax(tmp_path: Path, entrypoint: str) -> None:
     code = _write(tmp_path / "code", {"qa_program.py": "X = 1\n"})
