@@ -528,14 +528,22 @@ def verify(
     ] = None,
     all_versions: Annotated[bool, typer.Option("--all", help="Verify every published version.")] = False,
     require_signed: RequireSignedOpt = False,
+    load: Annotated[
+        bool,
+        typer.Option(
+            "--load",
+            help="Also check that each program.json loads into its bundled code: runs that code, in a child process.",
+        ),
+    ] = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
 ) -> None:
-    """Check bundles against their manifests and environment tags against the journal; exit 1 on any problem."""
+    """Check bundles against their manifests and environment tags against the journal, without running registry code
+    (unless --load); exit 1 on any problem."""
     with _funnel(traceback), _open(registry) as reg:
-        problems = reg.verify(ref, name, everything=all_versions, require_signed=require_signed)
+        problems = reg.verify(ref, name, everything=all_versions, require_signed=require_signed, load=load)
         if json_out:
             _print_json([{"subject": p.subject, "message": p.message} for p in problems])
         else:

@@ -813,11 +813,19 @@ class Registry:
 
     # -- verifying, exporting, loading --------------------------------------------------------------------------
     def verify(
-        self, ref: str | None = None, name: str | None = None, *, everything: bool = False, require_signed: bool = False
+        self,
+        ref: str | None = None,
+        name: str | None = None,
+        *,
+        everything: bool = False,
+        require_signed: bool = False,
+        load: bool = False,
     ) -> list[Problem]:
         """Problems of one ref's version, of every version (`everything`), or of what each environment points to;
-        plus the environment tags of the programs involved. Empty when all is sound. `require_signed` also asks
-        each of those version and environment tags for a signature by a key registry.toml allows (trust.py)."""
+        plus the environment tags of the programs involved. Empty when all is sound. Read from git, never running
+        a bundle's code; `load` also checks that each program.json loads into its code, in a child process.
+        `require_signed` also asks each of those version and environment tags for a signature by a key
+        registry.toml allows (trust.py)."""
         from .trust import signature_problems
         from .verify import verify_environments, verify_version
 
@@ -825,7 +833,7 @@ class Registry:
         all_envs = (*self.config.environments, ROLLBACK_ENV)
         if ref is not None:
             resolved = self.resolve(ref, name)
-            problems = verify_version(self, resolved) + verify_environments(self, resolved.program)
+            problems = verify_version(self, resolved, load=load) + verify_environments(self, resolved.program)
             if require_signed:
                 problems += signature_problems(
                     self, resolved.program, versions=[resolved.version], environments=all_envs
@@ -842,7 +850,7 @@ class Registry:
             for target in targets:
                 if target is not None and (target.version, target.commit) not in seen:
                     seen.add((target.version, target.commit))
-                    problems += verify_version(self, target)
+                    problems += verify_version(self, target, load=load)
                     if require_signed:
                         problems += signature_problems(self, program, versions=[target.version])
             problems += verify_environments(self, program)
