@@ -56,3 +56,8 @@ class ConflictError(RegistryError):
     """A concurrent writer moved a ref first; nothing of ours was written. CLI exit 3."""
 
     exit_code = 3
+
+
+class LockedRef(RegistryError):
+    """A git lock file blocks a ref: left by a crashed git, or held too long by a running one. CLI exit 1: a lock is
+    not another writer's move, and re-running does not help until it is gone."""
