@@ -37,6 +37,9 @@ _URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")
 _SCP_RE = re.compile(r"^[\w.-]+@[\w.-]+:")
 _LOCKED_REF_RE = re.compile(r"cannot lock ref '([^']+)'")
 _VANISHED_RE = re.compile(r"couldn't find remote ref (\S+)")
+# A repository's own settings for reaching its remotes (the auth header actions/checkout writes, credential helpers,
+# URL rewrites, the ssh command), carried to the cache that stands for its origin.
+_NETWORK_CONFIG_RE = r"^(http\..*|credential\..*|url\..*\.(push)?insteadof|core\.sshcommand)$"
 SYNC_TRIES = 4  # listings of the remote per sync when refs it listed are deleted before the fetch
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 
@@ -97,6 +100,7 @@ class GitStore:
     def __init__(self, git_dir: Path, remote: str | None = None) -> None:
         self.git_dir = git_dir
         self.remote = remote
+        self.settings: tuple[tuple[str, str], ...] = ()  # git config for this process's git commands only
         self._cat: subprocess.Popen[bytes] | None = None
 
     # -- opening -------------------------------------------------------------------------------------------------
@@ -121,12 +125,15 @@ class GitStore:
         return store
 
     @classmethod
-    def cache_of(cls, url: str, cache_root: Path) -> GitStore:
-        """The one cache clone of `url` under `cache_root` (a bare repository made on first use, never re-cloned)."""
+    def cache_of(cls, url: str, cache_root: Path, settings: tuple[tuple[str, str], ...] = ()) -> GitStore:
+        """The one cache clone of `url` under `cache_root` (a bare repository made on first use, never re-cloned).
+        `settings` (see `network_settings`) apply to its git commands and are never written into it."""
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://")[-1]).strip("_")[-60:]
         path = cache_root / "remotes" / f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
         if not (path / "HEAD").exists():
-            cls(cache_root, url).remote_refs("HEAD")  # unreachable: say so before leaving anything on disk
+            probe = cls(cache_root, url)
+            probe.settings = settings
+            probe.remote_refs("HEAD")  # unreachable: say so before leaving anything on disk
             tmp = Path(tempfile.mkdtemp(dir=_mkdirs(cache_root / "remotes"), prefix=".clone-"))
             subprocess.run(["git", "init", "-q", "--bare", str(tmp)], check=True, capture_output=True)
             subprocess.run(["git", f"--git-dir={tmp}", "remote", "add", "origin", url], check=True, capture_output=True)
@@ -134,7 +141,28 @@ class GitStore:
                 tmp.rename(path)
             except OSError:  # another process made it first
                 shutil.rmtree(tmp, ignore_errors=True)
-        return cls(path.resolve(), url)
+        store = cls(path.resolve(), url)
+        store.settings = settings
+        return store
+
+    def network_settings(self) -> tuple[tuple[str, str], ...]:
+        """This repository's own (local) settings for reaching its remotes, for a cache that stands for its origin."""
+        try:
+            out = self.run("config", "--local", "-z", "--get-regexp", _NETWORK_CONFIG_RE)
+        except GitError:
+            return ()  # none set
+        return tuple((key, value) for key, _, value in (item.partition("\n") for item in out.split("\0") if item))
+
+    def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of our git commands: `settings` through GIT_CONFIG_KEY_n, never on a command line (they
+        may hold a token) nor on disk."""
+        env = {**os.environ, **_GIT_ENV, **(extra or {})}
+        if self.settings:
+            first = int(env.get("GIT_CONFIG_COUNT") or 0)
+            for i, (key, value) in enumerate(self.settings, start=first):
+                env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+            env["GIT_CONFIG_COUNT"] = str(first + len(self.settings))
+        return env
 
     @classmethod
     def init(cls, path: Path, *, bare: bool) -> GitStore:
@@ -159,7 +187,7 @@ class GitStore:
     # -- running git ---------------------------------------------------------------------------------------------
     def run(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> str:
         cmd = ["git", f"--git-dir={self.git_dir}", *args]
-        proc = subprocess.run(cmd, input=input, capture_output=True, env={**os.environ, **_GIT_ENV, **(env or {})})
+        proc = subprocess.run(cmd, input=input, capture_output=True, env=self._env(env))
         if proc.returncode != 0:
             raise GitError(list(args), proc.returncode, proc.stderr.decode(errors="replace"))
         return proc.stdout.decode()
@@ -381,9 +409,7 @@ class GitStore:
             args.append(f":{u.ref}" if u.new == ZERO_SHA else f"{u.new}:{u.ref}")
         deadline = time.monotonic() + FRESH_LOCK_PATIENCE
         for attempt in itertools.count():
-            proc = subprocess.run(
-                ["git", f"--git-dir={self.git_dir}", *args], capture_output=True, env={**os.environ, **_GIT_ENV}
-            )
+            proc = subprocess.run(["git", f"--git-dir={self.git_dir}", *args], capture_output=True, env=self._env())
             if proc.returncode == 0:
                 break
             text = (proc.stdout + proc.stderr).decode(errors="replace")

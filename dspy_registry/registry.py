@@ -930,10 +930,11 @@ def _local_store(path: Path) -> GitStore:
     origin = store.remote
     if origin is None:
         return store
+    settings = store.network_settings()  # e.g. the auth header of a CI checkout: the cache needs it to reach origin
     store.close()
     if not is_url(origin) and not Path(origin).is_absolute():
         origin = str((path / origin).resolve())  # git reads a relative origin from the clone's folder
-    return GitStore.cache_of(origin, cache_dir())
+    return GitStore.cache_of(origin, cache_dir(), settings)
 
 
 def cache_dir() -> Path:

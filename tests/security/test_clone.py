@@ -72,3 +72,24 @@ def test_a_clone_keeps_working_when_the_remote_main_moves(
     assert git(clone, "rev-parse", "main") == main  # the user's checkout is theirs to pull
     with b.open() as reg:
         assert reg.resolve("staging").version == "v1.3"
+
+
+def test_a_clone_reaches_its_origin_with_its_own_settings(
+    machines: list[Machine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clone's own settings for reaching its origin (url.*.insteadOf here; the auth header actions/checkout
+    writes, credential helpers, core.sshCommand) apply to the cache's fetches and pushes, without being stored."""
+    a = machines[0]
+    clone = clone_with_own_work(a.url, tmp_path)
+    alias = "git://registry.invalid/"
+    git(clone, "remote", "set-url", "origin", a.url.replace(a.url.rsplit("/", 1)[0] + "/", alias))
+    git(clone, "config", f"url.{a.url.rsplit('/', 1)[0]}/.insteadOf", alias)
+    cli = in_clone(a, clone, monkeypatch)
+    before = ref_snapshot(clone)
+    promoted = cli.cli("promote", "v1.2", "--to", "staging")
+    assert promoted.returncode == 0, promoted.stderr
+    assert ref_snapshot(clone) == before
+    listed = cli.cli("list", "--json")
+    assert listed.returncode == 0 and "staging" in json.loads(listed.stdout)[-1]["environments"]
+    for cache in (a.cache / "remotes").iterdir():
+        assert "insteadof" not in git(cache, "config", "--list").lower()
