@@ -70,3 +70,8 @@ class UnsafeTree(RegistryError):
 
 class ForgedTag(RegistryError):
     """A version tag that does not point at that version's publish commit on main (moved or made by hand)."""
+
+
+class LockedRef(RegistryError):
+    """A git lock file blocks a ref: left by a crashed git, or held too long by a running one. CLI exit 1: a lock is
+    not another writer's move, and re-running does not help until it is gone."""

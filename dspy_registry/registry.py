@@ -196,7 +196,7 @@ class Registry:
         A remote registry's refs are brought up to date first, moved tags included, so nothing acts on a stale prod.
         """
         where = str(location or default_registry())
-        store = GitStore.cache_of(where, cache_dir()) if is_url(where) else GitStore.open(Path(where))
+        store = GitStore.cache_of(where, cache_dir()) if is_url(where) else _local_store(Path(where))
         try:
             store.sync()
             if store.read_blob(MAIN_REF, "registry.toml") is None:
@@ -703,24 +703,39 @@ class Registry:
         updates.append(RefUpdate(JOURNAL_REF, journal, journal_old or ZERO_SHA))
         try:
             self.store.transaction(updates)
-        except ConflictError:
-            raise ConflictError(self._lost_to(program, env)) from None
+        except ConflictError as err:
+            raise ConflictError(self._lost_to(program, env, journal_old, str(err))) from None
         return MoveResult(tuple(entry for _, entry in moves))
 
-    def _lost_to(self, program: str, env: str) -> str:
-        """Say what the writer that won did, from the journal as it is now."""
+    def _lost_to(self, program: str, env: str, since: str | None = None, fallback: str = "") -> str:
+        """Say which move beat ours: the first journal commit after `since`, the journal commit ours was built on.
+        Later entries came after the winner (the latest one names the wrong move); when the journal did not move
+        from `since` (a tag moved by hand) or was rewritten, `fallback` names the ref that changed."""
         self.store.sync()
         self.store.close()  # read the journal afresh
-        for message in self.store.messages(JOURNAL_REF, limit=50):
-            for e in reversed(_journal_entries(message)):
-                if e.program == program and e.env == env:
-                    who = e.actor.split(" <")[0]
-                    moved = f"{e.action} {program}/{env} {e.from_version or '-'} -> {e.to_version or '(unset)'}"
-                    return (
-                        f"another writer moved {program}/{env} first ({moved} by {who} at {e.time}); "
-                        "nothing was changed: re-run to apply yours"
-                    )
-        return "another writer changed the journal first; nothing was changed: re-run the command"
+        winner = self._first_move_since(since, program, env) if since else None
+        if winner is None:
+            return fallback or f"another writer changed {tag_ref(program, env)} first; nothing was changed: re-run"
+        who = winner.actor.split(" <")[0]
+        where = f"{winner.program}/{winner.env}"
+        moved = f"{winner.action} {where} {winner.from_version or '-'} -> {winner.to_version or '(unset)'}"
+        return (
+            f"another writer moved {where} first ({moved} by {who} at {winner.time}); "
+            "nothing was changed: re-run to apply yours"
+        )
+
+    def _first_move_since(self, since: str, program: str, env: str) -> JournalEntry | None:
+        """The entry of the first journal commit after `since` (for program/env if it has one), or None."""
+        now = self.store.ref_value(JOURNAL_REF)
+        if now is None or now == since:
+            return None
+        try:
+            self.store.run("merge-base", "--is-ancestor", since, now)
+        except RegistryError:
+            return None  # the journal was rewritten: its commits since ours say nothing of who won
+        messages = list(self.store.messages(f"{since}..{now}"))
+        entries = _journal_entries(messages[-1]) if messages else []
+        return next((e for e in entries if (e.program, e.env) == (program, env)), entries[0] if entries else None)
 
     # -- quality records ----------------------------------------------------------------------------------------------
     def records(self, resolved: Resolved) -> Records:
@@ -976,6 +991,21 @@ def template_dir() -> Path:
         if (candidate / "registry.toml").is_file():
             return candidate
     raise RegistryError("registry template not found: reinstall dspy-registry")
+
+
+def _local_store(path: Path) -> GitStore:
+    """A registry folder; or, for a clone of a registry (a repository with an origin), the shared cache of that
+    origin, as for a URL: dspyreg reads and writes the origin, and never syncs into (so never deletes or rewrites)
+    the user's own branches, tags and checkout. See docs/remote.md."""
+    store = GitStore.open(path)
+    origin = store.remote
+    if origin is None:
+        return store
+    settings = store.network_settings()  # e.g. the auth header of a CI checkout: the cache needs it to reach origin
+    store.close()
+    if not is_url(origin) and not Path(origin).is_absolute():
+        origin = str((path / origin).resolve())  # git reads a relative origin from the clone's folder
+    return GitStore.cache_of(origin, cache_dir(), settings)
 
 
 def cache_dir() -> Path:

@@ -1,8 +1,10 @@
-"""Shared fixtures: an isolated HOME and git identity, the example's two optimized states, real registries."""
+"""Shared fixtures: an isolated HOME and git identity, the example's two optimized states, real registries, and a
+real `git daemon` serving a remote registry to client "machines" (each its own DSPYREG_CACHE)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -144,6 +146,7 @@ def point_prod_at_unloadable(registry: Path, tmp_path: Path) -> None:
     git(clone, "push", "-q", "--force", "origin", "refs/tags/qa/prod")
 
 
+# -- remote registries on a real `git daemon` -------------------------------------------------------------------
 DAEMONS: dict[str, subprocess.Popen[bytes]] = {}
 
 
@@ -185,3 +188,38 @@ def daemon(tmp_path: Path) -> Iterator[str]:
 
 def server_repo(url: str, tmp_path: Path) -> Path:
     return tmp_path / "server" / "registry.git"
+
+
+class Machine:
+    """One client machine: its own DSPYREG_CACHE."""
+
+    def __init__(self, url: str, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.url, self.cache, self.monkeypatch = url, cache, monkeypatch
+
+    def open(self) -> Registry:
+        self.monkeypatch.setenv("DSPYREG_CACHE", str(self.cache))
+        return Registry.open(self.url)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DSPYREG_CACHE": str(self.cache)}
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dspy_registry.cli", *args, "--registry", self.url],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+
+@pytest.fixture
+def machines(daemon: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, states: dict[str, Path]) -> list[Machine]:
+    """Three machines sharing one remote registry that holds qa v1.0, v1.1 and v1.2."""
+    ms = [Machine(daemon, tmp_path / f"cache-{i}", monkeypatch) for i in range(3)]
+    monkeypatch.setenv("DSPYREG_CACHE", str(ms[0].cache))
+    Registry.init(daemon).close()
+    with ms[0].open() as reg:
+        for version, state in (("v1.0", "v1.0"), ("v1.1", "v1.1"), ("v1.2", "v1.0")):
+            publish_example(reg, states[state], version)
+    return ms
