@@ -539,7 +539,9 @@ def serve(
     body_timeout: Annotated[
         float,
         typer.Option(
-            "--body-timeout", envvar="DSPYREG_BODY_TIMEOUT", help="Seconds for a request body to arrive; slower get 408."
+            "--body-timeout",
+            envvar="DSPYREG_BODY_TIMEOUT",
+            help="Seconds for a request body to arrive; slower get 408.",
         ),
     ] = 30.0,
     grpc_port: Annotated[

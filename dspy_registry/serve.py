@@ -205,9 +205,7 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
         config = replace(config, grpc_host=host, grpc_reuse_port=workers > 1)
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(asdict(config))
-        uvicorn.run(
-            "dspy_registry.serve:worker_app", factory=True, host=host, port=port, workers=workers, **options
-        )
+        uvicorn.run("dspy_registry.serve:worker_app", factory=True, host=host, port=port, workers=workers, **options)
     else:
         uvicorn.run(build_app(config), host=host, port=port, **options)
 

@@ -87,7 +87,9 @@ def _read_bounded(path: Path, limit: int) -> bytes:
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise BadState(f"{path} is not a regular file (a device, FIFO or socket): pass the .json program.save wrote")
+            raise BadState(
+                f"{path} is not a regular file (a device, FIFO or socket): pass the .json program.save wrote"
+            )
         if info.st_size > limit:
             raise BadState(_too_large(path, info.st_size, limit))
         data = handle.read(limit + 1)  # the file may grow after fstat
@@ -98,8 +100,7 @@ def _read_bounded(path: Path, limit: int) -> bytes:
 
 def _too_large(path: Path, size: int, limit: int) -> str:
     return (
-        f"{path} is {size} bytes, over the {limit}-byte limit for a state file: "
-        f"set {ENV_MAX_STATE_BYTES} to raise it"
+        f"{path} is {size} bytes, over the {limit}-byte limit for a state file: set {ENV_MAX_STATE_BYTES} to raise it"
     )
 
 

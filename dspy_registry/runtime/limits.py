@@ -92,7 +92,8 @@ def strict_json(
         value = json.loads(
             text,
             parse_int=_bounded_int,
-            **({} if allow_non_finite else {"parse_float": _finite_float, "parse_constant": _refuse_constant}),
+            parse_float=float if allow_non_finite else _finite_float,
+            parse_constant=None if allow_non_finite else _refuse_constant,
         )
     except JsonRefused as err:
         raise JsonRefused(f"{what}: {err}") from None

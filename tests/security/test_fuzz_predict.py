@@ -21,9 +21,9 @@ def _number_text() -> st.SearchStrategy[str]:
     return st.one_of(
         st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999999", "-1e999999", "1e-999999", "-0", "0.0e0"]),
         st.integers(min_value=1, max_value=6000).map(lambda n: "9" * n),
-        st.floats(allow_nan=True, allow_infinity=True).map(repr).map(
-            lambda r: {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}.get(r, r)
-        ),
+        st.floats(allow_nan=True, allow_infinity=True)
+        .map(repr)
+        .map(lambda r: {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}.get(r, r)),
         st.integers().map(str),
     )
 

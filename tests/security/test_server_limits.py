@@ -63,7 +63,9 @@ def assert_bad_json_refused(server: Server, fake_lm: Any) -> None:
 
 
 # -- batch size -------------------------------------------------------------------------------------------------------
-def test_a_batch_over_the_default_cap_is_refused_before_any_lm_call(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
+def test_a_batch_over_the_default_cap_is_refused_before_any_lm_call(
+    prod_v11: Registry, fake_lm: Any, tmp_path: Path
+) -> None:
     with dspyreg_serve(prod_v11.location, tmp_path) as srv:
         srv.wait_ready()
         calls = len(fake_lm.requests)
@@ -243,7 +245,7 @@ def test_the_exported_api_reads_its_limits_from_the_environment(
             assert _until_closed(silent) == b""
 
 
-# -- gRPC ---------------------------------------------------------------------------------------------------------------
+# -- gRPC --------------------------------------------------------------------------------------------------------------
 def test_grpc_batch_cap_and_strict_json_fields(registry: Registry, fake_lm: Any, tmp_path: Path) -> None:
     publish_source(registry, tmp_path, TYPED, "Typed", "typed", "v1.0")
     pb2, stubs = client_modules(proto_of(registry, "typed/v1.0"), "typed", tmp_path)
@@ -259,13 +261,13 @@ def test_grpc_batch_cap_and_strict_json_fields(registry: Registry, fake_lm: Any,
         code, detail = code_of(lambda: stub.PredictBatch(batch, timeout=30))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "at most 2 inputs" in detail and "got 3" in detail
         for text in ('{"k": NaN}', '{"k": 1e999999}', "[" * 10_000 + "]" * 10_000, '{"k": "\\ud800"}', "1" * 5000):
-            code, detail = code_of(lambda: stub.Predict(request(text), timeout=30))
+            code, detail = code_of(lambda: stub.Predict(request(text), timeout=30))  # noqa: B023 - called at once
             assert code == grpc.StatusCode.INVALID_ARGUMENT and detail.startswith("extra: not JSON text"), detail
         assert len(fake_lm.requests) == calls
     assert "Traceback" not in srv.log.read_text()
 
 
-# -- state files --------------------------------------------------------------------------------------------------------
+# -- state files -------------------------------------------------------------------------------------------------------
 def _limit_memory() -> None:
     """A child that reads /dev/zero whole fails with MemoryError rather than taking the machine down."""
     resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
