@@ -47,7 +47,7 @@ from . import proto
 from .errors import RegistryError
 from .runtime.api import ENV_TOKEN, Backend, access_log, models
 from .runtime.inference import InputError, LMFailure, PipelineServer, ProgramFailure, Usage
-from .runtime.limits import DEFAULT_MAX_BATCH, JsonRefused, check_value, strict_json
+from .runtime.server_limits import DEFAULT_MAX_BATCH, JsonRefused, check_value, strict_json
 
 HEALTH_POLL_SECONDS = 0.1
 NO_DEADLINE = 365 * 24 * 3600.0  # a deadline further away than this is no deadline

@@ -28,7 +28,7 @@ from .refs import tag_ref
 from .registry import Registry, Resolved, cache_dir
 from .runtime.api import DEFAULT_MAX_BODY, DEFAULT_THREADS, configure_access_log, create_app, uvicorn_options
 from .runtime.inference import PipelineServer
-from .runtime.limits import (
+from .runtime.server_limits import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_MAX_BATCH,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadState
-from .runtime.limits import JsonRefused, strict_json
+from .runtime.server_limits import JsonRefused, strict_json
 
 METADATA_KEY = "metadata"
 PREDICTOR_KEYS = frozenset({"demos", "signature", "lm", "traces", "train", "fields"})

@@ -13,10 +13,10 @@ builds the same app over a backend that follows an environment and swaps version
 Program calls run in a bounded thread pool, off the event loop, so slow LM calls proceed in parallel. Each request
 runs on the version that was current when it arrived, even if a swap happens meanwhile. Errors are JSON, never a
 traceback: 401 without the DSPYREG_API_TOKEN bearer token, 413 above the body limit or a batch above --max-batch,
-408 when a body does not arrive within --body-timeout, 422 for a body that does not fit (limits.strict_json: no NaN,
-no 1e999999, no deep nesting, no lone surrogates), 502 when the LM fails or answers something unparseable, 503 when not
-ready or when the process already holds --max-connections connections (LimitedH11Protocol, which also closes a
-connection whose request head has not arrived within --header-timeout).
+408 when a body does not arrive within --body-timeout, 422 for a body that does not fit (server_limits.strict_json:
+no NaN, no 1e999999, no deep nesting, no lone surrogates), 502 when the LM fails or answers something unparseable,
+503 when not ready or when the process already holds --max-connections connections (LimitedH11Protocol, which also
+closes a connection whose request head has not arrived within --header-timeout).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 try:  # inside the dspyreg package
     from .inference import InputError, LMFailure, PipelineServer, ProgramFailure
-    from .limits import (
+    from .server_limits import (
         DEFAULT_BODY_TIMEOUT,
         DEFAULT_KEEP_ALIVE,
         DEFAULT_MAX_BATCH,
@@ -54,9 +54,9 @@ try:  # inside the dspyreg package
         JsonRefused,
         strict_json,
     )
-except ImportError:  # in an exported bundle, beside inference.py and limits.py
+except ImportError:  # in an exported bundle, beside inference.py and server_limits.py
     from inference import InputError, LMFailure, PipelineServer, ProgramFailure  # type: ignore[no-redef]
-    from limits import (  # type: ignore[no-redef]
+    from server_limits import (  # type: ignore[no-redef]
         DEFAULT_BODY_TIMEOUT,
         DEFAULT_KEEP_ALIVE,
         DEFAULT_MAX_BATCH,

@@ -1,7 +1,7 @@
 """What a server accepts: strict JSON, and the limits every server of ours enforces by default.
 
-Copied verbatim into every exported bundle as `limits.py` (beside api.py and inference.py) and imports nothing of
-dspyreg, so `dspyreg serve`, its gRPC side and an exported api.py refuse the same bodies with the same words.
+Copied verbatim into every exported bundle as `server_limits.py` (beside api.py and inference.py) and imports
+nothing of dspyreg, so `dspyreg serve`, its gRPC side and an exported api.py refuse the same bodies with the same words.
 
 `strict_json` is Python's json with what it lets through taken out: NaN and Infinity (and numbers that overflow to
 infinity, such as 1e999999), integers longer than MAX_INT_DIGITS (Python itself raises ValueError above 4300
