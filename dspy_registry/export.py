@@ -2,8 +2,8 @@
 
 `deployment_files` adds to the published files: config.json, requirements.txt, inference.py, server_limits.py and
 api.py (copied verbatim from dspy_registry/runtime), Dockerfile, docker-compose.yml, .dockerignore, a README
-deployment guide, and `<program>.proto`, the typed gRPC interface (see proto.py) that `dspyreg serve --grpc-port` serves.
-Everything is JSON, TOML, text or Python source: never pickle.
+deployment guide, and `<program>.proto`, the typed gRPC interface (see proto.py) that `dspyreg serve --grpc-port`
+serves. Everything is JSON, TOML, text or Python source: never pickle.
 """
 
 from __future__ import annotations
