@@ -173,21 +173,23 @@ def test_connections_over_the_cap_get_503_and_are_closed(limited: Server) -> Non
                     closed.add(s)
                     selector.unregister(s)
             refused = [s for s in closed if got[s]]
-            if len(refused) == 12 and not checked_while_full:
-                # The 8 admitted connections are still held: a new one is refused too, unless one was let go.
+            if len(refused) >= 12 and not checked_while_full:
+                # The admitted connections are still held: a new one is refused too, unless one was let go meanwhile.
                 status, body, _ = limited.get("/health")
-                held = len(closed) == 12
+                held = all(got[s] for s in closed)
                 assert (status == 503 and body["error"] == "too_many_connections") or not held, (status, body)
                 checked_while_full = True
     finally:
         selector.close()
         for s in sockets:
             s.close()
-    answers = sorted(got.values())
-    assert answers[:8] == [b""] * 8  # the admitted ones: closed by the header timeout, having sent nothing
-    for reply in answers[8:]:
+    # At most 8 admitted (fewer if a connection of wait_ready's was still being closed), closed by the header timeout
+    # having been sent nothing; every other one answered 503 at once and closed.
+    admitted = [reply for reply in got.values() if not reply]
+    assert 1 <= len(admitted) <= 8
+    for reply in (reply for reply in got.values() if reply):
         head, _, body = reply.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 503") and json.loads(body)["error"] == "too_many_connections"
+        assert head.startswith(b"HTTP/1.1 503") and json.loads(body)["error"] == "too_many_connections", reply
     assert checked_while_full
     assert limited.post("/predict", QUESTION)[0] == 200  # and the server recovered by itself
 
