@@ -571,6 +571,38 @@ def serve(
     workers: Annotated[int, typer.Option("--workers", help="Server processes; each follows the tag.")] = 1,
     threads: Annotated[int, typer.Option("--threads", help="Program calls in parallel per process.")] = 64,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger request bodies get 413.")] = 1 << 20,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            "--max-batch",
+            envvar="DSPYREG_MAX_BATCH",
+            help="Inputs per batch request; more get 413 (gRPC: RESOURCE_EXHAUSTED) before any runs.",
+        ),
+    ] = 64,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections",
+            envvar="DSPYREG_MAX_CONNECTIONS",
+            help="Open HTTP connections per process; more get 503 and are closed.",
+        ),
+    ] = 512,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            envvar="DSPYREG_HEADER_TIMEOUT",
+            help="Seconds for a request's line and headers to arrive; slower connections are closed.",
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            envvar="DSPYREG_BODY_TIMEOUT",
+            help="Seconds for a request body to arrive; slower get 408.",
+        ),
+    ] = 30.0,
     grpc_port: Annotated[
         Optional[int],
         typer.Option(
@@ -589,6 +621,8 @@ def serve(
     with _funnel(traceback):
         if workers < 1 or threads < 1 or poll_seconds <= 0 or max_body_bytes < 1:
             raise RegistryError("--workers, --threads, --poll-seconds and --max-body-bytes must be positive")
+        if max_batch < 1 or max_connections < 1 or header_timeout <= 0 or body_timeout <= 0:
+            raise RegistryError("--max-batch, --max-connections, --header-timeout and --body-timeout must be positive")
         if grpc_port is not None and not (0 < grpc_port < 65536 and grpc_port != port):
             raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
         with _open(registry) as reg:
@@ -608,6 +642,10 @@ def serve(
             max_body_bytes,
             grpc_port,
             require_signed=require_signed,
+            max_batch=max_batch,
+            body_timeout=body_timeout,
+            max_connections=max_connections,
+            header_timeout=header_timeout,
         )
         following = (
             f"following {resolved.program}/{resolved.environment} every {poll_seconds:g} s"

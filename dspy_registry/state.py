@@ -8,13 +8,16 @@ manifest's [lm], diff masking and verify all use.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import BadState
+from .runtime.server_limits import JsonRefused, strict_json
 
 METADATA_KEY = "metadata"
 PREDICTOR_KEYS = frozenset({"demos", "signature", "lm", "traces", "train", "fields"})
@@ -83,6 +86,9 @@ _CREDENTIAL_VALUES = (
     ("a URL with a password", re.compile(r"\b[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")),
 )
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".pk", ".cloudpickle", ".dill")
+ENV_MAX_STATE_BYTES = "DSPYREG_MAX_STATE_BYTES"
+DEFAULT_MAX_STATE_BYTES = 64 << 20
+STATE_MAX_DEPTH = 128  # a predictor's demos nest a few levels; their values may nest a little more
 
 
 def read_state_file(path: Path) -> dict[str, Any]:
@@ -99,7 +105,46 @@ def read_state_file(path: Path) -> dict[str, Any]:
         raise BadState(
             f"{path} is a pickle file: dspyreg never loads pickle; save the state with program.save('x.json')"
         )
-    return parse_state(path.read_bytes(), str(path))
+    return parse_state(_read_bounded(path, max_state_bytes()), str(path))
+
+
+def max_state_bytes() -> int:
+    raw = os.environ.get(ENV_MAX_STATE_BYTES) or str(DEFAULT_MAX_STATE_BYTES)
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise BadState(f"{ENV_MAX_STATE_BYTES}={raw!r} is not a positive number of bytes")
+    return limit
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of a regular file: a device (/dev/zero), a FIFO or a socket is refused before it is
+    read, and a file is never read whole into memory beyond the limit."""
+    try:
+        # O_NONBLOCK: opening a FIFO with no writer must not hang; fstat then tells what was really opened.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise BadState(f"cannot read {path}: {err.strerror or err}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BadState(
+                f"{path} is not a regular file (a device, FIFO or socket): pass the .json program.save wrote"
+            )
+        if info.st_size > limit:
+            raise BadState(_too_large(path, info.st_size, limit))
+        data = handle.read(limit + 1)  # the file may grow after fstat
+    if len(data) > limit:
+        raise BadState(_too_large(path, len(data), limit))
+    return data
+
+
+def _too_large(path: Path, size: int, limit: int) -> str:
+    return (
+        f"{path} is {size} bytes, over the {limit}-byte limit for a state file: set {ENV_MAX_STATE_BYTES} to raise it"
+    )
 
 
 def parse_state(data: bytes, source: str) -> dict[str, Any]:
@@ -114,9 +159,11 @@ def parse_state(data: bytes, source: str) -> dict[str, Any]:
             f"{source} is not UTF-8 text (byte {err.start}): expected the JSON that program.save() writes"
         ) from None
     try:
-        state = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise BadState(f"{source} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+        # Strict but for NaN and Infinity, which Python's json writes: nesting, huge integers and lone surrogates
+        # are refused here in one line rather than failing later (RecursionError, ValueError, UnicodeEncodeError).
+        state = strict_json(text, max_depth=STATE_MAX_DEPTH, allow_non_finite=True, what=source)
+    except JsonRefused as err:
+        raise BadState(str(err)) from None
     if not isinstance(state, dict):
         raise BadState(f"{source} is JSON but not a DSPy state: expected an object of predictor names")
     return state
