@@ -431,9 +431,7 @@ def _demos_table(d: DemoChanges, plain: bool) -> Group:
 
 def _value_change(change: Change | tuple[WordOp, ...], plain: bool) -> Text:
     if isinstance(change, Change):
-        return Text.assemble(
-            (_plain_value(change.before), "red"), " => ", (_plain_value(change.after), "green")
-        )
+        return Text.assemble((_plain_value(change.before), "red"), " => ", (_plain_value(change.after), "green"))
     return _words(change, plain)
 
 
@@ -550,6 +548,8 @@ def _md_words(ops: Sequence[WordOp]) -> list[str]:
                 continue
             lead, trail = piece[: len(piece) - len(piece.lstrip())], piece[len(piece.rstrip()) :]
             mark = _MD_WRAP.get(op.op, "")
+            if mark and not lead and lines[-1].endswith(("~~", "**", "*")):
+                lead = " "  # `~~old~~**new**` (no space between them) would not close and open where meant
             lines[-1] += f"{lead}{mark}{md_escape(core)}{mark}{trail}"
     return [_md_line_start(line.strip()) for line in lines]
 

@@ -276,9 +276,7 @@ def test_a_new_interface_is_diffed_and_warned_about(registry: Registry, tmp_path
     assert [f["name"] for f in interface["inputs"]["newly_required"]] == ["context"]
     assert [f["name"] for f in interface["outputs"]["removed"]] == ["sources"]
     assert [f["name"] for f in interface["outputs"]["added"]] == ["confidence"]
-    assert [(c["name"], c["before"], c["after"]) for c in interface["outputs"]["retyped"]] == [
-        ("answer", "str", "int")
-    ]
+    assert [(c["name"], c["before"], c["after"]) for c in interface["outputs"]["retyped"]] == [("answer", "str", "int")]
     assert interface["breaking"] is True
     for out in (_text(diff), diff_markdown(diff)):
         for word in ("prog:Answerer", "style", "confidence", "sources", "int", "major"):
