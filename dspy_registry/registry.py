@@ -567,13 +567,12 @@ class Registry:
         if not published or "interface.json" not in files:
             return ()
         previous = max(published, key=version_key)
-        resolved = self.resolve(previous, name)
-        changes = diff_interface(
-            self.manifest(resolved).program.entrypoint,
-            self._interface(resolved),
-            entrypoint,
-            json.loads(files["interface.json"]),
-        )
+        try:
+            resolved = self.resolve(previous, name)
+            before = self.manifest(resolved).program.entrypoint, self._interface(resolved)
+        except RegistryError:
+            return ()  # a damaged earlier version is verify's to report; it does not stop a new one
+        changes = diff_interface(*before, entrypoint, json.loads(files["interface.json"]))
         return (publish_warning(name, previous, version, changes),) if changes else ()
 
     def check_new_version(self, name: str, version: str) -> str:

@@ -644,12 +644,12 @@ def _md_change(change: Change | tuple[WordOp, ...]) -> str:
 def _md_interface(c: InterfaceChanges) -> list[str]:
     lines = ["#### Interface", ""]
     if c.entrypoint:
-        lines.append(f"- entrypoint `{c.entrypoint[0]}` → `{c.entrypoint[1]}`")
+        lines.append(f"- entrypoint {md_code(c.entrypoint[0])} → {md_code(c.entrypoint[1])}")
     for role, changes in (("input", c.inputs), ("output", c.outputs)):
-        lines += [f"- ➕ {role} `{_iface_field(f)}`" for f in changes.added]
-        lines += [f"- ➖ {role} `{_iface_field(f)}`" for f in changes.removed]
-        lines += [f"- {role} `{r.name}`: type `{r.before}` → `{r.after}`" for r in changes.retyped]
-        lines += [f"- {role} `{f['name']}` is now required" for f in changes.newly_required]
+        lines += [f"- ➕ {role} {md_code(_iface_field(f))}" for f in changes.added]
+        lines += [f"- ➖ {role} {md_code(_iface_field(f))}" for f in changes.removed]
+        lines += [f"- {role} {md_code(r.name)}: type {md_code(r.before)} → {md_code(r.after)}" for r in changes.retyped]
+        lines += [f"- {role} {md_code(str(f['name']))} is now required" for f in changes.newly_required]
     if c.breaking:
         lines += [
             "",
