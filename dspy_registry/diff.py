@@ -3,7 +3,11 @@
 Both sides are first brought to a `ProgramView`, from a bundle (prompts.json knows field names and types) or from a
 bare saved state of any DSPy version (which knows only prefixes and descriptions), so one algorithm serves both.
 A view never holds a secret: LM keys outside the allowlist, and credential-named keys elsewhere, keep their name with
-`***` as their value, so every rendering of a diff is safe to print.
+`***` as their value, so every rendering of a diff is safe to print. Examples (demos, train, traces) are user data
+and are shown as they are.
+
+Demos keep DSPy's key order (it is the order of the prompt), so two demos that differ only in the order of a dict's
+keys are different demos. Demos with the same identity are matched in order, as a multiset.
 """
 
 from __future__ import annotations
@@ -15,7 +19,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .state import METADATA_KEY, is_predictor_state, mask_credentials, mask_lm_state
+from .interface_diff import InterfaceChanges, diff_interface
+from .state import (
+    EXAMPLE_KEYS,
+    LEGACY_PREDICTOR_KEYS,
+    MASK,
+    METADATA_KEY,
+    is_credential_name,
+    is_predictor_state,
+    mask_credentials,
+    mask_lm_state,
+)
 
 VOLATILE_DEMO_KEYS = frozenset({"augmented", "dspy_uuid", "dspy_split"})
 
@@ -36,6 +50,7 @@ class PredictorView:
     demos: tuple[Mapping[str, Any], ...]
     lm: Any
     input_names: tuple[str, ...] | None  # demo identity; None when unknown
+    other: Mapping[str, Any] = field(default_factory=dict)  # every other key of the predictor's state, masked
 
 
 @dataclass(frozen=True)
@@ -44,14 +59,27 @@ class ProgramView:
     predictors: Mapping[str, PredictorView]
     params: Mapping[str, Any]  # non-predictor entries, e.g. {"retrieve": {"k": 3}}
     metadata: Mapping[str, Any]  # flat: dev_score, optimizer, runtime.dspy, ...
+    entrypoint: str | None = None  # registry sides only: the manifest's entrypoint and interface.json
+    interface: Mapping[str, Any] | None = None
 
 
 # -- building views --------------------------------------------------------------------------------------------------
 def view_from_bundle(
-    label: str, prompts: Mapping[str, Any], state: Mapping[str, Any], meta: Mapping[str, Any]
+    label: str,
+    prompts: Mapping[str, Any],
+    state: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    entrypoint: str | None = None,
+    interface: Mapping[str, Any] | None = None,
 ) -> ProgramView:
+    """A published version. Demos come from program.json when it has them: prompts.json sorts keys, and the order
+    of a dict in a demo is part of the prompt (and a file side reads program.json's demos too)."""
     predictors = {}
     for name, p in prompts.items():
+        entry = state.get(name)
+        entry = entry if isinstance(entry, dict) else {}
+        saved_demos = entry.get("demos")
+        demos = saved_demos if isinstance(saved_demos, list) else p.get("demos", [])
         fields = tuple(
             FieldView(f["name"], role, f.get("type"), f.get("description", ""), f.get("prefix", ""))
             for role, key in (("input", "inputs"), ("output", "outputs"))
@@ -60,12 +88,27 @@ def view_from_bundle(
         predictors[name] = PredictorView(
             instructions=p.get("instructions"),
             fields=fields,
-            demos=tuple(p.get("demos", [])),
+            demos=tuple(d if isinstance(d, dict) else {"value": d} for d in demos),
             lm=mask_lm_state(p.get("lm")),
             input_names=tuple(f["name"] for f in p.get("inputs", [])),
+            other=_other_keys(entry, BUNDLE_PREDICTOR_KEYS),
         )
     params = {k: mask_credentials(v) for k, v in state.items() if k != METADATA_KEY and k not in prompts}
-    return ProgramView(label, predictors, params, meta)
+    return ProgramView(label, predictors, params, meta, entrypoint, interface)
+
+
+# What a view reads from a predictor's state; every other key is compared as it is. prompts.json already holds the
+# signature of a published version, so legacy signature keys are read from there.
+STATE_PREDICTOR_KEYS = frozenset({"demos", "signature", "lm", "signature_instructions", "signature_prefix"})
+BUNDLE_PREDICTOR_KEYS = frozenset({"demos", "signature", "lm"}) | LEGACY_PREDICTOR_KEYS
+
+
+def _other_keys(entry: Mapping[str, Any], read: frozenset[str]) -> dict[str, Any]:
+    return {
+        k: v if k in EXAMPLE_KEYS else mask_credentials(v)  # examples are user data, shown like demos
+        for k, v in entry.items()
+        if k not in read
+    }
 
 
 def view_from_state(
@@ -81,10 +124,13 @@ def view_from_state(
             params[name] = mask_credentials(entry)
             continue
         predictors[name] = _predictor_from_state(entry, typed.get(name) if typed else None)
-    metadata = {}
-    versions = (state.get(METADATA_KEY) or {}).get("dependency_versions") or {}
-    for key, value in versions.items():
-        metadata[f"runtime.{key}"] = value
+    metadata: dict[str, Any] = {}
+    saved = state.get(METADATA_KEY)
+    for key, value in (saved if isinstance(saved, dict) else {}).items():
+        if key == "dependency_versions" and isinstance(value, dict):
+            metadata |= {f"runtime.{k}": mask_credentials(v) for k, v in value.items()}
+        else:  # any other key DSPy may add is compared too; a credential-named one keeps only its name
+            metadata[f"metadata.{key}"] = MASK if is_credential_name(str(key)) else mask_credentials(value)
     return ProgramView(label, predictors, params, metadata)
 
 
@@ -119,13 +165,14 @@ def _predictor_from_state(entry: Mapping[str, Any], live: PredictorView | None) 
         demos=tuple(d if isinstance(d, dict) else {"value": d} for d in demos),
         lm=mask_lm_state(entry.get("lm")),
         input_names=live.input_names if live else None,
+        other=_other_keys(entry, STATE_PREDICTOR_KEYS),
     )
 
 
 # -- the diff --------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class WordOp:
-    op: str  # "equal", "insert", "delete"
+    op: str  # "equal", "insert", "delete"; "skip" (unchanged words left out) only from `with_context`
     text: str
 
 
@@ -173,6 +220,7 @@ class PredictorDiff:
     fields: FieldChanges | None = None
     demos: DemoChanges | None = None
     lm: Change | None = None
+    other: Mapping[str, Change] = field(default_factory=dict)  # any other key of the predictor's state
 
 
 @dataclass(frozen=True)
@@ -183,10 +231,11 @@ class Diff:
     removed: tuple[str, ...]
     changed: Mapping[str, PredictorDiff]
     metadata: Mapping[str, Change] = field(default_factory=dict)
+    interface: InterfaceChanges | None = None  # entrypoint, inputs, outputs: between registry sides only
 
     @property
     def is_empty(self) -> bool:
-        return not (self.added or self.removed or self.changed or self.metadata)
+        return not (self.added or self.removed or self.changed or self.metadata or self.interface)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -198,6 +247,7 @@ class Diff:
                 "changed": {name: _predictor_json(d) for name, d in self.changed.items()},
             },
             "metadata": {k: {"before": c.before, "after": c.after} for k, c in self.metadata.items()},
+            "interface": self.interface.to_json() if self.interface else None,
         }
 
 
@@ -223,6 +273,7 @@ def diff_views(a: ProgramView, b: ProgramView) -> Diff:
         removed=tuple(n for n in a.predictors if n not in b.predictors),
         changed=changed,
         metadata=metadata,
+        interface=diff_interface(a.entrypoint, a.interface, b.entrypoint, b.interface),
     )
 
 
@@ -231,15 +282,35 @@ def _diff_predictor(a: PredictorView, b: PredictorView) -> PredictorDiff:
     if a.instructions != b.instructions:
         instructions = TextChange(a.instructions, b.instructions, word_diff(a.instructions or "", b.instructions or ""))
     lm = Change(a.lm, b.lm) if a.lm != b.lm else None
-    return PredictorDiff(instructions, _diff_fields(a.fields, b.fields), _diff_demos(a, b), lm)
+    other = {
+        key: Change(a.other.get(key), b.other.get(key))
+        for key in [*a.other, *(k for k in b.other if k not in a.other)]
+        if _ordered(a.other.get(key)) != _ordered(b.other.get(key))
+    }
+    return PredictorDiff(instructions, _diff_fields(a.fields, b.fields), _diff_demos(a, b), lm, other)
 
 
 def word_diff(before: str, after: str) -> tuple[WordOp, ...]:
-    """Word-level diff; whitespace travels with the word before it, so joining the texts rebuilds each side."""
+    """Word-level diff; whitespace travels with the word before it, so joining the texts rebuilds each side.
+
+    The common head and tail are set aside before matching: a one-word change in 100 KB is then matched in
+    milliseconds (difflib alone is quadratic in the repeated words of long instructions)."""
     old, new = re.findall(r"\S+\s*|\s+", before), re.findall(r"\S+\s*|\s+", after)
+    old_words, new_words = [w.strip() for w in old], [w.strip() for w in new]
+    head = 0
+    while head < min(len(old), len(new)) and old_words[head] == new_words[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(old), len(new)) - head and old_words[-1 - tail] == new_words[-1 - tail]:
+        tail += 1
     ops: list[WordOp] = []
-    matcher = difflib.SequenceMatcher(a=[w.strip() for w in old], b=[w.strip() for w in new], autojunk=False)
+    if head:
+        ops.append(WordOp("equal", "".join(new[:head])))
+    matcher = difflib.SequenceMatcher(
+        a=old_words[head : len(old) - tail], b=new_words[head : len(new) - tail], autojunk=False
+    )
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        i1, i2, j1, j2 = i1 + head, i2 + head, j1 + head, j2 + head
         if tag == "equal":
             ops.append(WordOp("equal", "".join(new[j1:j2])))
             continue
@@ -247,7 +318,52 @@ def word_diff(before: str, after: str) -> tuple[WordOp, ...]:
             ops.append(WordOp("delete", "".join(old[i1:i2])))
         if j2 > j1:
             ops.append(WordOp("insert", "".join(new[j1:j2])))
+    if tail:
+        ops.append(WordOp("equal", "".join(new[len(new) - tail :])))
     return tuple(ops)
+
+
+CONTEXT_WORDS = 12
+
+
+def with_context(ops: Sequence[WordOp], context: int = CONTEXT_WORDS) -> tuple[WordOp, ...]:
+    """The ops to print: an unchanged run longer than twice `context` words keeps `context` words on each side of
+    a change, and the rest becomes one "skip" op saying how many words it leaves out. Paragraph breaks in a kept
+    part stay, so a quoted paragraph stays a paragraph."""
+    if all(op.op == "equal" for op in ops):
+        return tuple(ops)
+    out: list[WordOp] = []
+    for i, op in enumerate(ops):
+        words = re.findall(r"\S+\s*|\s+", op.text) if op.op == "equal" else []
+        keep_head = context if i > 0 else 0  # words after the change before this run
+        keep_tail = context if i < len(ops) - 1 else 0  # words before the change after it
+        if len(words) <= keep_head + keep_tail + context:
+            out.append(op)
+            continue
+        if keep_head:
+            out.append(WordOp("equal", "".join(words[:keep_head])))
+        left_out = len(words) - keep_head - keep_tail
+        out.append(WordOp("skip", f"… {left_out} unchanged words …"))
+        if keep_tail:
+            out.append(WordOp("equal", "".join(words[len(words) - keep_tail :])))
+    return tuple(out)
+
+
+def value_text(value: Any) -> str:
+    """A value as it reads in a prompt: text as it is, anything else as JSON in its own key order."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
+def value_diff(before: Any, after: Any) -> tuple[WordOp, ...]:
+    """The word diff of two values, with context around the changes."""
+    return with_context(word_diff(value_text(before), value_text(after)))
+
+
+def _ordered(value: Any) -> str:
+    """Equal only for equal values with their dicts' keys in the same order (Python's == ignores the order)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _field_label(f: FieldView, index: int) -> str:
@@ -297,23 +413,33 @@ def _counts(demos: Sequence[Mapping[str, Any]]) -> DemoCounts:
 
 
 def _diff_demos(a: PredictorView, b: PredictorView) -> DemoChanges | None:
+    """Demos matched by identity as a multiset: the n-th demo of an identity on one side pairs with the n-th of the
+    same identity on the other, so a duplicated demo is one added demo."""
     names = b.input_names or a.input_names
-    a_ids = [_demo_identity(d, names) for d in a.demos]
-    b_ids = [_demo_identity(d, names) for d in b.demos]
-    a_by, b_by = dict(zip(a_ids, a.demos)), dict(zip(b_ids, b.demos))
-    added = tuple(d for i, d in zip(b_ids, b.demos) if i not in a_by)
-    removed = tuple(d for i, d in zip(a_ids, a.demos) if i not in b_by)
+    waiting: dict[str, list[int]] = {}
+    for i, demo in enumerate(a.demos):
+        waiting.setdefault(_demo_identity(demo, names), []).append(i)
+    pairs: list[tuple[int, int]] = []  # (index in a, index in b), in b's order
+    added = []
+    for j, demo in enumerate(b.demos):
+        queue = waiting.get(_demo_identity(demo, names))
+        if queue:
+            pairs.append((queue.pop(0), j))
+        else:
+            added.append(demo)
+    paired = {i for i, _ in pairs}
+    removed = tuple(d for i, d in enumerate(a.demos) if i not in paired)
     changed = tuple(
-        Change(a_by[i], d)
-        for i, d in zip(b_ids, b.demos)
-        if i in a_by and (_demo_content(a_by[i]) != _demo_content(d) or a_by[i].get("augmented") != d.get("augmented"))
+        Change(a.demos[i], b.demos[j])
+        for i, j in pairs
+        if _ordered(_demo_content(a.demos[i])) != _ordered(_demo_content(b.demos[j]))
+        or a.demos[i].get("augmented") != b.demos[j].get("augmented")
     )
-    common_a = [i for i in a_ids if i in b_by]
-    common_b = [i for i in b_ids if i in a_by]
-    reordered = common_a != common_b
+    order = [i for i, _ in pairs]
+    reordered = order != sorted(order)
     if not (added or removed or changed or reordered):
         return None
-    return DemoChanges(added, removed, changed, reordered, _counts(a.demos), _counts(b.demos), names or ())
+    return DemoChanges(tuple(added), removed, changed, reordered, _counts(a.demos), _counts(b.demos), names or ())
 
 
 def _field_json(f: FieldView) -> dict[str, Any]:
@@ -351,4 +477,5 @@ def _predictor_json(d: PredictorDiff) -> dict[str, Any]:
         }
     if d.lm:
         out["lm"] = {"before": d.lm.before, "after": d.lm.after}
+    out["other"] = {key: {"before": c.before, "after": c.after} for key, c in d.other.items()} or None
     return out

@@ -448,13 +448,25 @@ class Registry:
         from .diff import view_from_bundle
 
         resolved = self.resolve(ref, name)
-        metadata = _manifest_metadata(self.manifest(resolved)) | _records_metadata(self.records(resolved))
+        manifest = self.manifest(resolved)
+        metadata = _manifest_metadata(manifest) | _records_metadata(self.records(resolved))
         return view_from_bundle(
             f"{resolved.program}/{resolved.version}",
             self._json_file(resolved, "prompts.json"),
             self._json_file(resolved, "program.json"),
             metadata,
+            manifest.program.entrypoint,
+            self._interface(resolved),
         )
+
+    def _interface(self, resolved: Resolved) -> dict[str, Any] | None:
+        """interface.json, or None for a version published before it existed (or holding something else)."""
+        data = self.store.read_blob(resolved.commit, f"{resolved.program}/interface.json")
+        try:
+            value = json.loads(data) if data is not None else None
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
 
     def diff(self, a: str, b: str, name: str | None = None, program_spec: str | None = None) -> Diff:
         """Diff two sides, each a registry ref or a saved state file. A file side without `program_spec` borrows
@@ -510,6 +522,7 @@ class Registry:
             allow_unrendered_demos,
         )
         bundle = build_bundle(source, state, meta, origin=origin)
+        warnings = bundle.warnings + self._interface_warnings(name, version, source.entrypoint, bundle.files)
         blobs = self.store.write_blobs(bundle.files)
         subtree = self.store.write_tree(None, {p: TreeEntry("100644", "blob", s) for p, s in blobs.items()})
         payload = {
@@ -536,11 +549,31 @@ class Registry:
                         f"another writer published {name} {version} first; nothing was changed"
                     ) from None
                 continue  # main moved (another publish): rebuild on the new tip
-            return PublishResult(name, version, commit, tuple(sorted(bundle.files)), bundle.warnings)
+            return PublishResult(name, version, commit, tuple(sorted(bundle.files)), warnings)
         raise ConflictError(
             f"main kept moving while publishing {name} {version} ({PUBLISH_RETRIES} tries); "
             "nothing was changed: re-run the command"
         )
+
+    def _interface_warnings(
+        self, name: str, version: str, entrypoint: str, files: Mapping[str, bytes]
+    ) -> tuple[str, ...]:
+        """A warning when callers of the highest published version of `name` would see another program."""
+        from .interface_diff import diff_interface, publish_warning
+
+        published = [
+            v for (v,) in self.store.for_each_ref(["%(refname:lstrip=3)"], f"refs/tags/{name}/") if is_version(v)
+        ]
+        if not published or "interface.json" not in files:
+            return ()
+        previous = max(published, key=version_key)
+        try:
+            resolved = self.resolve(previous, name)
+            before = self.manifest(resolved).program.entrypoint, self._interface(resolved)
+        except RegistryError:
+            return ()  # a damaged earlier version is verify's to report; it does not stop a new one
+        changes = diff_interface(*before, entrypoint, json.loads(files["interface.json"]))
+        return (publish_warning(name, previous, version, changes),) if changes else ()
 
     def check_new_version(self, name: str, version: str) -> str:
         """The normalized version, if `name` may publish it; raises otherwise."""

@@ -127,7 +127,7 @@ def test_registry_diff_json_shape(published: Registry) -> None:
     assert set(changed) == {"generate_query", "answer.predict", "check"}
     assert changed["check"]["instructions"] is None  # unchanged parts are null
     gq = changed["generate_query"]
-    assert set(gq) == {"instructions", "fields", "demos", "lm"} and gq["fields"] is None and gq["lm"] is None
+    assert set(gq) == {"instructions", "fields", "demos", "lm", "other"} and gq["fields"] is None and gq["lm"] is None
     assert gq["instructions"]["after"].startswith("Rewrite the question")
     assert set(gq["demos"]) >= {"added", "removed", "changed", "reordered"}
     assert isinstance(gq["demos"]["reordered"], bool)

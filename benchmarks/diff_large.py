@@ -1,0 +1,93 @@
+"""`dspyreg diff` of two saved states whose instructions are 100 KB of prose differing by one word.
+
+    python benchmarks/diff_large.py [--repeats 7] [--kilobytes 100]
+
+The instructions repeat a paragraph of ordinary English (so the same words come back thousands of times: the worst
+case for a word matcher), in paragraphs; one word in the middle is replaced. Prints the median wall time of:
+- the real CLI (`python -m dspy_registry.cli diff a.json b.json`, a fresh process: cold start included), per format;
+- the diff and its text rendering in-process (what the command spends beyond starting Python).
+and the size of the text output, which shows the change with context, not the 100 KB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PARAGRAPH = (
+    "Answer the question using only the passages given. Quote the passage that supports the answer, and say "
+    "unknown when the passages do not contain it. Keep the answer short, plain and in the language of the question."
+)
+
+
+def instructions(kilobytes: int) -> tuple[str, str]:
+    paragraphs = [PARAGRAPH] * (kilobytes * 1024 // (len(PARAGRAPH) + 2) + 1)
+    before = "\n\n".join(paragraphs)
+    middle = len(paragraphs) // 2
+    changed = [*paragraphs[:middle], PARAGRAPH.replace("short", "brief"), *paragraphs[middle + 1 :]]
+    return before, "\n\n".join(changed)
+
+
+def state(text: str) -> dict[str, object]:
+    signature = {"instructions": text, "fields": [{"prefix": "Question:", "description": "${question}"}]}
+    return {"qa": {"traces": [], "train": [], "demos": [], "signature": signature, "lm": None}}
+
+
+def median_seconds(run: object, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()  # type: ignore[operator]
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--kilobytes", type=int, default=100)
+    args = parser.parse_args()
+
+    from rich.console import Console
+
+    from dspy_registry.registry import diff_files
+    from dspy_registry.render import diff_markdown, diff_view
+
+    before, after = instructions(args.kilobytes)
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b = Path(tmp) / "a.json", Path(tmp) / "b.json"
+        a.write_text(json.dumps(state(before)))
+        b.write_text(json.dumps(state(after)))
+        print(f"instructions: {len(before) / 1024:.0f} KB, {len(before.split())} words, one word changed")
+
+        def in_process() -> str:
+            out = io.StringIO()
+            Console(file=out, width=100, color_system=None).print(diff_view(diff_files(str(a), str(b)), plain=True))
+            return out.getvalue()
+
+        text = in_process()
+        print(f"in-process diff + text rendering: {median_seconds(in_process, args.repeats) * 1000:.0f} ms median")
+        markdown = diff_markdown(diff_files(str(a), str(b)))
+        for fmt in ("text", "markdown", "json"):
+            command = [sys.executable, "-m", "dspy_registry.cli", "diff", str(a), str(b), "--format", fmt]
+            seconds = median_seconds(
+                lambda command=command: subprocess.run(command, check=True, capture_output=True, cwd=ROOT),
+                args.repeats,
+            )
+            print(f"CLI diff --format {fmt}: {seconds * 1000:.0f} ms median (cold start included)")
+        print(f"text output: {len(text)} characters; markdown: {len(markdown)} characters")
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
