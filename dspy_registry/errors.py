@@ -56,3 +56,7 @@ class ConflictError(RegistryError):
     """A concurrent writer moved a ref first; nothing of ours was written. CLI exit 3."""
 
     exit_code = 3
+
+
+class CorruptRecord(RegistryError):
+    """A record dspyreg reads back from git (journal, tag payload) is not in the shape dspyreg writes."""

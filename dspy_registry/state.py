@@ -74,6 +74,8 @@ def parse_state(data: bytes, source: str) -> dict[str, Any]:
         state = json.loads(text)
     except json.JSONDecodeError as err:
         raise BadState(f"{source} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno})") from None
+    except RecursionError:
+        raise BadState(f"{source} is JSON nested too deeply to be a DSPy state") from None
     if not isinstance(state, dict):
         raise BadState(f"{source} is JSON but not a DSPy state: expected an object of predictor names")
     return state

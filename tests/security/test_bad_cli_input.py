@@ -164,7 +164,9 @@ CASES: dict[str, Case] = {
     "unknown gate key": Case(
         registry_toml("[gates.prod]\nmin_score = 0.5"), cmd("list"), "[gates.prod] has unknown key min_score"
     ),
-    "gates not tables": Case(registry_toml("gates = 1"), cmd("list"), "registry.toml: gates must be a table"),
+    "gates not tables": Case(
+        raw_registry_toml(b"schema_version = 1\ngates = 1\n"), cmd("list"), "registry.toml: gates must be a table"
+    ),
     "order a string": Case(
         registry_toml("", order='"prod"'), cmd("list"), "[environments] order must be a list of names, got 'prod'"
     ),
@@ -284,11 +286,11 @@ def test_notes_cannot_forge_the_tag_payload(registry_path: Path, states: dict[st
     assert listed[0]["dev_score"] == 0.1 and listed[0]["notes"] == forged
 
 
-@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029"])
 def test_a_reason_with_a_unicode_line_separator_keeps_its_journal_entry(
     separator: str, situation: Situation
 ) -> None:
-    """json.dumps keeps U+2028/U+2029/U+0085 raw, and str.splitlines() splits on them: the payload line must still
+    """json.dumps keeps U+2028/U+2029 raw, and str.splitlines() splits on them: the payload line must still
     be read whole, or the move vanishes from the log and the environment tag loses its version."""
     reason = f"x{separator}{{}}{separator}y"
     args = ["--registry", str(situation.registry)]
