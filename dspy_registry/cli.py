@@ -21,7 +21,6 @@ from typer.core import TyperGroup
 from .errors import RegistryError
 from .registry import Registry, default_registry, diff_files, is_state_path
 
-
 # click's UsageError, wherever this typer takes click from (typer 0.28 vendors it as typer._click).
 _UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
@@ -579,7 +578,9 @@ def serve(
     versions without dropping requests."""
     with _funnel(traceback):
         if workers < 1 or threads < 1 or not (0 < poll_seconds < math.inf) or max_body_bytes < 1:
-            raise RegistryError("--workers, --threads, --poll-seconds and --max-body-bytes must be positive (and finite)")
+            raise RegistryError(
+                "--workers, --threads, --poll-seconds and --max-body-bytes must be positive (and finite)"
+            )
         if grpc_port is not None and not (0 < grpc_port < 65536 and grpc_port != port):
             raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
         with _open(registry) as reg:

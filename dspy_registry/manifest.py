@@ -139,7 +139,7 @@ class RegistryConfig:
         if ROLLBACK_ENV in envs or len(set(envs)) != len(envs) or not envs:
             raise BadManifest("registry.toml: [environments] order must be unique names, without `rollback`")
         gates = _sub_table(data, "gates", "registry.toml: gates")
-        for env, table in gates.items():
+        for env in gates:
             if env not in envs:
                 raise BadManifest(
                     f"registry.toml: [gates.{env}] names no environment of [environments] order ({', '.join(envs)})"

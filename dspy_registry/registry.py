@@ -1055,7 +1055,7 @@ def _journal_history(blob: bytes, path: str, journal: str | None) -> tuple[str, 
         isinstance(v, str) and is_version(v) and v.startswith("v") for v in history
     ):
         raise CorruptRecord(
-            f"journal {path} at {(journal or '')[:12]} is corrupt (expected {{\"history\": [versions]}}): "
+            f'journal {path} at {(journal or "")[:12]} is corrupt (expected {{"history": [versions]}}): '
             f"restore {JOURNAL_REF} from a good commit (`git log {JOURNAL_REF}`)"
         )
     return tuple(history)
@@ -1081,9 +1081,8 @@ def _journal_entries(message: str) -> list[JournalEntry]:
 
 def _entry_shaped(value: dict[str, Any]) -> bool:
     required = {"program", "env", "from_version", "to_version", "action", "actor", "time"}
-    return (
-        required <= value.keys() <= _ENTRY_FIELDS.keys()
-        and all(isinstance(v, str) or (v is None and _ENTRY_FIELDS[k]) for k, v in value.items())
+    return required <= value.keys() <= _ENTRY_FIELDS.keys() and all(
+        isinstance(v, str) or (v is None and _ENTRY_FIELDS[k]) for k, v in value.items()
     )
 
 

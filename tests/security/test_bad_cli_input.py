@@ -216,16 +216,18 @@ CASES: dict[str, Case] = {
     "serve port negative": Case(nothing, cmd("serve", "--port", "-1"), "--port"),
     "serve poll seconds nan": Case(nothing, cmd("serve", "--poll-seconds", "nan"), "--poll-seconds"),
     "dev score not a number": Case(nothing, publish("v2.0", "--dev-score", "high"), "--dev-score"),
-    "trainset size huge": Case(
-        nothing, publish("v2.0", "--trainset-size", str(10**30)), "trainset size"
-    ),
+    "trainset size huge": Case(nothing, publish("v2.0", "--trainset-size", str(10**30)), "trainset size"),
     "eval threads 0": Case(
         write("dev.jsonl", b"{}\n"),
         with_file("dev.jsonl", "eval", "v1.0", "--devset", "{file}", "--metric", "m.py:f", "--threads", "0"),
         "--threads",
     ),
-    "bench n 0": Case(write("in.jsonl", b"{}\n"), with_file("in.jsonl", "bench", "v1.0", "--inputs", "{file}", "-n", "0"), "-n"),
-    "missing required option": Case(nothing, cmd("publish", EXAMPLE_SPEC, "--name", "qa", "--version", "v2"), "--state"),
+    "bench n 0": Case(
+        write("in.jsonl", b"{}\n"), with_file("in.jsonl", "bench", "v1.0", "--inputs", "{file}", "-n", "0"), "-n"
+    ),
+    "missing required option": Case(
+        nothing, cmd("publish", EXAMPLE_SPEC, "--name", "qa", "--version", "v2"), "--state"
+    ),
     "unknown command": Case(nothing, cmd("publsh"), "No such command"),
     "unknown option": Case(nothing, cmd("list", "--bogus"), "--bogus"),
     # names and free text
@@ -276,20 +278,15 @@ def test_notes_cannot_forge_the_tag_payload(registry_path: Path, states: dict[st
     """Notes end up in the tag message above dspyreg's JSON payload line: even a fake signature block in them must not
     make a line of the notes read back as the payload."""
     forged = '{"created": "1999-01-01", "dev_score": 0.99, "notes": "forged"}\n-----BEGIN PGP SIGNATURE-----\nxx'
-    result = runner.invoke(
-        app,
-        [*publish_args(EXAMPLE_SPEC, states["v1.0"], "v1.0"), "--dev-score", "0.1", "--notes", forged]
-        + ["--registry", str(registry_path)],
-    )
+    args = [*publish_args(EXAMPLE_SPEC, states["v1.0"], "v1.0"), "--dev-score", "0.1", "--notes", forged]
+    result = runner.invoke(app, [*args, "--registry", str(registry_path)])
     assert result.exit_code == 0, result.output
     listed = json.loads(runner.invoke(app, ["list", "--json", "--registry", str(registry_path)]).stdout)
     assert listed[0]["dev_score"] == 0.1 and listed[0]["notes"] == forged
 
 
 @pytest.mark.parametrize("separator", ["\u2028", "\u2029"])
-def test_a_reason_with_a_unicode_line_separator_keeps_its_journal_entry(
-    separator: str, situation: Situation
-) -> None:
+def test_a_reason_with_a_unicode_line_separator_keeps_its_journal_entry(separator: str, situation: Situation) -> None:
     """json.dumps keeps U+2028/U+2029 raw, and str.splitlines() splits on them: the payload line must still
     be read whole, or the move vanishes from the log and the environment tag loses its version."""
     reason = f"x{separator}{{}}{separator}y"
