@@ -587,8 +587,10 @@ def serve(
             target = ref or reg.production
             resolved = _checked(reg, target, name, no_verify)
             location = reg.location
-        from .serve import ServeConfig
+        from .serve import ServeConfig, _check_free
         from .serve import serve as run_server
+
+        _check_free(host, port, "HTTP")  # a bad --host or a taken --port: one line now, not uvicorn's exit 3
 
         config = ServeConfig(
             location, target, resolved.program, poll_seconds, not no_verify, threads, max_body_bytes, grpc_port

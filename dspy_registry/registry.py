@@ -846,8 +846,11 @@ class Registry:
         if dest.is_dir() and any(dest.iterdir()) and not force:
             raise RegistryError(f"{dest} is not empty: choose an empty folder, or pass --force to replace it")
         files = self.deployment(resolved)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+        except OSError as err:
+            raise RegistryError(f"cannot write to {dest}: {err.strerror or err}") from None
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the bundle private to this user
@@ -898,6 +901,8 @@ class Registry:
             except OSError:  # another process wrote it first
                 if not (dest / "config.json").is_file():
                     raise
+            except RegistryError as err:
+                raise RegistryError(f"{err} (the bundle cache: set DSPYREG_CACHE to a folder you can write)") from None
         return dest
 
     def load(self, ref: str, name: str | None = None, *, verify: bool = True) -> dspy.Module:

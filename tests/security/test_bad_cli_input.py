@@ -8,6 +8,7 @@ plain git), snapshots every ref, runs one command, and checks the refusal.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,6 +216,18 @@ CASES: dict[str, Case] = {
     "serve port above 65535": Case(nothing, cmd("serve", "--port", "70000"), "--port"),
     "serve port negative": Case(nothing, cmd("serve", "--port", "-1"), "--port"),
     "serve poll seconds nan": Case(nothing, cmd("serve", "--poll-seconds", "nan"), "--poll-seconds"),
+    "serve a host that does not resolve": Case(
+        nothing, cmd("serve", "staging", "--host", "999.1.1.1", "--port", "8123"), "cannot serve HTTP on 999.1.1.1"
+    ),
+    "export below a file": Case(
+        write("afile", b"x"), with_file("afile", "export", "v1.0", "{file}/sub"), "cannot write to"
+    ),
+    "DSPYREG_CACHE a file": Case(
+        write("in.jsonl", b"{}\n"),
+        with_file("in.jsonl", "bench", "v1.0", "--inputs", "{file}"),
+        "set DSPYREG_CACHE",
+        env=(("DSPYREG_CACHE", "/dev/null"),),
+    ),
     "dev score not a number": Case(nothing, publish("v2.0", "--dev-score", "high"), "--dev-score"),
     "trainset size huge": Case(nothing, publish("v2.0", "--trainset-size", str(10**30)), "trainset size"),
     "eval threads 0": Case(
@@ -256,6 +269,17 @@ def test_bad_input_is_one_line_exit_1(case: str, situation: Situation, monkeypat
     assert spec.match in lines[0], lines[0]
     assert "Traceback" not in result.output
     assert ref_snapshot(situation.registry) == before
+
+
+def test_serve_on_a_taken_port_is_one_line(situation: Situation) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(app, ["serve", "staging", "--port", port, "--registry", str(situation.registry)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1, (result.exit_code, result.output)
+    assert f"cannot serve HTTP on 127.0.0.1:{port}: Address already in use" in lines[0]
 
 
 def test_init_refuses_a_repository_that_has_refs(tmp_path: Path) -> None:
