@@ -71,6 +71,23 @@ def journal_blob(data: bytes) -> Callable[[Situation], None]:
     return lambda s: commit_file(s, "dspyreg/journal", "qa/staging.json", data)
 
 
+def record_file(data: bytes) -> Callable[[Situation], None]:
+    """An evaluation record of qa v1.0 on a dspyreg/records branch pushed by hand."""
+
+    def make(s: Situation) -> None:
+        clone = s.tmp / "clone-records"
+        git(s.tmp, "clone", "-q", str(s.registry), str(clone))
+        git(clone, "checkout", "-q", "--orphan", "dspyreg/records")
+        git(clone, "rm", "-rqf", ".")
+        (clone / "qa/v1.0/evaluations").mkdir(parents=True)
+        (clone / "qa/v1.0/evaluations/1.json").write_bytes(data)
+        git(clone, "add", ".")
+        git(clone, *WHO, "commit", "-qm", "record by hand")
+        git(clone, "push", "-q", "origin", "dspyreg/records")
+
+    return make
+
+
 def retag(tag: str, message: str) -> Callable[[Situation], None]:
     """Force-move a tag, by hand, to the same commit with another message (e.g. a corrupt payload line)."""
 
@@ -199,6 +216,14 @@ CASES: dict[str, Case] = {
         cmd("rollback", "staging"),
         "journal qa/staging.json",
     ),
+    "record not JSON": Case(record_file(b"{nope"), cmd("list"), "record qa/v1.0/evaluations/1.json"),
+    "record not an object": Case(record_file(b"[1]"), cmd("show", "v1.0"), "not a JSON object"),
+    "record score not a number": Case(
+        record_file(b'{"score": "high", "metric": "m", "n": 1, "time": "t"}'),
+        cmd("diff", "v1.0", "v1.1"),
+        "bad or missing score",
+    ),
+    "record without a metric": Case(record_file(b'{"score": 0.5}'), cmd("show", "v1.0"), "bad or missing"),
     # environment variables
     "DSPYREG_LM_NUM_RETRIES not a number": Case(
         nothing,
