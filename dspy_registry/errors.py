@@ -59,4 +59,5 @@ class ConflictError(RegistryError):
 
 
 class CorruptRecord(RegistryError):
-    """A record dspyreg reads back from git (journal, tag payload) is not in the shape dspyreg writes."""
+    """A record or bundle file dspyreg reads back from git (journal, quality record, prompts.json...) is not in the
+    shape dspyreg writes: someone committed it by hand."""

@@ -63,8 +63,10 @@ class Manifest:
         return tomlkit.dumps(doc)
 
     @classmethod
-    def loads(cls, text: str, *, where: str = "manifest.toml") -> Manifest:
+    def loads(cls, text: str | bytes, *, where: str = "manifest.toml") -> Manifest:
         try:
+            if isinstance(text, bytes):
+                text = text.decode("utf-8")
             data = tomlkit.parse(text).unwrap()
             version = data.get("schema_version")
             if version != SCHEMA_VERSION:
@@ -84,7 +86,7 @@ class Manifest:
             )
         except BadManifest:
             raise
-        except (TOMLKitError, KeyError, TypeError) as err:
+        except (TOMLKitError, KeyError, TypeError, UnicodeDecodeError) as err:
             raise BadManifest(f"{where} is not a valid dspyreg manifest: {err}") from None
 
 

@@ -347,10 +347,10 @@ class Registry:
         manifest = self.store.read_blob(commit, f"{program}/manifest.toml")
         if manifest is None:
             raise UnknownRef(f"{what} is not a commit of this registry that holds program {program}")
-        return Manifest.loads(manifest.decode(), where=f"{what}:{program}/manifest.toml").program.version
+        return Manifest.loads(manifest, where=f"{what}:{program}/manifest.toml").program.version
 
     def manifest(self, resolved: Resolved) -> Manifest:
-        return Manifest.loads(self._file(resolved, "manifest.toml").decode(), where=f"{resolved.program}/manifest.toml")
+        return Manifest.loads(self._file(resolved, "manifest.toml"), where=f"{resolved.program}/manifest.toml")
 
     def _file(self, resolved: Resolved, path: str) -> bytes:
         data = self.store.read_blob(resolved.commit, f"{resolved.program}/{path}")
@@ -359,7 +359,7 @@ class Registry:
         return data
 
     def _json_file(self, resolved: Resolved, path: str) -> Any:
-        return json.loads(self._file(resolved, path))
+        return _bundle_json(self._file(resolved, path), f"{resolved.program} {resolved.version}: {path}")
 
     def _env_state(self, program: str, env: str, journal: str | None) -> _EnvState:
         """The env tag as it is now; its history as the journal commit `journal` has it (none when None)."""
@@ -882,10 +882,13 @@ class Registry:
             path[len(prefix) :]: self.store.read_blob(resolved.commit, path) or b""
             for path in self.store.list_files(resolved.commit, prefix)
         }
-        manifest = Manifest.loads(files["manifest.toml"].decode())
-        state = json.loads(files["program.json"])
-        interface = json.loads(files.get("interface.json", b'{"inputs": [], "outputs": []}'))
-        example = json.loads(files.get("examples/input.json", b"{}"))
+        where = f"{resolved.program} {resolved.version}"
+        manifest = Manifest.loads(files["manifest.toml"], where=f"{where}: manifest.toml")
+        state = _bundle_json(files["program.json"], f"{where}: program.json")
+        interface = _bundle_json(
+            files.get("interface.json", b'{"inputs": [], "outputs": []}'), f"{where}: interface.json"
+        )
+        example = _bundle_json(files.get("examples/input.json", b"{}"), f"{where}: examples/input.json")
         records = self.records(resolved)
         proto = program_proto(self, resolved)
         return files | deployment_files(manifest, resolved.commit, state, interface, example, records, proto)
@@ -1032,6 +1035,14 @@ def _tag_payload(data: bytes) -> dict[str, Any]:
     except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _bundle_json(data: bytes, what: str) -> Any:
+    """A JSON file of a published bundle; one that is not JSON (a commit made by hand) is CorruptRecord."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise CorruptRecord(f"{what} is not valid JSON: run `dspyreg verify` to see what else is wrong") from None
 
 
 def _payload_version(payload: Mapping[str, Any]) -> str | None:

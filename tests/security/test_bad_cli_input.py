@@ -71,6 +71,16 @@ def journal_blob(data: bytes) -> Callable[[Situation], None]:
     return lambda s: commit_file(s, "dspyreg/journal", "qa/staging.json", data)
 
 
+def hand_made_version(path: str, data: bytes) -> Callable[[Situation], None]:
+    """A bundle file of qa changed by a commit on main, and staging force-moved to that commit, by hand."""
+
+    def make(s: Situation) -> None:
+        commit_file(s, "main", path, data)
+        git(s.registry, *WHO, "tag", "-f", "-a", "qa/staging", "-m", "hotfix", "main")
+
+    return make
+
+
 def record_file(data: bytes) -> Callable[[Situation], None]:
     """An evaluation record of qa v1.0 on a dspyreg/records branch pushed by hand."""
 
@@ -215,6 +225,17 @@ CASES: dict[str, Case] = {
         journal_blob(b'{"version": "v1.0", "history": "v1.1"}'),
         cmd("rollback", "staging"),
         "journal qa/staging.json",
+    ),
+    "hand-made manifest not UTF-8": Case(
+        hand_made_version("qa/manifest.toml", b"x\xff"), cmd("show", "staging"), "not a valid dspyreg manifest"
+    ),
+    "hand-made prompts.json not JSON": Case(
+        hand_made_version("qa/prompts.json", b"{nope"), cmd("show", "staging"), "prompts.json is not valid JSON"
+    ),
+    "hand-made program.json not JSON": Case(
+        hand_made_version("qa/program.json", b"{nope"),
+        cmd("diff", "v1.0", "staging"),
+        "program.json is not valid JSON",
     ),
     "record not JSON": Case(record_file(b"{nope"), cmd("list"), "record qa/v1.0/evaluations/1.json"),
     "record not an object": Case(record_file(b"[1]"), cmd("show", "v1.0"), "not a JSON object"),
