@@ -389,3 +389,14 @@ def test_corrupt_tag_payloads_read_as_tags_made_by_hand(tag: str, payload: str, 
     assert all(v["dev_score"] is None or isinstance(v["dev_score"], float) for v in listed)
     shown = json.loads(runner.invoke(app, ["show", "staging", "--json", *args]).stdout)
     assert shown["version"] == "v1.0"
+
+
+def test_verify_reports_a_corrupt_journal_file(situation: Situation) -> None:
+    journal_blob(b"{nope")(situation)
+    result = runner.invoke(app, ["verify", "--json", "--registry", str(situation.registry)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    problems = json.loads(result.stdout)
+    assert {
+        "subject": "refs/heads/dspyreg/journal:qa/staging.json",
+        "message": "is corrupt: not the JSON dspyreg writes",
+    } in problems
