@@ -1023,7 +1023,7 @@ def _tag_payload(data: bytes) -> dict[str, Any]:
     lines = data.decode(errors="replace").split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
-    if lines and lines[-1].startswith("-----END ") and lines[-1].endswith(" SIGNATURE-----"):
+    if lines and lines[-1].startswith("-----END ") and lines[-1].endswith("-----"):  # PGP, SSH, x509 (SIGNED MESSAGE)
         begins = [i for i, line in enumerate(lines) if line.startswith("-----BEGIN ")]
         lines = lines[: begins[-1]] if begins else []
         while lines and not lines[-1].strip():
