@@ -242,7 +242,10 @@ class Registry:
                 store.close()
                 raise
         else:
-            store = GitStore.init(path, bare=bare)
+            try:
+                store = GitStore.init(path, bare=bare)
+            except OSError as err:
+                raise NotARegistry(f"cannot create a registry in {path}: {err.strerror or err}") from None
         registry = cls._write_template(store, where)
         if not bare and store.git_dir == (path / ".git").resolve():
             store.run(f"--work-tree={path}", "reset", "-q", "--hard", MAIN_REF)  # show the template in the new checkout

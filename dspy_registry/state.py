@@ -52,6 +52,8 @@ def read_state_file(path: Path) -> dict[str, Any]:
         raise BadState(f"{path} is a folder, not a DSPy state file: pass the .json that program.save() wrote")
     if not path.exists():
         raise BadState(f"{path} does not exist")
+    if not path.is_file():  # a device or a pipe (/dev/zero) would be read forever
+        raise BadState(f"{path} is not a regular file: pass the .json that program.save() wrote")
     if path.suffix.lower() in _PICKLE_SUFFIXES:
         raise BadState(
             f"{path} is a pickle file: dspyreg never loads pickle; save the state with program.save('x.json')"

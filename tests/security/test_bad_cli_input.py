@@ -120,6 +120,19 @@ def write(name: str, data: bytes) -> Callable[[Situation], Path]:
     return make
 
 
+def unix_socket(name: str) -> Callable[[Situation], Path]:
+    """A path that exists but is no regular file (reading it fails; a device like /dev/zero would never end)."""
+
+    def make(s: Situation) -> Path:
+        path = s.tmp / name
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        server.close()  # the socket file stays
+        return path
+
+    return make
+
+
 def nothing(s: Situation) -> None:
     return None
 
@@ -162,6 +175,8 @@ CASES: dict[str, Case] = {
         with_file("in.jsonl", "bench", "v1.0", "--inputs", "{file}"),
         "nested too deeply",
     ),
+    "state not a regular file": Case(unix_socket("s.json"), publish(state="s.json"), "is not a regular file"),
+    "init below a file": Case(nothing, cmd("init", "/dev/null/registry"), "cannot create a registry"),
     # registry.toml
     "gate min_dev_score not a number": Case(
         registry_toml('[gates.prod]\nmin_dev_score = "high"'),
