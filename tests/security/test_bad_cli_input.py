@@ -324,7 +324,7 @@ def test_bad_input_is_one_line_exit_1(case: str, situation: Situation, monkeypat
         monkeypatch.setenv(key, value)
     before = ref_snapshot(situation.registry)
     result = runner.invoke(app, [*spec.command(situation), "--registry", str(situation.registry)])
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    lines = result.stderr.splitlines()
     assert result.exit_code == 1, (result.exit_code, result.output)
     assert len(lines) == 1, result.stderr
     assert spec.match in lines[0], lines[0]
