@@ -301,7 +301,7 @@ def list_(
 ) -> None:
     """List published versions and where each environment points."""
     with _funnel(traceback), _open(registry) as reg:
-        versions = reg.versions(program or name)
+        versions = reg.versions(program if program is not None else name)
         if json_out:
             _print_json([v.to_json() for v in versions])
         else:
@@ -340,7 +340,7 @@ def log(
 ) -> None:
     """Show the journal: every environment move, oldest first."""
     with _funnel(traceback), _open(registry) as reg:
-        entries = reg.log(program or name, env)
+        entries = reg.log(program if program is not None else name, env)
         if json_out:
             _print_json([e.to_json() for e in entries])
         else:

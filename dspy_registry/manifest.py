@@ -73,6 +73,7 @@ class Manifest:
                 raise BadManifest(
                     f"{where}: unsupported schema_version {version!r} (this dspyreg reads {SCHEMA_VERSION})"
                 )
+            _check_manifest_types(data, where)
             program = data["program"]
             opt = dict(data.get("optimization", {}))
             metrics = opt.pop("metrics", {})
@@ -88,6 +89,34 @@ class Manifest:
             raise
         except (TOMLKitError, KeyError, TypeError, UnicodeDecodeError) as err:
             raise BadManifest(f"{where} is not a valid dspyreg manifest: {err}") from None
+
+
+# The values every reader of a manifest formats or compares (a bundle committed by hand may hold anything).
+_TEXT = (str,)
+_NUMBER = (int, float)
+_MANIFEST_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "program": {k: _TEXT for k in ("name", "version", "entrypoint", "created", "author", "notes")},
+    "optimization": {"optimizer": _TEXT, "trainset_size": (int,), "dev_score": _NUMBER, "metrics": (dict,)},
+}
+
+
+def _check_manifest_types(data: Mapping[str, Any], where: str) -> None:
+    for table in ("program", "optimization", "runtime", "lm", "files"):
+        if not isinstance(data.get(table, {}), dict):
+            raise BadManifest(f"{where}: [{table}] must be a table")
+    for table, types in _MANIFEST_TYPES.items():
+        for key, value in data.get(table, {}).items():
+            if key in types and (isinstance(value, bool) or not isinstance(value, types[key])):
+                raise BadManifest(f"{where}: [{table}] {key} has the wrong type: {value!r}")
+    metrics = data.get("optimization", {}).get("metrics", {})
+    for table, values, kinds in (
+        ("optimization.metrics", metrics, _NUMBER),
+        ("runtime", data.get("runtime", {}), _TEXT),
+        ("files", data.get("files", {}), _TEXT),
+    ):
+        for key, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise BadManifest(f"{where}: [{table}] {key} has the wrong type: {value!r}")
 
 
 def _table(values: Mapping[str, Any]) -> tomlkit.items.Table:

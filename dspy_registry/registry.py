@@ -29,7 +29,7 @@ from .errors import (
     UnknownRef,
 )
 from .gitstore import GitStore, RefUpdate, TreeEntry, is_url, utc_now
-from .manifest import Manifest, RegistryConfig
+from .manifest import BadManifest, Manifest, RegistryConfig
 from .records import Records, latest_scores
 from .refs import (
     JOURNAL_REF,
@@ -387,7 +387,7 @@ class Registry:
     # -- reading -----------------------------------------------------------------------------------------------------
     def versions(self, program: str | None = None) -> list[VersionInfo]:
         """Every published version (of one program, or all), oldest first by semantic version."""
-        pattern = f"refs/tags/{self._known(program)}/" if program else "refs/tags/"
+        pattern = f"refs/tags/{self._known(program)}/" if program is not None else "refs/tags/"
         rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
         found: list[tuple[str, str, str, dict[str, Any]]] = []
         envs: dict[tuple[str, str], list[str]] = {}
@@ -825,7 +825,7 @@ class Registry:
     def _env_target(self, program: str, env: str) -> Resolved | None:
         try:
             return self.resolve(env, program)
-        except UnknownRef:
+        except (UnknownRef, BadManifest):  # a tag moved to a commit without a sound manifest: verify_environments says
             return None
 
     def checked(self, ref: str, name: str | None = None, *, verify: bool = True) -> Resolved:

@@ -244,6 +244,15 @@ CASES: dict[str, Case] = {
     "hand-made manifest not UTF-8": Case(
         hand_made_version("qa/manifest.toml", b"x\xff"), cmd("show", "staging"), "not a valid dspyreg manifest"
     ),
+    "hand-made manifest with a text dev_score": Case(
+        hand_made_version(
+            "qa/manifest.toml",
+            b'schema_version = 1\n[program]\nname = "qa"\nversion = "v1.1"\nentrypoint = "m:P"\ncreated = "x"\n'
+            b'[optimization]\ndev_score = "high"\n',
+        ),
+        cmd("show", "staging"),
+        "[optimization] dev_score has the wrong type: 'high'",
+    ),
     "hand-made prompts.json not JSON": Case(
         hand_made_version("qa/prompts.json", b"{nope"), cmd("show", "staging"), "prompts.json is not valid JSON"
     ),
@@ -305,6 +314,8 @@ CASES: dict[str, Case] = {
     "unknown command": Case(nothing, cmd("publsh"), "No such command"),
     "unknown option": Case(nothing, cmd("list", "--bogus"), "--bogus"),
     # names and free text
+    "list of an empty program name": Case(nothing, cmd("list", ""), "invalid program name ''"),
+    "log of an empty program name": Case(nothing, cmd("log", ""), "invalid program name ''"),
     "version of 300 characters": Case(nothing, publish("v2.0-" + "a" * 300), "invalid version"),
     "notes with a control character": Case(nothing, publish("v2.0", "--notes", CONTROL), "--notes"),
     "notes with a NUL byte": Case(nothing, publish("v2.0", "--notes", "a\x00b"), "--notes"),
