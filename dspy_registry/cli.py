@@ -587,9 +587,11 @@ def serve(
             target = ref or reg.production
             resolved = _checked(reg, target, name, no_verify)
             location = reg.location
+        from .runtime.inference import check_lm_environment
         from .serve import ServeConfig, _check_free
         from .serve import serve as run_server
 
+        check_lm_environment()  # a server that cannot make its LM would run without ever swapping a version in
         _check_free(host, port, "HTTP")  # a bad --host or a taken --port: one line now, not uvicorn's exit 3
 
         config = ServeConfig(

@@ -179,6 +179,12 @@ def make_lm(config: dict[str, Any]) -> Any:
     return dspy.LM(model, cache=False, num_retries=retries, **kwargs)
 
 
+def check_lm_environment() -> None:
+    """Refuse DSPYREG_LM_* values that make_lm could not use, before a server starts (make_lm checks them too)."""
+    if os.environ.get(ENV_NUM_RETRIES):
+        _count(ENV_NUM_RETRIES, os.environ[ENV_NUM_RETRIES])
+
+
 def _count(name: str, value: Any) -> int:
     """A whole number >= 0 from a variable or setting, or ConfigError naming it (never a bare int() traceback)."""
     try:

@@ -354,6 +354,21 @@ def test_serve_on_a_taken_port_is_one_line(situation: Situation) -> None:
     assert f"cannot serve HTTP on 127.0.0.1:{port}: Address already in use" in lines[0]
 
 
+def test_serve_refuses_a_bad_lm_setting_before_starting(situation: Situation, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked before anything binds: without the check the server would start and never load a version (here the
+    port is taken, so the command cannot hang whatever it does)."""
+    monkeypatch.setenv("DSPYREG_LM_MODEL", "openai/fake")
+    monkeypatch.setenv("DSPYREG_LM_NUM_RETRIES", "many")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(app, ["serve", "staging", "--port", port, "--registry", str(situation.registry)])
+    assert result.exit_code == 1 and result.stderr.splitlines() == [
+        "error: DSPYREG_LM_NUM_RETRIES must be a whole number >= 0, got 'many'"
+    ], result.output
+
+
 def test_init_refuses_a_repository_that_has_refs(tmp_path: Path) -> None:
     """Someone else's repository, without a main branch but with other refs: init adds nothing to it."""
     repo = tmp_path / "theirs"
