@@ -7,16 +7,30 @@ program = dspy_registry.load("qa", "prod")
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
 from .errors import ConflictError, RegistryError
-from .registry import JournalEntry, MoveResult, PublishResult, Registry, VersionDetail, VersionInfo
 
+TYPE_CHECKING = False  # not typing's: importing typing here would delay the CLI's Ctrl-C handler (entry.py)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+    from typing import Any
+
     import dspy
+
+    from .registry import JournalEntry, MoveResult, PublishResult, Registry, VersionDetail, VersionInfo
+
+_LAZY = ("JournalEntry", "MoveResult", "PublishResult", "Registry", "VersionDetail", "VersionInfo")
+
+
+def __getattr__(name: str) -> Any:
+    # The registry (git, TOML) is imported on first use: `import dspy_registry` stays instant, and the `dspyreg`
+    # command can take Ctrl-C before anything heavy loads (entry.py).
+    if name in _LAZY:
+        from . import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ConflictError",
@@ -47,17 +61,26 @@ def publish(
     lm: Any = None,
     metrics: Mapping[str, float] | None = None,
     record_example: bool = False,
+    sign: bool | None = None,
+    allow_unrendered_demos: bool = False,
 ) -> PublishResult:
     """Publish a live (optimized) program as `name` `version`; its class's source file becomes the bundle's code/.
 
     `state` defaults to the program's own state (what `program.save("x.json")` writes); `lm` (a dspy.LM or a model
     name) defaults to the program's or dspy's configured LM, recorded without keys. With `record_example`, the program
     runs once on its example input with that LM (a dspy.LM, or dspy's configured one), and examples/output.json
-    records what it answered.
+    records what it answered. `sign` signs the version tag with git's user.signingkey (SSH keys; default:
+    registry.toml's `[signing] sign`, or git's tag.gpgSign).
+    records what it answered. Demos that DSPy would not render (their keys do not match the signature's fields) are
+    refused, unless `allow_unrendered_demos` publishes them with a warning.
     """
+    import inspect
+    from pathlib import Path
+
     import dspy
 
     from .bundle import ProgramSource, current_state, lm_config
+    from .registry import Registry
 
     cls = type(program)
     if cls.__module__ == "__main__":
@@ -89,10 +112,18 @@ def publish(
             lm=lm_config(lm) if lm is not None else None,
             metrics=metrics,
             record_with=recorder,
+            sign=sign,
+            allow_unrendered_demos=allow_unrendered_demos,
         )
 
 
-def load(name: str, ref: str = "prod", *, registry: str | Path | None = None) -> dspy.Module:
-    """The program `name` at `ref` (a version or an environment), rebuilt from JSON state: ready to call."""
+def load(
+    name: str, ref: str = "prod", *, registry: str | Path | None = None, require_signed: bool = False
+) -> dspy.Module:
+    """The program `name` at `ref` (a version or an environment), rebuilt from JSON state: ready to call.
+    `require_signed` refuses it unless its version tag (and environment tag) carry a signature by a key that
+    registry.toml's [signing] allows for it."""
+    from .registry import Registry
+
     with Registry.open(registry) as reg:
-        return reg.load(ref, name)
+        return reg.load(ref, name, require_signed=require_signed)

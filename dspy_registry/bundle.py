@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import importlib
 import inspect
+import json
 import platform
 import re
 import sys
@@ -26,6 +27,12 @@ from .state import (
     METADATA_KEY,
     PREDICTOR_KEYS,
     canonical_json,
+    example_findings,
+    lm_findings,
+    lm_removed_warning,
+    screen_lm_state,
+    secret_findings,
+    state_json,
     strip_secrets,
 )
 
@@ -65,6 +72,7 @@ class PublishMeta:
     lm: Mapping[str, Any] | None = None
     metrics: Mapping[str, float] | None = None
     record_with: Any = None  # a dspy LM: run the program once on the example input and record what it said
+    allow_unrendered_demos: bool = False  # publish demos DSPy would not render (with a warning) instead of refusing
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,7 @@ def import_target(spec: str, what: str, error: type[RegistryError]) -> tuple[Any
             return importlib.import_module(target), attr, None
         finally:
             sys.path.remove(str(Path.cwd()))
-    except RegistryError:
+    except (RegistryError, KeyboardInterrupt):
         raise
     except BaseException as err:  # user code may raise anything, SystemExit included
         raise error(f"{what} {spec!r} does not import: {type(err).__name__}: {err}") from None
@@ -135,7 +143,7 @@ def apply_state(program: dspy.Module, state: dict[str, Any], *, source: str = "s
     """Check `state` against the live program and load it; warnings for secrets removed. Raises BadState."""
     import dspy
 
-    state, warnings = strip_secrets(state)
+    state, warnings = strip_secrets(keyed_state(program, state))
     params = dict(program.named_parameters())
     names = set(state) - {METADATA_KEY}
     missing, extra = sorted(params.keys() - names), sorted(names - params.keys())
@@ -169,10 +177,30 @@ def apply_state(program: dspy.Module, state: dict[str, Any], *, source: str = "s
         if not isinstance(entry.get("demos", []), list):
             raise BadState(f"{source}: predictor {name!r} demos must be a list")
     try:
-        program.load_state(state)
+        program.load_state(_saved_shape(program, {k: v for k, v in state.items() if k != METADATA_KEY}))
     except Exception as err:
         raise BadState(f"{source} does not load into the program: {type(err).__name__}: {err}") from None
     return warnings
+
+
+def _bare_predictor(program: Any) -> bool:
+    """A dspy.Predict published on its own: its save() writes its entry's keys at the top, not under a name."""
+    return [name for name, _ in program.named_parameters()] == ["self"]
+
+
+def keyed_state(program: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """`state` keyed by predictor name, as every check reads it (a bare predictor's entry goes under `self`)."""
+    if not _bare_predictor(program) or "self" in state:
+        return state
+    entry = {k: v for k, v in state.items() if k != METADATA_KEY}
+    return {"self": entry, **({METADATA_KEY: state[METADATA_KEY]} if METADATA_KEY in state else {})}
+
+
+def _saved_shape(program: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of keyed_state: what the program's own save() writes and load_state() takes."""
+    if not _bare_predictor(program) or "self" not in state:
+        return state
+    return {**state["self"], **({METADATA_KEY: state[METADATA_KEY]} if METADATA_KEY in state else {})}
 
 
 def current_state(program: dspy.Module) -> dict[str, Any]:
@@ -213,7 +241,7 @@ def program_prompts(program: dspy.Module) -> dict[str, Any]:
             "inputs": [_field_view(n, f) for n, f in sig.input_fields.items()],
             "outputs": [_field_view(n, f) for n, f in sig.output_fields.items()],
             "demos": [_plain(d) for d in predictor.demos],
-            "lm": predictor.lm.dump_state() if predictor.lm is not None else None,
+            "lm": screen_lm_state(predictor.lm.dump_state()).kept if predictor.lm is not None else None,
         }
     return prompts
 
@@ -223,6 +251,38 @@ def _plain(demo: Any) -> dict[str, Any]:
 
     items = demo.toDict() if hasattr(demo, "toDict") else dict(demo)
     return {k: serialize_for_json(v) for k, v in items.items()}
+
+
+def rendered_demos(predictor: Any) -> list[Any]:
+    """The demos DSPy's adapters put in the prompt: those with every field, or with at least one input and one
+    output field (the rule of dspy.adapters.base.Adapter.format_demos); the others are silently dropped."""
+    sig = predictor.signature
+    return [
+        demo
+        for demo in predictor.demos
+        if all(k in demo and demo[k] is not None for k in sig.fields)
+        or (any(k in demo for k in sig.input_fields) and any(k in demo for k in sig.output_fields))
+    ]
+
+
+_DEMO_BOOKKEEPING = frozenset({"augmented", "dspy_uuid", "dspy_split"})
+
+
+def unrendered_demos(program: Any) -> list[str]:
+    """One line per predictor whose demos DSPy would drop, naming the demo keys and the signature's fields."""
+    problems = []
+    for name, predictor in program.named_predictors():
+        kept = rendered_demos(predictor)
+        if len(kept) == len(predictor.demos):
+            continue
+        sig = predictor.signature
+        dropped = [d for d in predictor.demos if not any(d is k for k in kept)]
+        keys = sorted({str(k) for d in dropped for k in _plain(d)} - set(sig.fields) - _DEMO_BOOKKEEPING)
+        problems.append(
+            f"predictor {name!r}: {len(dropped)} of {len(predictor.demos)} demos would not be rendered by DSPy: "
+            f"their keys ({', '.join(keys) or 'none'}) do not match the signature's fields ({', '.join(sig.fields)})"
+        )
+    return problems
 
 
 def render_prompt(name: str, predictor: Any) -> str:
@@ -235,7 +295,7 @@ def render_prompt(name: str, predictor: Any) -> str:
     lines = [
         f"# {name}",
         "",
-        f"`{sig.signature}` — rendered by dspy.ChatAdapter with {len(predictor.demos)} demos; "
+        f"`{sig.signature}` — rendered by dspy.ChatAdapter with {len(rendered_demos(predictor))} demos; "
         "`{field}` marks where each call's inputs go.",
     ]
     for i, message in enumerate(messages, 1):
@@ -265,22 +325,47 @@ def _known_fields(program: Any) -> dict[str, dict[str, Any]]:
 
 
 def _forward_inputs(program: Any) -> list[tuple[str, Any, bool]]:
-    """(name, annotation, required) of forward()'s parameters; the first predictor's inputs if it takes **kwargs."""
+    """(name, annotation, required) of what callers pass: forward()'s named parameters, and when it also takes
+    **kwargs (dspy.Predict, ChainOfThought, ReAct, BestOfN...), the inputs of the signature it is called with."""
     forward = type(program).forward  # the class's function: DSPy warns when an instance's forward is touched
     try:
         hints = typing.get_type_hints(forward)
     except Exception:  # an annotation that does not resolve: keep its text
         hints = {}
-    params = [
-        p
-        for p in list(inspect.signature(forward).parameters.values())[1:]
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
-    if params:
-        return [(p.name, hints.get(p.name, p.annotation), p.default is p.empty) for p in params]
-    predictors = program.predictors()
-    fields = predictors[0].signature.input_fields.items() if predictors else []
-    return [(name, info.annotation, True) for name, info in fields]
+    parameters = list(inspect.signature(forward).parameters.values())[1:]
+    named = [(p.name, hints.get(p.name, p.annotation), p.default is p.empty) for p in parameters if p.kind in _NAMED]
+    if named and not any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return named
+    taken = {name for name, _, _ in named}
+    return named + [field for field in _signature_inputs(program) if field[0] not in taken]
+
+
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _signature_inputs(program: Any) -> list[tuple[str, Any, bool]]:
+    """The inputs a module that takes **kwargs passes on: its own `signature` (Predict, ReAct, ProgramOfThought:
+    without the fields it fills itself, such as ReAct's trajectory), the module it wraps (BestOfN, Refine), else its
+    first predictor's inputs less those the module fills (MultiChainComparison's reasoning attempts)."""
+    import dspy
+
+    signature = getattr(program, "signature", None)
+    wrapped = getattr(program, "module", None)
+    fields: Mapping[str, Any]
+    if isinstance(signature, type) and issubclass(signature, dspy.Signature):
+        fields = signature.input_fields  # type: ignore[attr-defined]  # a class property of SignatureMeta
+    elif isinstance(wrapped, dspy.Module) and wrapped is not program:
+        return _forward_inputs(wrapped)
+    else:
+        predictors = program.predictors()
+        fields = predictors[0].signature.input_fields if predictors else {}
+        if isinstance(program, dspy.MultiChainComparison):
+            fields = {k: v for k, v in fields.items() if not re.fullmatch(r"reasoning_attempt_\d+", k)}
+    return [(name, info.annotation, not _nullable(info.annotation)) for name, info in fields.items()]
+
+
+def _nullable(annotation: Any) -> bool:
+    return type(None) in typing.get_args(annotation)
 
 
 def _interface_field(known: Mapping[str, dict[str, Any]], name: str, annotation: Any, required: bool) -> dict[str, Any]:
@@ -299,32 +384,82 @@ def interface_inputs(program: Any) -> list[dict[str, Any]]:
 
 def interface_outputs(program: Any, example: Mapping[str, Any]) -> list[dict[str, Any]]:
     """What the program returns, found by running it once offline on `example` with a DummyLM that answers every
-    field with a value of its type; when that fails, the output fields of its last predictor."""
+    field with a value of its type; when that fails, the output fields of its last predictor. A field is typed as a
+    predictor declares it as an output, else by the value the program returned (ReAct's trajectory is a dict)."""
     known = _known_fields(program)
-    names = _probe_outputs(program, example)
-    if names is None:
+    declared, inputs = _declared_types(program)
+    returned = _probe_outputs(program, example)
+    if returned is None:
         predictors = program.predictors()
-        names = list(predictors[-1].signature.output_fields) if predictors else []
-    return [_interface_field(known, name, inspect.Parameter.empty, True) for name in names]
+        returned = dict.fromkeys(predictors[-1].signature.output_fields) if predictors else {}
+    outputs = []
+    for name, value in returned.items():
+        annotation: Any = inspect.Parameter.empty  # the type `known` has for it
+        if name in declared:
+            annotation = declared[name]
+        elif value is not None and not (name in inputs and _fits(inputs[name], value)):
+            annotation = type(value)
+        outputs.append(_interface_field(known, name, annotation, True))
+    return outputs
 
 
-def _probe_outputs(program: Any, example: Mapping[str, Any]) -> list[str] | None:
+def _declared_types(program: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(output fields, input fields) that any predictor declares -> annotation; the first declaration wins."""
+    outputs: dict[str, Any] = {}
+    inputs: dict[str, Any] = {}
+    for _, predictor in program.named_predictors():
+        for name, info in predictor.signature.output_fields.items():
+            outputs.setdefault(name, info.annotation)
+        for name, info in predictor.signature.input_fields.items():
+            inputs.setdefault(name, info.annotation)
+    return outputs, inputs
+
+
+def _fits(annotation: Any, value: Any) -> bool:
+    """Is `value` of type `annotation`, as pydantic checks it without coercion?"""
+    from pydantic import TypeAdapter
+
+    try:
+        TypeAdapter(annotation).validate_python(value, strict=True)
+    except Exception:
+        return False
+    return True
+
+
+def _probe_outputs(program: Any, example: Mapping[str, Any]) -> dict[str, Any] | None:
     import dspy
     from dspy.utils import DummyLM
 
-    from .fake_lm import placeholder
-
     answer = {
-        name: placeholder(name, type_name(info.annotation))
+        name: _probe_answer(name, info.annotation)
         for _, predictor in program.named_predictors()
         for name, info in predictor.signature.output_fields.items()
     }
+    probe = program.deepcopy()
+    for _, predictor in probe.named_predictors():
+        predictor.lm = None  # a predictor's own LM wins over the context: the probe must never reach a provider
     try:
         with dspy.context(lm=DummyLM([answer] * 200), track_usage=False):
-            prediction = program.deepcopy()(**example)
+            prediction = probe(**example)
     except Exception:
         return None
-    return list(prediction.keys()) if isinstance(prediction, dspy.Prediction) else None
+    return dict(prediction.items()) if isinstance(prediction, dspy.Prediction) else None
+
+
+def _probe_answer(name: str, annotation: Any) -> str:
+    """The probe's answer for one output field: a value of its type, as ChatAdapter parses it."""
+    from pydantic import TypeAdapter
+
+    from .fake_lm import answer_text
+
+    text = type_name(annotation)
+    if annotation in (str, int, float, bool) or typing.get_origin(annotation) is typing.Literal:
+        return answer_text(name, text)
+    try:
+        schema = TypeAdapter(annotation).json_schema()
+    except Exception:  # a type pydantic cannot describe: the fake LM's guess from its name
+        return answer_text(name, text)
+    return answer_text(name, text, schema)
 
 
 def example_input(program: Any, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -377,9 +512,24 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     import dspy
 
     warnings = apply_state(source.program, state, source=origin)
-    clean_state, _ = strip_secrets(state)
+    unrendered = unrendered_demos(source.program)
+    if unrendered and not meta.allow_unrendered_demos:
+        raise BadState(f"{origin}: {'; '.join(unrendered)}: fix the demos, or publish with --allow-unrendered-demos")
+    warnings += [f"{line} (published anyway: --allow-unrendered-demos)" for line in unrendered]
+    clean_state = _saved_shape(source.program, strip_secrets(keyed_state(source.program, state))[0])
+    for name, predictor in source.program.named_predictors():
+        # The live LM may differ from the stored one (DSPy adds its defaults): what prompts.json would lose is said
+        # once per key, beside what program.json lost.
+        dropped = screen_lm_state(predictor.lm.dump_state()).dropped if predictor.lm is not None else ()
+        warnings += [lm_removed_warning(key, f"the LM state of {name!r}") for key in dropped]
+    warnings = list(dict.fromkeys(warnings))
+    warnings += [
+        f"{origin}: {finding.path} holds {finding.what}; kept, as demos are user data: "
+        "make sure it is not a real credential"
+        for finding in example_findings(clean_state)
+    ]
     files: dict[str, bytes] = {
-        PROGRAM_JSON: canonical_json(clean_state),
+        PROGRAM_JSON: state_json(clean_state),
         PROMPTS_JSON: canonical_json(program_prompts(source.program)),
     }
     for name, predictor in source.program.named_predictors():
@@ -393,7 +543,10 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     files[INTERFACE_JSON] = canonical_json({"inputs": inputs, "outputs": outputs})
     files[EXAMPLE_INPUT] = canonical_json(example)
     files[EXAMPLE_OUTPUT] = canonical_json(output)
-    lm = dict(meta.lm) if meta.lm else _lm_settings(source.program)
+    screen = screen_lm_state(dict(meta.lm) if meta.lm else _lm_settings(source.program))
+    warnings += [lm_removed_warning(key, "the manifest's [lm]") for key in screen.dropped]
+    lm = screen.kept
+    _refuse_secrets(files, lm)
     manifest = Manifest(
         program=ProgramInfo(meta.name, meta.version, source.entrypoint, meta.created, meta.author, meta.notes),
         optimization=Optimization(meta.optimizer, meta.trainset_size, meta.dev_score, dict(meta.metrics or {})),
@@ -409,6 +562,20 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     return Bundle(files, manifest, tuple(warnings))
 
 
+def _refuse_secrets(files: Mapping[str, bytes], lm: Mapping[str, Any]) -> None:
+    """Publish never writes what verify refuses: a credential-named key left outside any LM state (e.g. in a
+    signature) makes the state unpublishable, named by its path and never by its value."""
+    found = [(PROGRAM_JSON, f) for f in secret_findings(json.loads(files[PROGRAM_JSON]))]
+    found += [(PROMPTS_JSON, f) for f in secret_findings(json.loads(files[PROMPTS_JSON]))]
+    found += [(MANIFEST_TOML, f) for f in lm_findings(lm, "[lm]")]
+    if found:
+        file, finding = found[0]
+        raise BadState(
+            f"{file} would hold {finding.what} at {finding.path}: remove it from the state; "
+            "credentials belong in the environment, never in the registry"
+        )
+
+
 def lm_config(lm: Any) -> dict[str, Any]:
     """The manifest's [lm] for a dspy.LM or a model name: model and generation settings, never a key."""
     if isinstance(lm, str):
@@ -416,7 +583,8 @@ def lm_config(lm: Any) -> dict[str, Any]:
     kwargs = getattr(lm, "kwargs", {}) or {}
     config = {"model": getattr(lm, "model", None), "model_type": getattr(lm, "model_type", None)}
     config |= {k: kwargs[k] for k in ("temperature", "max_tokens", "timeout") if k in kwargs}
-    return {k: v for k, v in config.items() if v is not None and isinstance(v, (str, int, float, bool))}
+    plain = {k: v for k, v in config.items() if v is not None and isinstance(v, (str, int, float, bool))}
+    return screen_lm_state(plain).kept
 
 
 def _lm_settings(program: Any) -> dict[str, Any]:

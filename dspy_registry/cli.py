@@ -82,6 +82,21 @@ NameOpt = Annotated[
 TracebackOpt = Annotated[bool, typer.Option("--traceback", help="Show the full traceback of an unexpected error.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Why: recorded in the tag message and the journal.")]
+SignOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--sign/--no-sign",
+        help="Sign the tags written with git's user.signingkey (gpg.format=ssh) [default: registry.toml's "
+        "[signing] sign, or git's tag.gpgSign].",
+    ),
+]
+RequireSignedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--require-signed",
+        help="Refuse version and environment tags not signed by a key registry.toml's [signing] allows for them.",
+    ),
+]
 
 
 class DiffFormat(str, Enum):
@@ -100,6 +115,17 @@ def _out() -> Any:
     return Console(highlight=False, width=width)
 
 
+def _show(make: Any) -> None:
+    """Print what `make(width)` builds for this terminal's width; piped output without trailing padding."""
+    console = _out()
+    if sys.stdout.isatty():
+        console.print(make(console.width))
+        return
+    with console.capture() as captured:
+        console.print(make(console.width))
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
 def _err() -> Any:
     from rich.console import Console
 
@@ -113,9 +139,17 @@ def _print_json(value: Any) -> None:
 
 @contextmanager
 def _funnel(traceback: bool) -> Iterator[None]:
-    """The one place where errors become a red line and an exit code."""
+    """The one place where errors become a red line and an exit code.
+
+    Ctrl-C before a write's ref transaction cancels the command (nothing landed); after the transaction started it
+    is held, so the command reports what landed and exits 0 (see interrupts.py)."""
+    from . import interrupts
+
     try:
-        yield
+        with interrupts.hold_after_commit():
+            yield
+            if interrupts.committed_then_interrupted():
+                _err().print("[yellow]interrupted[/yellow] after the change above landed: it stands", soft_wrap=True)
     except typer.Exit:
         raise
     except RegistryError as err:
@@ -130,7 +164,7 @@ def _funnel(traceback: bool) -> Iterator[None]:
         _err().print(f"[red]error:[/red] {_one_line(str(err))}", markup=True, highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        _err().print("[red]interrupted[/red]")
+        _err().print("[red]interrupted:[/red] nothing was changed")
         raise typer.Exit(130) from None
     except Exception as err:
         if traceback:
@@ -230,6 +264,15 @@ def publish(
             "and record its output in examples/output.json.",
         ),
     ] = False,
+    sign: SignOpt = None,
+    allow_unrendered_demos: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unrendered-demos",
+            help="Publish even if some demos would not be rendered by DSPy (their keys do not match the "
+            "signature's fields), with a warning; refused by default.",
+        ),
+    ] = False,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
@@ -257,6 +300,8 @@ def publish(
                 lm={"model": lm} if lm else None,
                 origin=str(state),
                 record_with=recorder,
+                sign=sign,
+                allow_unrendered_demos=allow_unrendered_demos,
             )
         for warning in result.warnings:
             _err().print(f"[yellow]warning:[/yellow] {_one_line(warning)}")
@@ -307,7 +352,7 @@ def list_(
         else:
             from .render import versions_table
 
-            _out().print(versions_table(versions, limit=None if all_versions else PEOPLE_ROWS))
+            _show(lambda width: versions_table(versions, limit=None if all_versions else PEOPLE_ROWS, width=width))
 
 
 @app.command()
@@ -346,7 +391,7 @@ def log(
         else:
             from .render import log_table
 
-            _out().print(log_table(entries))
+            _show(lambda width: log_table(entries, width=width))
 
 
 @app.command()
@@ -395,6 +440,7 @@ def promote(
     force: Annotated[
         bool, typer.Option("--force", help="Override registry.toml's gates (needs --reason; journaled).")
     ] = False,
+    sign: SignOpt = None,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -402,7 +448,7 @@ def promote(
 ) -> None:
     """Point an environment at a version (prod also moves rollback), journaled atomically."""
     with _funnel(traceback), _open(registry) as reg:
-        result = reg.promote(source, to, name=name, reason=reason, force=force)
+        result = reg.promote(source, to, name=name, reason=reason, force=force, sign=sign)
         _moved(result, json_out, what=to or "the target environment")
 
 
@@ -410,6 +456,7 @@ def promote(
 def rollback(
     env: Annotated[Optional[str], typer.Argument(help="Environment to roll back [default: prod].")] = None,
     reason: ReasonOpt = "",
+    sign: SignOpt = None,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -417,7 +464,7 @@ def rollback(
 ) -> None:
     """Move an environment back to its previous version per the journal (repeatable)."""
     with _funnel(traceback), _open(registry) as reg:
-        result = reg.rollback(env, name=name, reason=reason)
+        result = reg.rollback(env, name=name, reason=reason, sign=sign)
         _moved(result, json_out, what=env or "prod")
 
 
@@ -426,9 +473,9 @@ NoVerifyOpt = Annotated[
 ]
 
 
-def _checked(reg: Registry, ref: str, name: str | None, no_verify: bool) -> Any:
+def _checked(reg: Registry, ref: str, name: str | None, no_verify: bool, *, require_signed: bool = False) -> Any:
     _warn_unverified(no_verify, ref)
-    return reg.checked(ref, name, verify=not no_verify)
+    return reg.checked(ref, name, verify=not no_verify, require_signed=require_signed)
 
 
 def _warn_unverified(no_verify: bool, ref: str) -> None:
@@ -530,21 +577,33 @@ def verify(
         Optional[str], typer.Argument(help="One version or environment [default: every environment].")
     ] = None,
     all_versions: Annotated[bool, typer.Option("--all", help="Verify every published version.")] = False,
+    require_signed: RequireSignedOpt = False,
+    load: Annotated[
+        bool,
+        typer.Option(
+            "--load",
+            help="Also check that each program.json loads into its bundled code: runs that code, in a child process.",
+        ),
+    ] = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
 ) -> None:
-    """Check bundles against their manifests and environment tags against the journal; exit 1 on any problem."""
+    """Check bundles against their manifests and environment tags against the journal, without running registry code
+    (unless --load); exit 1 on any problem."""
     with _funnel(traceback), _open(registry) as reg:
-        problems = reg.verify(ref, name, everything=all_versions)
+        problems = reg.verify(ref, name, everything=all_versions, require_signed=require_signed, load=load)
         if json_out:
             _print_json([{"subject": p.subject, "message": p.message} for p in problems])
         else:
             for problem in problems:
                 _out().print(f"[red]problem:[/red] {_one_line(str(problem))}", soft_wrap=True)
             if not problems:
-                _out().print("[green]verified:[/green] every bundle matches its manifest and every tag the journal")
+                signed = "; every tag is signed by a key registry.toml allows" if require_signed else ""
+                _out().print(
+                    f"[green]verified:[/green] every bundle matches its manifest and every tag the journal{signed}"
+                )
         if problems:
             raise typer.Exit(1)
 
@@ -555,13 +614,45 @@ def serve(
         Optional[str], typer.Argument(help="Environment to follow, or a fixed version [default: prod].")
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8000,
     poll_seconds: Annotated[
         float, typer.Option("--poll-seconds", help="How often to look at the environment tag.")
     ] = 2.0,
     workers: Annotated[int, typer.Option("--workers", help="Server processes; each follows the tag.")] = 1,
     threads: Annotated[int, typer.Option("--threads", help="Program calls in parallel per process.")] = 64,
     max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger request bodies get 413.")] = 1 << 20,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            "--max-batch",
+            envvar="DSPYREG_MAX_BATCH",
+            help="Inputs per batch request; more get 413 (gRPC: RESOURCE_EXHAUSTED) before any runs.",
+        ),
+    ] = 64,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections",
+            envvar="DSPYREG_MAX_CONNECTIONS",
+            help="Open HTTP connections per process; more get 503 and are closed.",
+        ),
+    ] = 512,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            envvar="DSPYREG_HEADER_TIMEOUT",
+            help="Seconds for a request's line and headers to arrive; slower connections are closed.",
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            envvar="DSPYREG_BODY_TIMEOUT",
+            help="Seconds for a request body to arrive; slower get 408.",
+        ),
+    ] = 30.0,
     grpc_port: Annotated[
         Optional[int],
         typer.Option(
@@ -570,6 +661,7 @@ def serve(
         ),
     ] = None,
     no_verify: NoVerifyOpt = False,
+    require_signed: RequireSignedOpt = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     traceback: TracebackOpt = False,
@@ -581,11 +673,15 @@ def serve(
             raise RegistryError(
                 "--workers, --threads, --poll-seconds and --max-body-bytes must be positive (and finite)"
             )
+        if max_batch < 1 or max_connections < 1 or not (0 < header_timeout < math.inf and 0 < body_timeout < math.inf):
+            raise RegistryError(
+                "--max-batch, --max-connections, --header-timeout and --body-timeout must be positive (and finite)"
+            )
         if grpc_port is not None and not (0 < grpc_port < 65536 and grpc_port != port):
             raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
         with _open(registry) as reg:
             target = ref or reg.production
-            resolved = _checked(reg, target, name, no_verify)
+            resolved = _checked(reg, target, name, no_verify, require_signed=require_signed)
             location = reg.location
         from .runtime.inference import check_lm_environment
         from .serve import ServeConfig, _check_free
@@ -595,7 +691,19 @@ def serve(
         _check_free(host, port, "HTTP")  # a bad --host or a taken --port: one line now, not uvicorn's exit 3
 
         config = ServeConfig(
-            location, target, resolved.program, poll_seconds, not no_verify, threads, max_body_bytes, grpc_port
+            location,
+            target,
+            resolved.program,
+            poll_seconds,
+            not no_verify,
+            threads,
+            max_body_bytes,
+            grpc_port,
+            require_signed=require_signed,
+            max_batch=max_batch,
+            body_timeout=body_timeout,
+            max_connections=max_connections,
+            header_timeout=header_timeout,
         )
         following = (
             f"following {resolved.program}/{resolved.environment} every {poll_seconds:g} s"

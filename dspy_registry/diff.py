@@ -2,6 +2,8 @@
 
 Both sides are first brought to a `ProgramView`, from a bundle (prompts.json knows field names and types) or from a
 bare saved state of any DSPy version (which knows only prefixes and descriptions), so one algorithm serves both.
+A view never holds a secret: LM keys outside the allowlist, and credential-named keys elsewhere, keep their name with
+`***` as their value, so every rendering of a diff is safe to print.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .state import METADATA_KEY, is_predictor_state
+from .state import METADATA_KEY, is_predictor_state, mask_credentials, mask_lm_state
 
 VOLATILE_DEMO_KEYS = frozenset({"augmented", "dspy_uuid", "dspy_split"})
 
@@ -59,10 +61,10 @@ def view_from_bundle(
             instructions=p.get("instructions"),
             fields=fields,
             demos=tuple(p.get("demos", [])),
-            lm=p.get("lm"),
+            lm=mask_lm_state(p.get("lm")),
             input_names=tuple(f["name"] for f in p.get("inputs", [])),
         )
-    params = {k: v for k, v in state.items() if k != METADATA_KEY and k not in prompts}
+    params = {k: mask_credentials(v) for k, v in state.items() if k != METADATA_KEY and k not in prompts}
     return ProgramView(label, predictors, params, meta)
 
 
@@ -76,7 +78,7 @@ def view_from_state(
         if name == METADATA_KEY:
             continue
         if not is_predictor_state(entry):
-            params[name] = entry
+            params[name] = mask_credentials(entry)
             continue
         predictors[name] = _predictor_from_state(entry, typed.get(name) if typed else None)
     metadata = {}
@@ -115,7 +117,7 @@ def _predictor_from_state(entry: Mapping[str, Any], live: PredictorView | None) 
         instructions=instructions,
         fields=tuple(fields),
         demos=tuple(d if isinstance(d, dict) else {"value": d} for d in demos),
-        lm=entry.get("lm"),
+        lm=mask_lm_state(entry.get("lm")),
         input_names=live.input_names if live else None,
     )
 

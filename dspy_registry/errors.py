@@ -58,6 +58,25 @@ class ConflictError(RegistryError):
     exit_code = 3
 
 
+class UnsafeTree(RegistryError):
+    """A bundle tree holding an entry that would be written outside its folder, or that is not a plain file or
+    folder (`..`, `.git`, absolute names, symlinks, submodules...): a forged version, refused before any write."""
+
+    def __init__(self, where: str, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{where}: tree entry '{path}' is not allowed ({reason})")
+
+
+class ForgedTag(RegistryError):
+    """A version tag that does not point at that version's publish commit on main (moved or made by hand)."""
+
+
+class LockedRef(RegistryError):
+    """A git lock file blocks a ref: left by a crashed git, or held too long by a running one. CLI exit 1: a lock is
+    not another writer's move, and re-running does not help until it is gone."""
+
+
 class CorruptRecord(RegistryError):
     """A record or bundle file dspyreg reads back from git (journal, quality record, prompts.json...) is not in the
     shape dspyreg writes: someone committed it by hand."""

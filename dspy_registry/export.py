@@ -1,9 +1,9 @@
 """The deployment bundle: a version's files plus what runs them anywhere without dspyreg.
 
-`deployment_files` adds to the published files: config.json, requirements.txt, inference.py and api.py (copied
-verbatim from dspy_registry/runtime), Dockerfile, docker-compose.yml, .dockerignore, a README deployment guide, and
-`<program>.proto`, the typed gRPC interface (see proto.py) that `dspyreg serve --grpc-port` serves.
-Everything is JSON, TOML, text or Python source: never pickle.
+`deployment_files` adds to the published files: config.json, requirements.txt, inference.py, server_limits.py and
+api.py (copied verbatim from dspy_registry/runtime), Dockerfile, docker-compose.yml, .dockerignore, a README
+deployment guide, and `<program>.proto`, the typed gRPC interface (see proto.py) that `dspyreg serve --grpc-port`
+serves. Everything is JSON, TOML, text or Python source: never pickle.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from .errors import RegistryError
 from .manifest import Manifest
 from .records import Records
 from .state import METADATA_KEY, canonical_json, is_predictor_state
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
-RUNTIME_FILES = ("inference.py", "api.py")
+RUNTIME_FILES = ("inference.py", "server_limits.py", "api.py")
 PORT = 8000
 API_COMMAND = ["python", "api.py", "--host", "0.0.0.0", "--port", str(PORT)]
 HEALTHCHECK = [
@@ -52,6 +53,20 @@ def deployment_files(
     if proto is not None:
         files[f"{manifest.program.name}.proto"] = proto.encode()
     return files
+
+
+def write_inside(folder: Path, files: Mapping[str, bytes]) -> None:
+    """Write `files` (relative path -> content) under `folder`, refusing any path that resolves outside it.
+
+    Bundle paths are checked when read (GitStore.list_bundle); this is the second line: a name that slipped through,
+    or a link planted in the folder, still cannot make a write land anywhere else."""
+    root = folder.resolve()
+    for path, data in files.items():
+        target = (root / path).resolve()
+        if target == root or not target.is_relative_to(root):
+            raise RegistryError(f"refusing to write {path!r}: it resolves outside {folder}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
 
 
 def config(manifest: Manifest, commit: str, state: Mapping[str, Any], records: Records | None = None) -> dict[str, Any]:
@@ -185,7 +200,7 @@ It needs Python and `pip install -r requirements.txt`; it does not need dspyreg.
 | `interface.json` | the program's inputs and outputs, with types |
 | `config.json` | pipeline, LM and performance settings |
 | `inference.py` | `PipelineServer(".").predict(**inputs)` |
-| `api.py` | the HTTP API (FastAPI) |
+| `api.py`, `server_limits.py` | the HTTP API (FastAPI) and the limits it enforces (strict JSON, batch size, timeouts) |
 | `{name}.proto` | the typed gRPC interface, served by `dspyreg serve --grpc-port`: generate clients from it |
 | `examples/input.json`, `examples/output.json` | an input, and the output it gave (see its `source`) |
 
@@ -233,8 +248,13 @@ both from the registry. Generate a client in any language from the .proto, e.g. 
 | `DSPYREG_LM_API_KEY` | the key; the provider's usual variable (e.g. `OPENAI_API_KEY`) works too; never logged |
 | `DSPYREG_LM_NUM_RETRIES` | LM retries per call (default 3) |
 | `DSPYREG_API_TOKEN` | when set, requests need `Authorization: Bearer <token>` (`/health` stays open) |
+| `DSPYREG_MAX_BATCH` | inputs per `POST /predict/batch` (default 64; more get 413); or `api.py --max-batch` |
+| `DSPYREG_MAX_CONNECTIONS` | open connections per process (default 512; more get 503); or `--max-connections` |
+| `DSPYREG_HEADER_TIMEOUT` | seconds for request headers to arrive (default 10); or `--header-timeout` |
+| `DSPYREG_BODY_TIMEOUT` | seconds for a request body to arrive (default 30; slower get 408); or `--body-timeout` |
 
-DSPy's response cache is off: every request reaches the LM. Errors: 422 for a body that does not fit the inputs,
+DSPy's response cache is off: every request reaches the LM. Errors: 422 for a body that does not fit the inputs
+(or is not strict JSON: no NaN or Infinity, no numbers out of range, no nesting past 64 levels, valid Unicode only),
 502 with a JSON error when the LM fails or answers something unparseable.
 
 ## Docker

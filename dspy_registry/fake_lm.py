@@ -38,6 +38,51 @@ def placeholder(name: str, type_name: str) -> str:
     return f"fake {name}"
 
 
+def from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> Any:
+    """A value that fits a JSON schema (the first choice of every union or enum; empty lists and free objects)."""
+    defs = schema.get("$defs", {}) if defs is None else defs
+    if "$ref" in schema:
+        return from_schema(defs.get(schema["$ref"].rpartition("/")[2], {}), defs)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        choices = [c for c in schema.get(key, []) if c.get("type") != "null"]
+        if choices:
+            return from_schema(choices[0], defs)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), None)
+    if kind == "object":
+        return {k: from_schema(v, defs) for k, v in schema.get("properties", {}).items()}
+    samples = {"array": [], "string": "fake", "integer": 1, "number": 0.5, "boolean": True, "null": None}
+    return samples.get(str(kind), "fake")
+
+
+def answer_text(name: str, type_name: str, schema: dict[str, Any] | None = None) -> str:
+    """What the model writes for one output field: from its JSON schema when the adapter gives one."""
+    if schema is None:
+        return placeholder(name, type_name)
+    value = from_schema(schema)
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _schemas(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The JSON schema ChatAdapter states for each structured output field (`# note: ... JSON schema: {...}`)."""
+    system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "")
+    found = {}
+    for name, text in _SCHEMA_NOTE.findall(system):
+        try:
+            found[name] = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+    return found
+
+
+_SCHEMA_NOTE = re.compile(r"^\{(\w+)\}\s+# note: the value you produce must adhere to the JSON schema: (.*)$", re.M)
+
+
 def requested_fields(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
     system = next((str(m.get("content", "")) for m in messages if m.get("role") == "system"), "")
     block = _OUTPUTS_BLOCK.search(system)
@@ -45,8 +90,11 @@ def requested_fields(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 
 def chat_reply(messages: list[dict[str, Any]], overrides: dict[str, str]) -> str:
+    schemas = _schemas(messages)
     parts = [
-        f"[[ ## {name} ## ]]\n{overrides.get(name, placeholder(name, type_name))}"
+        f"[[ ## {name} ## ]]\n{overrides[name]}"
+        if name in overrides
+        else f"[[ ## {name} ## ]]\n{answer_text(name, type_name, schemas.get(name))}"
         for name, type_name in requested_fields(messages)
     ]
     return "\n\n".join([*parts, "[[ ## completed ## ]]"])

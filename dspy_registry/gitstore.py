@@ -9,38 +9,54 @@ repository as it was. A transaction is a list of `RefUpdate`s: the same list can
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import re
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import ConflictError, GitError, NotARegistry, RegistryError
+from . import interrupts
+from .errors import ConflictError, GitError, LockedRef, NotARegistry, RegistryError, UnsafeTree
+from .locks import (
+    FRESH_LOCK_PATIENCE,
+    held_lock_message,
+    is_lock_error,
+    lock_errors,
+    present_locks,
+    stale_lock_message,
+)
 from .refs import ZERO_SHA
 
 _GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
-# A lease that no longer holds, or a ref another receive-pack holds locked right now: both mean a concurrent writer.
-_PUSH_CONFLICT_MARKERS = (
-    "stale info",
-    "fetch first",
-    "non-fast-forward",
-    "already exists",
-    "atomic push failed",
-    "failed to lock",
-    "cannot lock ref",
-    "incorrect old value",
-    "failed to update ref",
-)
 _URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")
 _SCP_RE = re.compile(r"^[\w.-]+@[\w.-]+:")
-_CONFLICT_MARKERS = ("cannot lock ref", "reference already exists", "but expected", "is at ", "unable to resolve")
-_LOCK_MARKERS = (".lock': File exists", "Unable to create", "unable to lock")
+_LOCKED_REF_RE = re.compile(r"cannot lock ref '([^']+)'")
+_VANISHED_RE = re.compile(r"couldn't find remote ref (\S+)")
+# A repository's own settings for reaching its remotes (the auth header actions/checkout writes, credential helpers,
+# URL rewrites, the ssh command), carried to the cache that stands for its origin.
+_NETWORK_CONFIG_RE = r"^(http\..*|credential\..*|url\..*\.(push)?insteadof|core\.sshcommand)$"
+SYNC_TRIES = 4  # listings of the remote per sync when refs it listed are deleted before the fetch
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+# What a bundle may hold: regular files (executable or not) and folders. Links and submodules are never written.
+_FILE_MODES = {0o100644: "100644", 0o100755: "100755"}
+_TREE_MODE = 0o40000
+_OTHER_MODES = {0o120000: "a symbolic link", 0o160000: "a submodule"}
+# Code points HFS+ ignores in names, so `.g\u200cit` is `.git` there (the list git's fsck uses).
+_HFS_IGNORED = dict.fromkeys([*range(0x200C, 0x2010), *range(0x202A, 0x202F), *range(0x206A, 0x2070), 0xFEFF])
+# Fetched objects go through git's fsck, with the names that escape a folder or reach into .git made errors
+# (git's defaults only warn about them).
+_FETCH_FSCK_ERRORS = ("hasDot", "hasDotdot", "hasDotgit", "emptyName", "fullPathname", "gitmodulesSymlink")
+_FETCH_FSCK = [
+    "-c",
+    "fetch.fsckObjects=true",
+    *(a for m in _FETCH_FSCK_ERRORS for a in ("-c", f"fetch.fsck.{m}=error")),
+]
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,15 @@ class TreeEntry:
     sha: str
 
 
+@dataclass(frozen=True)
+class BundleEntry:
+    """A file of a bundle: its path inside the bundle folder (checked safe to write there), mode and blob sha."""
+
+    path: str
+    mode: str
+    sha: str
+
+
 def _mkdirs(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -99,6 +124,7 @@ class GitStore:
     def __init__(self, git_dir: Path, remote: str | None = None) -> None:
         self.git_dir = git_dir
         self.remote = remote
+        self.settings: tuple[tuple[str, str], ...] = ()  # git config for this process's git commands only
         self._cat: subprocess.Popen[bytes] | None = None
 
     # -- opening -------------------------------------------------------------------------------------------------
@@ -123,12 +149,15 @@ class GitStore:
         return store
 
     @classmethod
-    def cache_of(cls, url: str, cache_root: Path) -> GitStore:
-        """The one cache clone of `url` under `cache_root` (a bare repository made on first use, never re-cloned)."""
+    def cache_of(cls, url: str, cache_root: Path, settings: tuple[tuple[str, str], ...] = ()) -> GitStore:
+        """The one cache clone of `url` under `cache_root` (a bare repository made on first use, never re-cloned).
+        `settings` (see `network_settings`) apply to its git commands and are never written into it."""
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://")[-1]).strip("_")[-60:]
         path = cache_root / "remotes" / f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
         if not (path / "HEAD").exists():
-            cls(cache_root, url).remote_refs("HEAD")  # unreachable: say so before leaving anything on disk
+            probe = cls(cache_root, url)
+            probe.settings = settings
+            probe.remote_refs("HEAD")  # unreachable: say so before leaving anything on disk
             tmp = Path(tempfile.mkdtemp(dir=_mkdirs(cache_root / "remotes"), prefix=".clone-"))
             subprocess.run(["git", "init", "-q", "--bare", str(tmp)], check=True, capture_output=True)
             subprocess.run(["git", f"--git-dir={tmp}", "remote", "add", "origin", url], check=True, capture_output=True)
@@ -136,7 +165,28 @@ class GitStore:
                 tmp.rename(path)
             except OSError:  # another process made it first
                 shutil.rmtree(tmp, ignore_errors=True)
-        return cls(path.resolve(), url)
+        store = cls(path.resolve(), url)
+        store.settings = settings
+        return store
+
+    def network_settings(self) -> tuple[tuple[str, str], ...]:
+        """This repository's own (local) settings for reaching its remotes, for a cache that stands for its origin."""
+        try:
+            out = self.run("config", "--local", "-z", "--get-regexp", _NETWORK_CONFIG_RE)
+        except GitError:
+            return ()  # none set
+        return tuple((key, value) for key, _, value in (item.partition("\n") for item in out.split("\0") if item))
+
+    def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of our git commands: `settings` through GIT_CONFIG_KEY_n, never on a command line (they
+        may hold a token) nor on disk."""
+        env = {**os.environ, **_GIT_ENV, **(extra or {})}
+        if self.settings:
+            first = int(env.get("GIT_CONFIG_COUNT") or 0)
+            for i, (key, value) in enumerate(self.settings, start=first):
+                env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+            env["GIT_CONFIG_COUNT"] = str(first + len(self.settings))
+        return env
 
     @classmethod
     def init(cls, path: Path, *, bare: bool) -> GitStore:
@@ -161,7 +211,8 @@ class GitStore:
     # -- running git ---------------------------------------------------------------------------------------------
     def run(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> str:
         cmd = ["git", f"--git-dir={self.git_dir}", *args]
-        proc = subprocess.run(cmd, input=input, capture_output=True, env={**os.environ, **_GIT_ENV, **(env or {})})
+        # Its own session: a Ctrl-C at the terminal reaches dspyreg, which decides (interrupts.py), never git midway.
+        proc = subprocess.run(cmd, input=input, capture_output=True, env=self._env(env), start_new_session=True)
         if proc.returncode != 0:
             raise GitError(list(args), proc.returncode, proc.stderr.decode(errors="replace"))
         return proc.stdout.decode()
@@ -170,6 +221,10 @@ class GitStore:
         name = os.environ.get("GIT_AUTHOR_NAME") or self._config("user.name") or os.environ.get("USER") or "dspyreg"
         email = os.environ.get("GIT_AUTHOR_EMAIL") or self._config("user.email") or "dspyreg@localhost"
         return Identity(name, email)
+
+    def git_config(self, key: str) -> str | None:
+        """A value of the user's git config as this repository sees it (None when unset)."""
+        return self._config(key)
 
     def _config(self, key: str) -> str | None:
         try:
@@ -186,6 +241,7 @@ class GitStore:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env={**os.environ, **_GIT_ENV},
+                start_new_session=True,
             )
         assert self._cat.stdin is not None and self._cat.stdout is not None
         self._cat.stdin.write(spec.encode() + b"\n")
@@ -203,6 +259,16 @@ class GitStore:
         obj = self.read(ref)
         return obj.sha if obj is not None else None
 
+    def is_ancestor(self, commit: str, ref: str) -> bool:
+        """Is `commit` in the history of `ref` (one `git merge-base --is-ancestor`, no walk in Python)?"""
+        args = ["merge-base", "--is-ancestor", commit, ref]
+        proc = subprocess.run(
+            ["git", f"--git-dir={self.git_dir}", *args], capture_output=True, env={**os.environ, **_GIT_ENV}
+        )
+        if proc.returncode not in (0, 1):
+            raise GitError(args, proc.returncode, proc.stderr.decode(errors="replace"))
+        return proc.returncode == 0
+
     def peel_to_commit(self, spec: str) -> str | None:
         obj = self.read(f"{spec}^{{commit}}")
         return obj.sha if obj is not None and obj.type == "commit" else None
@@ -210,6 +276,11 @@ class GitStore:
     def read_blob(self, commit: str, path: str) -> bytes | None:
         obj = self.read(f"{commit}:{path}")
         return obj.data if obj is not None and obj.type == "blob" else None
+
+    def blob(self, sha: str) -> bytes:
+        """The content of the blob `sha` (as listed by list_bundle); empty when it is missing."""
+        obj = self.read(sha)
+        return obj.data if obj is not None and obj.type == "blob" else b""
 
     def list_tree(self, tree_ish: str) -> dict[str, TreeEntry]:
         """Entries of a tree, or of a commit's or tag's root tree (`<rev>:<path>` names a subtree)."""
@@ -229,6 +300,62 @@ class GitStore:
     def list_files(self, tree_ish: str, prefix: str) -> list[str]:
         out = self.run("ls-tree", "-r", "-z", "--name-only", tree_ish, "--", prefix)
         return [p for p in out.split("\0") if p]
+
+    def list_bundle(self, commit: str, prefix: str, *, where: str | None = None) -> list[BundleEntry]:
+        """Every file under the folder `prefix` (e.g. `qa/`) at `commit`, sorted by path, each checked before
+        anyone writes it: UnsafeTree (naming `where` and the entry) for a name that is empty, `.`, `..`, `.git`,
+        absolute, holds a slash, backslash or control character, or is not UTF-8; and for anything but regular
+        files and folders (links, submodules). Reads the raw tree objects: `ls-tree` prints `..` as a path part,
+        and fails on an empty name."""
+        where = where or f"{commit[:12]}:{prefix}"
+        top = self.read(f"{commit}:{prefix.strip('/')}")
+        if top is None or top.type != "tree":
+            return []
+        width = len(top.sha) // 2  # 20 bytes per object id (SHA-1), 32 in a SHA-256 repository
+        entries: list[BundleEntry] = []
+        pending = [("", top)]
+        while pending:
+            folder, tree = pending.pop()
+            seen: set[bytes] = set()
+            try:
+                items = list(_tree_items(tree.data, width))
+            except ValueError:  # only a tree written byte by byte is malformed
+                raise UnsafeTree(where, folder or prefix, "a malformed tree") from None
+            for raw_mode, raw_name, sha in items:
+                path = f"{folder}{_shown(raw_name)}"
+                if raw_name in seen:
+                    raise UnsafeTree(where, path, "a duplicate entry")
+                seen.add(raw_name)
+                mode = int(raw_mode, 8) if raw_mode.isdigit() else -1
+                reason = _unsafe_name(raw_name)
+                if reason is not None:  # name the file that would land outside, e.g. `../evil.py`, not just `..`
+                    raise UnsafeTree(where, self._first_file(path, sha, width) if mode == _TREE_MODE else path, reason)
+                if mode == _TREE_MODE:
+                    sub = self.read(sha)
+                    if sub is None or sub.type != "tree":
+                        raise UnsafeTree(where, path, "a folder entry that is not a tree")
+                    pending.append((f"{path}/", sub))
+                elif mode in _FILE_MODES:
+                    entries.append(BundleEntry(path, _FILE_MODES[mode], sha))
+                else:
+                    raise UnsafeTree(where, path, _OTHER_MODES.get(mode, f"mode {raw_mode}"))
+        return sorted(entries, key=lambda e: e.path)
+
+    def _first_file(self, path: str, tree_sha: str, width: int) -> str:
+        """The path of the first file under the folder `path` (the folder itself when there is none)."""
+        for _ in range(64):  # bounded: a forged tree may nest without end
+            tree = self.read(tree_sha)
+            try:
+                items = list(_tree_items(tree.data, width)) if tree is not None and tree.type == "tree" else []
+            except ValueError:
+                break
+            if not items:
+                break
+            raw_mode, raw_name, tree_sha = items[0]
+            path = f"{path}/{_shown(raw_name)}"
+            if raw_mode.lstrip("0") != "40000":
+                break
+        return path
 
     def for_each_ref(self, fields: list[str], *patterns: str) -> list[list[str]]:
         fmt = "%00".join(fields) + "%00%01"
@@ -295,10 +422,22 @@ class GitStore:
         }
         return self.run(*args, input=message.encode(), env=env).strip()
 
-    def write_tag(self, target: str, name: str, message: str, who: Identity, when: datetime) -> str:
-        """An annotated tag object named `name` (e.g. `qa/prod`) pointing at commit `target`."""
+    def write_tag(
+        self,
+        target: str,
+        name: str,
+        message: str,
+        who: Identity,
+        when: datetime,
+        sign: Callable[[bytes], bytes] | None = None,
+    ) -> str:
+        """An annotated tag object named `name` (e.g. `qa/prod`) pointing at commit `target`; with `sign`, its
+        armored signature of the body is appended, as `git tag -s` does."""
         body = f"object {target}\ntype commit\ntag {name}\ntagger {who.signature(when)}\n\n{message.rstrip()}\n"
-        return self.run("mktag", input=body.encode()).strip()
+        data = body.encode()
+        if sign is not None:
+            data += sign(data)
+        return self.run("mktag", input=data).strip()
 
     # -- remotes ---------------------------------------------------------------------------------------------------
     def remote_refs(self, *patterns: str) -> dict[str, str]:
@@ -313,35 +452,59 @@ class GitStore:
 
     def sync(self) -> None:
         """Make the local refs equal the remote's: fetch what changed (forced: a moved tag is updated), drop what
-        was deleted. Fetches only objects not already here; a cache is never cloned again."""
+        was deleted. Fetches only objects not already here; a cache is never cloned again. A ref deleted on the
+        remote between the listing and the fetch makes the fetch fail as a whole: list again and fetch again."""
         if self.remote is None:
             return
-        remote = {r: s for r, s in self.remote_refs().items() if r.startswith(("refs/heads/", "refs/tags/"))}
-        local = {
-            ref: sha
-            for ref, sha in (
-                row for row in self.for_each_ref(["%(refname)", "%(objectname)"], "refs/heads", "refs/tags")
-            )
-        }
-        changed = sorted(ref for ref, sha in remote.items() if local.get(ref) != sha)
-        if changed:
-            refspecs = "".join(f"+{ref}:{ref}\n" for ref in changed)
-            fetch = ["fetch", "-q", "--no-tags", "--no-write-fetch-head", "--stdin", self.remote]
-            for attempt in range(8):
-                try:
-                    self.run(*fetch, input=refspecs.encode())
-                    break
-                except GitError as err:
-                    # Another dspyreg process updating the same cache holds a ref lock: wait, then fetch again.
-                    if attempt == 7 or not any(m in err.stderr for m in ("cannot lock ref", ".lock")):
-                        raise RegistryError(
-                            f"cannot fetch from the registry {self.remote}: {_last_line(err)}"
-                        ) from None
-                    time.sleep(0.05 * (attempt + 1))
+        for attempt in range(SYNC_TRIES):
+            remote = {r: s for r, s in self.remote_refs().items() if r.startswith(("refs/heads/", "refs/tags/"))}
+            local = {
+                ref: sha
+                for ref, sha in (
+                    row for row in self.for_each_ref(["%(refname)", "%(objectname)"], "refs/heads", "refs/tags")
+                )
+            }
+            changed = sorted(ref for ref, sha in remote.items() if local.get(ref) != sha)
+            vanished = self._fetch(changed) if changed else None
+            if vanished is None:
+                break
+            if attempt == SYNC_TRIES - 1:
+                raise ConflictError(
+                    f"the registry {self.remote} kept changing while dspyreg fetched it ({vanished} was deleted "
+                    f"after being listed, {SYNC_TRIES} times); nothing was changed: re-run the command"
+                )
         gone = [ref for ref in local if ref not in remote]
         if gone:
-            self.run("update-ref", "--stdin", input="".join(f"delete {ref}\n" for ref in gone).encode())
+            self._local_transaction([RefUpdate(ref, ZERO_SHA, ZERO_SHA) for ref in gone], check_old=False)
         self.close()  # the next read starts a fresh cat-file that sees the new refs
+
+    def _fetch(self, refs: list[str]) -> str | None:
+        """Fetch `refs` into the same names; None when done, or the ref the remote no longer has."""
+        assert self.remote is not None
+        refspecs = "".join(f"+{ref}:{ref}\n" for ref in refs)
+        fetch = [*_FETCH_FSCK, "fetch", "-q", "--no-tags", "--no-write-fetch-head", "--stdin", self.remote]
+        deadline = time.monotonic() + FRESH_LOCK_PATIENCE
+        attempt = 0
+        while True:
+            try:
+                self.run(*fetch, input=refspecs.encode())
+                return None
+            except GitError as err:
+                refused = _fsck_refusal(err.stderr)
+                if refused is not None:  # a forged object: fetch nothing rather than keep it in the cache
+                    raise RegistryError(
+                        f"git's fsck refuses an object of the registry {self.remote} ({refused}), e.g. a tree "
+                        "entry that would be written outside its folder; nothing was fetched: remove it there"
+                    ) from None
+                vanished = _VANISHED_RE.search(err.stderr)
+                if vanished:
+                    return vanished.group(1)
+                # Another dspyreg process updating the same cache holds a ref lock, or moved the ref between
+                # fetch's read and its lock: wait, then fetch again; a lock left by a crash is named at once.
+                if not is_lock_error(err.stderr) and "cannot lock ref" not in err.stderr:
+                    raise RegistryError(f"cannot fetch from the registry {self.remote}: {_last_line(err)}") from None
+                self._wait_on_locks(err, refs, deadline, attempt)
+                attempt += 1
 
     def _remote_call(self, args: list[str], input: bytes | None = None) -> str:
         try:
@@ -352,7 +515,10 @@ class GitStore:
             ) from None
 
     def _push(self, updates: list[RefUpdate]) -> None:
-        """All updates in one `git push --atomic`, each leased on its expected old value; then the same locally."""
+        """All updates in one `git push --atomic`, each leased on its expected old value; then the same locally.
+
+        A refused push is a conflict only when the remote no longer holds an expected old value; a ref the server
+        keeps locked is retried for a while, then named (a lock is not another writer's move)."""
         # By URL, not by remote name: no remote-tracking refs to update (and race on) in a shared cache.
         assert self.remote is not None
         args = ["push", "--atomic", "--porcelain", "-q", self.remote]
@@ -360,30 +526,76 @@ class GitStore:
             args.append(f"--force-with-lease={u.ref}:{'' if u.old == ZERO_SHA else u.old}")
         for u in updates:
             args.append(f":{u.ref}" if u.new == ZERO_SHA else f"{u.new}:{u.ref}")
-        proc = subprocess.run(
-            ["git", f"--git-dir={self.git_dir}", *args], capture_output=True, env={**os.environ, **_GIT_ENV}
-        )
-        if proc.returncode != 0:
+        deadline = time.monotonic() + FRESH_LOCK_PATIENCE
+        for attempt in itertools.count():
+            proc = subprocess.run(
+                ["git", f"--git-dir={self.git_dir}", *args],
+                capture_output=True,
+                env=self._env(),
+                start_new_session=True,  # a Ctrl-C at the terminal is dspyreg's to handle (interrupts.py)
+            )
+            if proc.returncode == 0:
+                break
             text = (proc.stdout + proc.stderr).decode(errors="replace")
-            if any(m in text for m in _PUSH_CONFLICT_MARKERS):
+            now = self.remote_refs(*(u.ref for u in updates))
+            changed = [u.ref for u in updates if now.get(u.ref, ZERO_SHA) != u.old]
+            if changed:
                 raise ConflictError(
-                    f"another writer changed the registry {self.remote} first; nothing was changed: re-run the command"
+                    f"another writer changed {changed[0]} on the registry {self.remote} first; nothing was changed: "
+                    "re-run the command"
                 )
+            if is_lock_error(text) or "failed to lock" in text:
+                if time.monotonic() < deadline and not self._server_lock_is_stale(text):
+                    time.sleep(min(0.05 * (attempt + 1), 0.3))
+                    continue
+                raise LockedRef(self._server_lock_message(text))
             reasons = [ln.strip() for ln in text.splitlines() if ln.startswith("!") or "error:" in ln or "fatal:" in ln]
             raise RegistryError(
                 f"cannot push to the registry {self.remote}: {' '.join(reasons)[-400:] or 'git push failed'}"
             )
         self._local_transaction([RefUpdate(u.ref, u.new, u.old) for u in updates], check_old=False)
 
+    def _server_git_dir(self) -> Path | None:
+        """The remote's git dir when it is a folder on this machine (a path or file:// URL), else None."""
+        assert self.remote is not None
+        if is_url(self.remote) and not self.remote.startswith("file://"):
+            return None
+        path = Path(self.remote.removeprefix("file://"))
+        return path if (path / "HEAD").is_file() else path / ".git"
+
+    def _server_lock_is_stale(self, text: str) -> bool:
+        server = self._server_git_dir()
+        return server is not None and any(lock.stale for lock in present_locks(server, [], lock_errors(text)))
+
+    def _server_lock_message(self, text: str) -> str:
+        server = self._server_git_dir()
+        where = f"the registry {self.remote}"
+        if server is not None:
+            stale = [lock for lock in present_locks(server, [], lock_errors(text)) if lock.stale]
+            if stale:
+                return stale_lock_message(stale[0], where)
+        ref = _LOCKED_REF_RE.search(text)
+        paths = lock_errors(text)
+        return (
+            f"{where} holds a lock on {ref.group(1) if ref else 'a ref'}"
+            + (f" ({paths[0]})" if paths else "")
+            + ": another push is running there, or a crashed git left it; nothing was changed: re-run the command, "
+            "and if this persists, remove that lock file on the server"
+        )
+
     # -- moving refs -----------------------------------------------------------------------------------------------
     def transaction(self, updates: list[RefUpdate], *, lock_retries: int = 8) -> None:
         """Move every ref or none; each must still hold its expected old value, else ConflictError."""
+        interrupts.commit_point()
         if self.remote is not None:
             self._push(updates)
         else:
             self._local_transaction(updates, lock_retries=lock_retries)
 
     def _local_transaction(self, updates: list[RefUpdate], *, lock_retries: int = 8, check_old: bool = True) -> None:
+        """Only an expected old value that changed is a conflict (ConflictError, exit 3); a lock another git holds
+        right now is waited for (up to FRESH_LOCK_PATIENCE; `lock_retries=0`: not at all), a lock left by a crash
+        is named at once (LockedRef, exit 1)."""
         lines = ["start"]
         for u in updates:
             old = f" {u.old}" if check_old else ""
@@ -393,21 +605,43 @@ class GitStore:
                 lines.append(f"update {u.ref} {u.new}{old}")
         lines += ["prepare", "commit", ""]
         script = "\n".join(lines).encode()
-        for attempt in range(lock_retries + 1):
+        deadline = time.monotonic() + (FRESH_LOCK_PATIENCE if lock_retries > 0 else 0.0)
+        attempt = 0
+        while True:
             try:
                 self.run("update-ref", "--stdin", input=script)
                 return
             except GitError as err:
-                locked = any(m in err.stderr for m in _LOCK_MARKERS) and "but expected" not in err.stderr
-                # Another writer holds a lock right now; while our expectations still hold, try again.
-                if locked and attempt < lock_retries and self._olds_hold(updates):
-                    time.sleep(0.02 * (attempt + 1))
-                    continue
-                if any(m in err.stderr for m in _CONFLICT_MARKERS + _LOCK_MARKERS):
-                    raise ConflictError(_conflict_message(err.stderr)) from None
-                raise
+                changed = self._changed(updates) if check_old else []
+                if changed:
+                    raise ConflictError(
+                        f"another writer changed {changed[0]} first; nothing was changed: re-run the command"
+                    ) from None
+                if not is_lock_error(err.stderr):
+                    raise
+                self._wait_on_locks(err, [u.ref for u in updates], deadline, attempt)
+                attempt += 1
 
-    def _olds_hold(self, updates: list[RefUpdate]) -> bool:
+    def _wait_on_locks(self, err: GitError, refs: list[str], deadline: float, attempt: int) -> None:
+        """Return after a short sleep while the locks that failed `err` are fresh (another git is at work on them);
+        raise LockedRef, naming the lock file and how to remove it, when one is stale or the wait is over."""
+        where = "this cache of a remote registry" if self.remote is not None else "this registry"
+        locks = present_locks(self.git_dir, refs, lock_errors(err.stderr))
+        stale = next((lock for lock in locks if lock.stale), None)
+        if stale is not None:
+            raise LockedRef(stale_lock_message(stale, where)) from None
+        if time.monotonic() >= deadline:
+            if locks:
+                raise LockedRef(held_lock_message(locks[0], where)) from None
+            raise LockedRef(
+                f"refs of {where} stayed locked by other writers ({_first_line(err)}); nothing was changed: "
+                "re-run the command"
+            ) from None
+        time.sleep(min(0.02 * (attempt + 1), 0.2))
+
+    def _changed(self, updates: list[RefUpdate]) -> list[str]:
+        """The refs that no longer hold their expected old value."""
+        changed = []
         for u in updates:
             proc = subprocess.run(
                 ["git", f"--git-dir={self.git_dir}", "rev-parse", "-q", "--verify", u.ref],
@@ -416,8 +650,61 @@ class GitStore:
             )
             current = proc.stdout.decode().strip() or ZERO_SHA
             if current != u.old:
-                return False
-        return True
+                changed.append(u.ref)
+        return changed
+
+    def _olds_hold(self, updates: list[RefUpdate]) -> bool:
+        return not self._changed(updates)
+
+
+def _tree_items(data: bytes, width: int) -> Iterator[tuple[str, bytes, str]]:
+    """(mode, name, sha) of each entry of a raw tree object: `<mode> <name>\\0<binary id>`."""
+    at = 0
+    while at < len(data):
+        space = data.index(b" ", at)
+        nul = data.index(b"\0", space)
+        if nul + 1 + width > len(data):
+            raise ValueError("truncated tree entry")
+        yield data[at:space].decode("ascii", "replace"), data[space + 1 : nul], data[nul + 1 : nul + 1 + width].hex()
+        at = nul + 1 + width
+
+
+def _shown(name: bytes) -> str:
+    """A tree entry name as one printable line (control characters and undecodable bytes escaped)."""
+    text = name.decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _unsafe_name(name: bytes) -> str | None:
+    """Why a tree entry name may not be written inside a folder (None: it may)."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    if any(not c.isprintable() for c in text):
+        return "a control character"
+    if "/" in text:
+        if text.startswith("/"):
+            return "absolute path"
+        return "path traversal" if {".", ".."} & set(text.split("/")) else "a slash in a name"
+    if "\\" in text:
+        return "a backslash"
+    if text in (".", ".."):
+        return "path traversal"
+    if not text:
+        return "an empty component"
+    # .git in any case, with the trailing dots and spaces Windows drops, its 8.3 short name, or HFS+'s ignored
+    # code points: git's own checks (fsck hasDotgit) for a name that would reach into a repository.
+    folded = text.translate(_HFS_IGNORED).lower().rstrip(". ")
+    if folded in (".git", "git~1"):
+        return "a .git component"
+    return None
+
+
+def _fsck_refusal(stderr: str) -> str | None:
+    """Git's complaint when a fetch failed because fsck refused an object (e.g. a `..` tree entry), else None."""
+    match = re.search(r"object ([0-9a-f]{7,64}): (\w+): (.*)", stderr)
+    return f"object {match.group(1)[:12]}: {match.group(2)}: {match.group(3).strip()}" if match else None
 
 
 def _last_line(err: GitError) -> str:
@@ -425,7 +712,7 @@ def _last_line(err: GitError) -> str:
     return lines[-1] if lines else str(err)
 
 
-def _conflict_message(stderr: str) -> str:
-    line = next((ln for ln in stderr.splitlines() if ln.startswith(("fatal:", "error:"))), stderr.strip())
-    detail = line.split(":", 1)[1].strip() if ":" in line else line
-    return f"another writer changed the registry first ({detail}); nothing was changed: re-run the command"
+def _first_line(err: GitError) -> str:
+    """git's own error line: for a lock, the last line is only its advice to remove the file."""
+    lines = [ln for ln in err.stderr.splitlines() if ln.strip()]
+    return lines[0] if lines else str(err)

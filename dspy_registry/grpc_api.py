@@ -9,7 +9,8 @@ the same values reach the program), outputs through its response model.
 
 Beside it: the standard health service (grpc.health.v1: SERVING once a version is loaded, NOT_SERVING before) and
 server reflection (v1alpha, of the version being served). Status codes mirror REST: INVALID_ARGUMENT (422),
-UNAVAILABLE (503 not ready, 502 LM failure), RESOURCE_EXHAUSTED (413, above --max-body-bytes), UNAUTHENTICATED (401,
+UNAVAILABLE (503 not ready, 502 LM failure), RESOURCE_EXHAUSTED (413, above --max-body-bytes, or a PredictBatch of more
+than --max-batch inputs, refused before any input runs), UNAUTHENTICATED (401,
 without `authorization: Bearer <DSPYREG_API_TOKEN>` metadata; health stays open), INTERNAL (500, never a traceback),
 DEADLINE_EXCEEDED at the client's deadline. Answers carry x-dspyreg-program, x-dspyreg-version and x-dspyreg-commit
 metadata, and x-dspyreg-usage (JSON) in the trailers.
@@ -46,6 +47,7 @@ from . import proto
 from .errors import RegistryError
 from .runtime.api import ENV_TOKEN, Backend, access_log, models
 from .runtime.inference import InputError, LMFailure, PipelineServer, ProgramFailure, Usage
+from .runtime.server_limits import DEFAULT_MAX_BATCH, JsonRefused, check_value, strict_json
 
 HEALTH_POLL_SECONDS = 0.1
 NO_DEADLINE = 365 * 24 * 3600.0  # a deadline further away than this is no deadline
@@ -166,8 +168,8 @@ def _decode_value(fd: Any, f: proto.FieldShape, value: Any, sig: proto.Signature
     kind = f.shape.kind
     if kind == "json":
         try:
-            return json.loads(value)
-        except json.JSONDecodeError as err:
+            return strict_json(value, what="the text")  # the same JSON the REST API accepts
+        except JsonRefused as err:
             raise Failure(grpc.StatusCode.INVALID_ARGUMENT, f"{where}: not JSON text: {err}") from None
     if kind == "enum":
         by_name = {proto.enum_value_name(f.name, v): v for v in f.shape.values}
@@ -231,12 +233,14 @@ class GrpcServer:
         threads: int,
         max_body_bytes: int,
         token: str | None = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         self.program = program
         self.backend = backend
         self.service = proto.service_name(program)
         self.threads = threads
         self.max_body_bytes = max_body_bytes
+        self.max_batch = max_batch
         self.token = token if token is not None else (os.environ.get(ENV_TOKEN) or None)
         self._apis: weakref.WeakKeyDictionary[PipelineServer, VersionApi | Exception] = weakref.WeakKeyDictionary()
         self._apis_lock = threading.Lock()
@@ -346,6 +350,11 @@ class GrpcServer:
     def predict_batch(self, request: bytes, context: Any) -> bytes:
         def handle(server: PipelineServer, api: VersionApi, deadline: float | None) -> bytes:
             message = _parse(api.batch_request, request)
+            if len(message.inputs) > self.max_batch:  # before any input reaches the LM, like REST's 413
+                raise Failure(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"at most {self.max_batch} inputs per batch (--max-batch); got {len(message.inputs)}",
+                )
             batch = [self._inputs(server, api, item, f"inputs[{i}].") for i, item in enumerate(message.inputs)]
             futures = [self._submit(server, inputs, deadline) for inputs in batch]
             reply = api.batch_response()
@@ -404,6 +413,10 @@ class GrpcServer:
     def _inputs(self, server: PipelineServer, api: VersionApi, message: Any, at: str) -> dict[str, Any]:
         """The message as the program's inputs, validated by the REST API's request model."""
         data = decode(message, api.signature.inputs, api.signature, at)
+        try:
+            check_value(data, what=at.rstrip(".") or "the request")  # NaN and infinite doubles, as REST refuses them
+        except JsonRefused as err:
+            raise Failure(grpc.StatusCode.INVALID_ARGUMENT, str(err)) from None
         request_model, _ = models(server)
         try:
             parsed = request_model.model_validate(data)

@@ -11,6 +11,7 @@ from tomlkit.exceptions import TOMLKitError
 
 from .errors import RegistryError
 from .refs import DEFAULT_ENVIRONMENTS, ROLLBACK_ENV, check_environment
+from .signing import SigningConfig
 
 SCHEMA_VERSION = 1
 REGISTRY_SCHEMA_VERSION = 1
@@ -95,7 +96,8 @@ class Manifest:
 _TEXT = (str,)
 _NUMBER = (int, float)
 _MANIFEST_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
-    "program": {k: _TEXT for k in ("name", "version", "entrypoint", "created", "author", "notes")},
+    # entrypoint is left to verify, which names what is wrong with it (not a string, outside code/...)
+    "program": {k: _TEXT for k in ("name", "version", "created", "author", "notes")},
     "optimization": {"optimizer": _TEXT, "trainset_size": (int,), "dev_score": _NUMBER, "metrics": (dict,)},
 }
 
@@ -129,10 +131,11 @@ def _table(values: Mapping[str, Any]) -> tomlkit.items.Table:
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    """registry.toml at the root of `main`: schema version, environment order, promotion gates."""
+    """registry.toml at the root of `main`: schema version, environment order, promotion gates, signing."""
 
     environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
     gates: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    signing: SigningConfig = field(default_factory=SigningConfig)
     schema_version: int = REGISTRY_SCHEMA_VERSION
 
     @classmethod
@@ -179,11 +182,15 @@ class RegistryConfig:
             _no_unknown_keys(values, set(GATE_CHECKS), f"registry.toml: [gates.{env}] has unknown key")
             for key, value in values.items():
                 GATE_CHECKS[key](f"registry.toml: [gates.{env}] {key}", value)
-        return cls(environments=envs, gates=dict(gates), schema_version=version)
+        try:
+            signing = SigningConfig.from_toml(data.get("signing"), envs)
+        except ValueError as err:
+            raise BadManifest(f"registry.toml: {err}") from None
+        return cls(environments=envs, gates=dict(gates), signing=signing, schema_version=version)
 
 
 # The tables registry.toml may hold besides schema_version; a module that adds a table adds its name here.
-REGISTRY_TABLES = {"environments", "gates"}
+REGISTRY_TABLES = {"environments", "gates", "signing"}
 
 
 def _fraction(where: str, value: Any) -> None:

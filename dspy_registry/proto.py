@@ -316,8 +316,9 @@ def plain_type(text: str) -> str:
 
 
 def live_types(program: Any) -> LiveTypes:
-    """The live annotations behind interface.json: an input's from forward()'s signature, else (and for outputs)
-    from the first predictor that declares the field, inputs before outputs, as bundle.py wrote them."""
+    """The live annotations behind interface.json, as bundle.py wrote them: an input's from forward()'s signature,
+    else from the first predictor that declares the field; an output's from the first predictor that declares it
+    as an output, else as for an input."""
     from .bundle import _forward_inputs
 
     declared: dict[str, Any] = {}
@@ -329,7 +330,11 @@ def live_types(program: Any) -> LiveTypes:
     for name, annotation, _ in _forward_inputs(program):
         if annotation is not inspect.Parameter.empty and annotation is not None and not isinstance(annotation, str):
             inputs[name] = annotation
-    return inputs, declared
+    outputs: dict[str, Any] = {}
+    for _, predictor in program.named_predictors():  # an output is typed as a predictor declares it as an output
+        for name, info in predictor.signature.output_fields.items():
+            outputs.setdefault(name, info.annotation)
+    return inputs, {**declared, **outputs}
 
 
 def signature(
@@ -549,6 +554,8 @@ def program_proto(reg: Registry, resolved: Resolved) -> str:
 def _registry_live_types(reg: Registry, program: str, commit: str) -> LiveTypes | None:
     """The live annotations of the program at `commit`, from its bundled code (written once into the cache);
     None when it does not import: its named types then travel as JSON text."""
+    from .errors import UnsafeTree
+    from .export import write_inside
     from .manifest import Manifest
     from .registry import cache_dir
     from .runtime.inference import import_entrypoint
@@ -559,14 +566,14 @@ def _registry_live_types(reg: Registry, program: str, commit: str) -> LiveTypes 
     entrypoint = Manifest.loads(manifest).program.entrypoint
     folder = cache_dir() / "code" / commit / program
     if not folder.is_dir():
-        prefix = f"{program}/code/"
+        try:  # every path checked before the first write; a forged tree gives no live types
+            code = reg.store.list_bundle(commit, f"{program}/code/", where=f"{program} at {commit[:12]}")
+        except UnsafeTree:
+            return None
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{program}.tmp-"))
         try:
-            for path in reg.store.list_files(commit, prefix):
-                target = tmp / path[len(prefix) :]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(reg.store.read_blob(commit, path) or b"")
+            write_inside(tmp, {entry.path: reg.store.blob(entry.sha) for entry in code})
             os.rename(tmp, folder)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)  # another process wrote it first

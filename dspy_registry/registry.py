@@ -21,6 +21,7 @@ from .errors import (
     ConflictError,
     CorruptRecord,
     DuplicateVersion,
+    ForgedTag,
     GateRefused,
     InvalidName,
     NotARegistry,
@@ -28,7 +29,7 @@ from .errors import (
     RegistryError,
     UnknownRef,
 )
-from .gitstore import GitStore, RefUpdate, TreeEntry, is_url, utc_now
+from .gitstore import BundleEntry, GitStore, RefUpdate, TreeEntry, is_url, utc_now
 from .manifest import BadManifest, Manifest, RegistryConfig
 from .records import Records, latest_scores
 from .refs import (
@@ -50,7 +51,8 @@ from .refs import (
     tag_ref,
     version_key,
 )
-from .state import canonical_json
+from .signing import split_signature, tag_signer
+from .state import canonical_json, mask_lm_state
 
 if TYPE_CHECKING:
     import dspy
@@ -196,7 +198,7 @@ class Registry:
         A remote registry's refs are brought up to date first, moved tags included, so nothing acts on a stale prod.
         """
         where = str(location or default_registry())
-        store = GitStore.cache_of(where, cache_dir()) if is_url(where) else GitStore.open(Path(where))
+        store = GitStore.cache_of(where, cache_dir()) if is_url(where) else _local_store(Path(where))
         try:
             store.sync()
             settings = store.read_blob(MAIN_REF, "registry.toml")
@@ -495,10 +497,13 @@ class Registry:
         metrics: Mapping[str, float] | None = None,
         origin: str = "state",
         record_with: Any = None,
+        sign: bool | None = None,
+        allow_unrendered_demos: bool = False,
     ) -> PublishResult:
         from .bundle import PublishMeta, build_bundle
 
         version = self.check_new_version(name, version)
+        signer = self._signer(sign)
         if dev_score is not None and not 0.0 <= dev_score <= 1.0:
             raise InvalidName(f"dev score {dev_score} is not a fraction in [0, 1] (divide a percentage by 100)")
         if trainset_size is not None and not 0 <= trainset_size < 2**63:
@@ -521,6 +526,7 @@ class Registry:
             lm,
             metrics,
             record_with,
+            allow_unrendered_demos,
         )
         bundle = build_bundle(source, state, meta, origin=origin)
         blobs = self.store.write_blobs(bundle.files)
@@ -539,7 +545,7 @@ class Registry:
             assert parent is not None  # Registry.open checked main
             root = self.store.write_tree(parent, {name: TreeEntry("040000", "tree", subtree)})
             commit = self.store.write_commit(root, [parent], message, who, now)
-            tag = self.store.write_tag(commit, f"{name}/{version}", message, who, now)
+            tag = self.store.write_tag(commit, f"{name}/{version}", message, who, now, signer)
             try:
                 self.store.transaction([RefUpdate(MAIN_REF, commit, parent), RefUpdate(tag_name, tag, ZERO_SHA)])
             except ConflictError:
@@ -569,7 +575,14 @@ class Registry:
         return version
 
     def promote(
-        self, source: str, to: str | None = None, *, name: str | None = None, reason: str = "", force: bool = False
+        self,
+        source: str,
+        to: str | None = None,
+        *,
+        name: str | None = None,
+        reason: str = "",
+        force: bool = False,
+        sign: bool | None = None,
     ) -> MoveResult:
         """Point `to` (default: the next environment) at `source`'s version, if registry.toml's gates allow it;
         `force` (with a reason) overrides the gates and the journal records the override."""
@@ -599,7 +612,9 @@ class Registry:
                 f"promotion of {program} {resolved.version} to {target_env} refused by registry.toml's gates: "
                 f"{'; '.join(refusals)} (override with --force --reason)"
             )
-        return self._move(program, target_env, resolved.version, "promote", reason, override="; ".join(refusals))
+        return self._move(
+            program, target_env, resolved.version, "promote", reason, override="; ".join(refusals), sign=sign
+        )
 
     def gate_refusals(self, program: str, env: str, candidate: Resolved) -> list[str]:
         """What registry.toml's [gates.<env>] say against moving `env` to `candidate` (empty: the gates allow it)."""
@@ -627,13 +642,27 @@ class Registry:
                 refusals.append(f"{name} scores {_fmt(score)}, below {env}'s {current} at {theirs:.3f} (no_regression)")
         return refusals
 
-    def rollback(self, env: str | None = None, *, name: str | None = None, reason: str = "") -> MoveResult:
+    def rollback(
+        self, env: str | None = None, *, name: str | None = None, reason: str = "", sign: bool | None = None
+    ) -> MoveResult:
         program = self._program(name)
         check_text("--reason", reason, multiline=True)
-        return self._move(program, self._check_env(env or self.production), None, "rollback", reason)
+        return self._move(program, self._check_env(env or self.production), None, "rollback", reason, sign=sign)
+
+    def _signer(self, sign: bool | None) -> Callable[[bytes], bytes] | None:
+        """How this write signs its tags (None: unsigned); see signing.tag_signer."""
+        return tag_signer(sign, self.config.signing.sign, self.store.git_config)
 
     def _move(
-        self, program: str, env: str, version: str | None, action: str, reason: str, *, override: str = ""
+        self,
+        program: str,
+        env: str,
+        version: str | None,
+        action: str,
+        reason: str,
+        *,
+        override: str = "",
+        sign: bool | None = None,
     ) -> MoveResult:
         """Move env (and, for production, the rollback tag) and append the journal, in one transaction.
 
@@ -651,8 +680,14 @@ class Registry:
         else:
             history = current.history + ((current.version,) if current.version else ())
         assert version is not None
+        from .verify import version_tag_problems
+
+        forged = version_tag_problems(self, program, version)
+        if forged:  # the env tag would point wherever the version tag was moved to
+            raise ForgedTag(f"refusing to {action} {program}/{env} to {version}: {forged[0]}; nothing was changed")
         if current.version == version:
             return MoveResult(())
+        signer = self._signer(sign)
         who, now = self.store.identity(), utc_now()
         actor, when = f"{who.name} <{who.email}>", now.isoformat().replace("+00:00", "Z")
         move = uuid.uuid4().hex[:16]
@@ -678,7 +713,7 @@ class Registry:
                 raise UnknownRef(f"{program} {entry.to_version} is not published")
             message = f"{entry.action} {program}/{entry.env}: {entry.from_version or '-'} -> {entry.to_version}\n\n"
             tag = self.store.write_tag(
-                target, f"{program}/{entry.env}", message + _payload_line(entry.to_json()), who, now
+                target, f"{program}/{entry.env}", message + _payload_line(entry.to_json()), who, now, signer
             )
             updates.append(RefUpdate(ref, tag, state.raw))
         blob = self.store.write_blobs({"h": canonical_json({"version": version, "history": list(history)})})["h"]
@@ -689,24 +724,39 @@ class Registry:
         updates.append(RefUpdate(JOURNAL_REF, journal, journal_old or ZERO_SHA))
         try:
             self.store.transaction(updates)
-        except ConflictError:
-            raise ConflictError(self._lost_to(program, env)) from None
+        except ConflictError as err:
+            raise ConflictError(self._lost_to(program, env, journal_old, str(err))) from None
         return MoveResult(tuple(entry for _, entry in moves))
 
-    def _lost_to(self, program: str, env: str) -> str:
-        """Say what the writer that won did, from the journal as it is now."""
+    def _lost_to(self, program: str, env: str, since: str | None = None, fallback: str = "") -> str:
+        """Say which move beat ours: the first journal commit after `since`, the journal commit ours was built on.
+        Later entries came after the winner (the latest one names the wrong move); when the journal did not move
+        from `since` (a tag moved by hand) or was rewritten, `fallback` names the ref that changed."""
         self.store.sync()
         self.store.close()  # read the journal afresh
-        for message in self.store.messages(JOURNAL_REF, limit=50):
-            for e in reversed(_journal_entries(message)):
-                if e.program == program and e.env == env:
-                    who = e.actor.split(" <")[0]
-                    moved = f"{e.action} {program}/{env} {e.from_version or '-'} -> {e.to_version or '(unset)'}"
-                    return (
-                        f"another writer moved {program}/{env} first ({moved} by {who} at {e.time}); "
-                        "nothing was changed: re-run to apply yours"
-                    )
-        return "another writer changed the journal first; nothing was changed: re-run the command"
+        winner = self._first_move_since(since, program, env) if since else None
+        if winner is None:
+            return fallback or f"another writer changed {tag_ref(program, env)} first; nothing was changed: re-run"
+        who = winner.actor.split(" <")[0]
+        where = f"{winner.program}/{winner.env}"
+        moved = f"{winner.action} {where} {winner.from_version or '-'} -> {winner.to_version or '(unset)'}"
+        return (
+            f"another writer moved {where} first ({moved} by {who} at {winner.time}); "
+            "nothing was changed: re-run to apply yours"
+        )
+
+    def _first_move_since(self, since: str, program: str, env: str) -> JournalEntry | None:
+        """The entry of the first journal commit after `since` (for program/env if it has one), or None."""
+        now = self.store.ref_value(JOURNAL_REF)
+        if now is None or now == since:
+            return None
+        try:
+            self.store.run("merge-base", "--is-ancestor", since, now)
+        except RegistryError:
+            return None  # the journal was rewritten: its commits since ours say nothing of who won
+        messages = list(self.store.messages(f"{since}..{now}"))
+        entries = _journal_entries(messages[-1]) if messages else []
+        return next((e for e in entries if (e.program, e.env) == (program, env)), entries[0] if entries else None)
 
     # -- quality records ----------------------------------------------------------------------------------------------
     def records(self, resolved: Resolved) -> Records:
@@ -798,15 +848,33 @@ class Registry:
         return records.append(self.store, resolved.program, resolved.version, "benchmarks", record)
 
     # -- verifying, exporting, loading --------------------------------------------------------------------------
-    def verify(self, ref: str | None = None, name: str | None = None, *, everything: bool = False) -> list[Problem]:
+    def verify(
+        self,
+        ref: str | None = None,
+        name: str | None = None,
+        *,
+        everything: bool = False,
+        require_signed: bool = False,
+        load: bool = False,
+    ) -> list[Problem]:
         """Problems of one ref's version, of every version (`everything`), or of what each environment points to;
-        plus the environment tags of the programs involved. Empty when all is sound."""
+        plus the environment tags of the programs involved. Empty when all is sound. Read from git, never running
+        a bundle's code; `load` also checks that each program.json loads into its code, in a child process.
+        `require_signed` also asks each of those version and environment tags for a signature by a key
+        registry.toml allows (trust.py)."""
+        from .trust import signature_problems
         from .verify import verify_environments, verify_version
 
         problems: list[Problem] = []
+        all_envs = (*self.config.environments, ROLLBACK_ENV)
         if ref is not None:
             resolved = self.resolve(ref, name)
-            return verify_version(self, resolved) + verify_environments(self, resolved.program)
+            problems = verify_version(self, resolved, load=load) + verify_environments(self, resolved.program)
+            if require_signed:
+                problems += signature_problems(
+                    self, resolved.program, versions=[resolved.version], environments=all_envs
+                )
+            return problems
         programs = [self._known(name)] if name else self.programs()
         seen: set[tuple[str, str]] = set()
         for program in programs:
@@ -818,8 +886,12 @@ class Registry:
             for target in targets:
                 if target is not None and (target.version, target.commit) not in seen:
                     seen.add((target.version, target.commit))
-                    problems += verify_version(self, target)
+                    problems += verify_version(self, target, load=load)
+                    if require_signed:
+                        problems += signature_problems(self, program, versions=[target.version])
             problems += verify_environments(self, program)
+            if require_signed:
+                problems += signature_problems(self, program, environments=all_envs)
         return problems
 
     def _env_target(self, program: str, env: str) -> Resolved | None:
@@ -828,22 +900,33 @@ class Registry:
         except (UnknownRef, BadManifest):  # a tag moved to a commit without a sound manifest: verify_environments says
             return None
 
-    def checked(self, ref: str, name: str | None = None, *, verify: bool = True) -> Resolved:
+    def checked(
+        self, ref: str, name: str | None = None, *, verify: bool = True, require_signed: bool = False
+    ) -> Resolved:
         """Resolve `ref` for use (load, export, serve): refuse it when its version or its environment tag fails
-        verification, naming the file or ref at fault."""
+        verification, or (`require_signed`, even without `verify`) is not signed by a key registry.toml allows,
+        naming the file or ref at fault."""
+        from .trust import signature_problems
         from .verify import VerificationFailed, verify_environments, verify_version
 
         resolved = self.resolve(ref, name)
+        envs = (resolved.environment,) if resolved.environment else ()
+        problems: list[Problem] = []
         if verify:
-            envs = (resolved.environment,) if resolved.environment else ()
-            problems = verify_version(self, resolved, load=False)
+            problems += verify_version(self, resolved, load=False)
             problems += verify_environments(self, resolved.program, envs) if envs else []
-            if problems:
-                raise VerificationFailed(f"{resolved.program}/{resolved.environment or resolved.version}", problems)
+        if require_signed:
+            problems += signature_problems(
+                self, resolved.program, versions=[resolved.version], environments=envs, expect_commit=resolved.commit
+            )
+        if problems:
+            raise VerificationFailed(f"{resolved.program}/{resolved.environment or resolved.version}", problems)
         return resolved
 
     def export(self, resolved: Resolved, dest: Path, *, force: bool = False) -> Path:
         """Write the deployment bundle of `resolved` to `dest`: all or nothing (built aside, then renamed in)."""
+        from .export import write_inside
+
         if dest.exists() and not dest.is_dir():
             raise RegistryError(f"{dest} exists and is not a folder: choose a folder to export to")
         if dest.is_dir() and any(dest.iterdir()) and not force:
@@ -858,10 +941,7 @@ class Registry:
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the bundle private to this user
         try:
-            for path, data in files.items():
-                target = tmp / path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
+            write_inside(tmp, files)
             if dest.exists():
                 old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
                 dest.rename(old)
@@ -880,11 +960,7 @@ class Registry:
         from .export import deployment_files
         from .proto import program_proto
 
-        prefix = f"{resolved.program}/"
-        files = {
-            path[len(prefix) :]: self.store.read_blob(resolved.commit, path) or b""
-            for path in self.store.list_files(resolved.commit, prefix)
-        }
+        files = {e.path: self.store.blob(e.sha) for e in self.bundle(resolved)}
         where = f"{resolved.program} {resolved.version}"
         manifest = Manifest.loads(files["manifest.toml"], where=f"{where}: manifest.toml")
         state = _bundle_json(files["program.json"], f"{where}: program.json")
@@ -896,11 +972,18 @@ class Registry:
         proto = program_proto(self, resolved)
         return files | deployment_files(manifest, resolved.commit, state, interface, example, records, proto)
 
+    def bundle(self, resolved: Resolved) -> list[BundleEntry]:
+        """The files of `resolved`'s bundle, every path checked before anything is written (UnsafeTree names a
+        forged entry such as `../evil.py`)."""
+        where = f"{resolved.program}/{resolved.version}"
+        return self.store.list_bundle(resolved.commit, f"{resolved.program}/", where=where)
+
     def materialize(self, resolved: Resolved) -> Path:
         """The deployment bundle of `resolved` in the cache (one folder per commit and program, written once)."""
         from . import __version__
 
         dest = cache_dir() / "bundles" / f"{__version__}-{BUNDLE_LAYOUT}" / resolved.commit / resolved.program
+        self.bundle(resolved)  # a forged tree is refused even when a folder for it is cached already
         if not (dest / "config.json").is_file():
             try:
                 self.export(resolved, dest, force=True)
@@ -911,11 +994,14 @@ class Registry:
                 raise RegistryError(f"{err} (the bundle cache: set DSPYREG_CACHE to a folder you can write)") from None
         return dest
 
-    def load(self, ref: str, name: str | None = None, *, verify: bool = True) -> dspy.Module:
-        """The program of `ref`, built from its bundled code and JSON state (never pickle), ready to call."""
+    def load(
+        self, ref: str, name: str | None = None, *, verify: bool = True, require_signed: bool = False
+    ) -> dspy.Module:
+        """The program of `ref`, built from its bundled code and JSON state (never pickle), ready to call;
+        `require_signed` refuses it unless its tags are signed by keys registry.toml allows."""
         from .runtime.inference import load_program
 
-        resolved = self.checked(ref, name, verify=verify)
+        resolved = self.checked(ref, name, verify=verify, require_signed=require_signed)
         folder = self.materialize(resolved)
         entrypoint = json.loads((folder / "config.json").read_text())["pipeline"]["entrypoint"]
         try:
@@ -934,6 +1020,21 @@ def template_dir() -> Path:
         if (candidate / "registry.toml").is_file():
             return candidate
     raise RegistryError("registry template not found: reinstall dspy-registry")
+
+
+def _local_store(path: Path) -> GitStore:
+    """A registry folder; or, for a clone of a registry (a repository with an origin), the shared cache of that
+    origin, as for a URL: dspyreg reads and writes the origin, and never syncs into (so never deletes or rewrites)
+    the user's own branches, tags and checkout. See docs/remote.md."""
+    store = GitStore.open(path)
+    origin = store.remote
+    if origin is None:
+        return store
+    settings = store.network_settings()  # e.g. the auth header of a CI checkout: the cache needs it to reach origin
+    store.close()
+    if not is_url(origin) and not Path(origin).is_absolute():
+        origin = str((path / origin).resolve())  # git reads a relative origin from the clone's folder
+    return GitStore.cache_of(origin, cache_dir(), settings)
 
 
 def cache_dir() -> Path:
@@ -996,7 +1097,7 @@ def _manifest_metadata(m: Manifest) -> dict[str, Any]:
     }
     meta |= {f"metrics.{k}": v for k, v in m.optimization.metrics.items()}
     meta |= {f"runtime.{k}": v for k, v in m.runtime.items()}
-    meta |= {f"lm.{k}": v for k, v in m.lm.items()}
+    meta |= {f"lm.{k}": v for k, v in mask_lm_state(m.lm).items()}  # a forged [lm] never prints its secrets
     return {k: v for k, v in meta.items() if v is not None}
 
 
@@ -1026,9 +1127,8 @@ def _tag_payload(data: bytes) -> dict[str, Any]:
     lines = data.decode(errors="replace").split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
-    if lines and lines[-1].startswith("-----END ") and lines[-1].endswith("-----"):  # PGP, SSH, x509 (SIGNED MESSAGE)
-        begins = [i for i, line in enumerate(lines) if line.startswith("-----BEGIN ")]
-        lines = lines[: begins[-1]] if begins else []
+    if lines and lines[-1].startswith("-----END ") and lines[-1].endswith("-----"):  # the message ends signed
+        lines = split_signature(data)[0].decode(errors="replace").split("\n")
         while lines and not lines[-1].strip():
             lines.pop()
     if not lines or not lines[-1].startswith("{"):

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Group
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -37,8 +38,13 @@ def _score(score: float | None) -> str:
     return "-" if score is None else f"{score:.3f}"
 
 
-def versions_table(versions: Sequence[VersionInfo], *, limit: int | None = None) -> Table | Group | Text:
-    """The newest `limit` versions (all with None) and every version an environment points at."""
+def versions_table(
+    versions: Sequence[VersionInfo], *, limit: int | None = None, width: int | None = None
+) -> Table | Group | Text:
+    """The newest `limit` versions (all with None) and every version an environment points at.
+
+    When the one-row-per-version table is wider than `width`, each version takes two or three lines instead: the
+    same values, none dropped (see `_stacked_versions`)."""
     if not versions:
         return Text("No versions published yet: `dspyreg publish` one.", style="dim")
     if limit is not None and len(versions) > limit:
@@ -50,34 +56,95 @@ def versions_table(versions: Sequence[VersionInfo], *, limit: int | None = None)
         shown = [v for v, kept in zip(versions, reversed(keep)) if kept]
         hidden = len(versions) - len(shown)
         note = Text(f"{hidden} older versions not shown: `dspyreg list --all`, or --json", style="dim")
-        return Group(versions_table(shown), note)
+        return Group(versions_table(shown, width=width), note)
+    without_notes = _natural_width(_versions_grid(versions, with_notes=None))
+    room = NOTES_WIDTH if width is None else min(NOTES_WIDTH, width - without_notes - 2)
+    needed = MIN_NOTES_WIDTH if any(v.notes for v in versions) else len("notes")
+    if width is not None and room < needed:
+        return _stacked_versions(versions, width)
+    return _versions_grid(versions, with_notes=room)
+
+
+VERSION_COLUMNS = ("program", "version", "environments", "dev score", "eval", "optimizer", "created", "commit", "notes")
+NOTES_WIDTH = 60
+MIN_NOTES_WIDTH = 16
+
+
+def _versions_grid(versions: Sequence[VersionInfo], *, with_notes: int | None) -> Table:
+    """One row per version; notes shortened to `with_notes` characters, or no notes column with None."""
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in (
-        "program",
-        "version",
-        "environments",
-        "dev score",
-        "eval",
-        "optimizer",
-        "created",
-        "commit",
-        "notes",
-    ):
-        table.add_column(column, no_wrap=column not in ("optimizer", "notes"), overflow="fold")
+    columns = VERSION_COLUMNS if with_notes is not None else VERSION_COLUMNS[:-1]
+    for column in columns:
+        table.add_column(column, no_wrap=True)
     for v in versions:
-        _row(
-            table,
-            v.name,
-            Text(v.version, style="bold"),
-            _envs(v.environments),
-            _score(v.dev_score),
-            _score(v.eval_score),
-            v.optimizer or "-",
-            v.created[:16].replace("T", " "),
-            v.commit[:7],
-            Text(_short(v.notes, 60)),
-        )
+        notes = () if with_notes is None else (Text(_short(v.notes, with_notes)),)
+        _row(table, *_version_cells(v), *notes)
     return table
+
+
+def _version_cells(v: VersionInfo) -> tuple[Any, ...]:
+    return (
+        v.name,
+        Text(v.version, style="bold"),
+        _envs(v.environments),
+        _score(v.dev_score),
+        _score(v.eval_score),
+        v.optimizer or "-",
+        v.created[:16].replace("T", " "),
+        v.commit[:7],
+    )
+
+
+def _natural_width(table: Table) -> int:
+    from rich.console import Console
+
+    console = Console(width=100_000)
+    return console.measure(table).maximum
+
+
+def _stacked_versions(versions: Sequence[VersionInfo], width: int) -> Group:
+    """Narrow terminals: program, version, environments, scores and commit in columns; optimizer and created on a
+    second line, notes on a third, each cut to the width with an ellipsis (never a column left out)."""
+    header = [Text(c, style="bold") for c in ("program", "version", "environments", "dev score", "eval", "commit")]
+    rows: list[list[Text]] = []
+    below: list[list[Text | Padding]] = []
+    for v in versions:
+        name, version, envs, dev, evals, optimizer, created, commit = _version_cells(v)
+        rows.append([_text(c) for c in (name, version, envs, dev, evals, commit)])
+        lines: list[Text | Padding] = [_cut(Text(f"  optimizer {optimizer} · created {created}", style="dim"), width)]
+        if v.notes:
+            lines.append(Padding(Text(_short(v.notes, 120)), (0, 0, 0, 2)))  # wraps, indented: notes are read
+        below.append(lines)
+    aligned = _columns([header, *rows])
+    out: list[Text | Padding] = [_cut(aligned[0], width)]
+    for line, extra in zip(aligned[1:], below):
+        out += [_cut(line, width), *extra]
+    return Group(*out)
+
+
+def _text(cell: Any) -> Text:
+    return cell if isinstance(cell, Text) else Text(str(cell))
+
+
+def _columns(rows: Sequence[Sequence[Text]], gap: int = 2) -> list[Text]:
+    """Rows of cells as lines, each column as wide as its widest cell; no padding after the last cell."""
+    widths = [max(cell.cell_len for cell in column) for column in zip(*rows)]
+    lines = []
+    for row in rows:
+        line = Text()
+        for i, cell in enumerate(row):
+            line.append_text(cell)
+            if i < len(row) - 1:
+                line.append(" " * (widths[i] - cell.cell_len + gap))
+        lines.append(line)
+    return lines
+
+
+def _cut(line: Text, width: int) -> Text:
+    if line.cell_len > width:
+        line.truncate(width, overflow="ellipsis")
+    line.no_wrap = True
+    return line
 
 
 def detail_view(d: VersionDetail) -> Group:
@@ -174,25 +241,35 @@ def progress(label: str) -> Iterator[Callable[[int], Callable[[], None]]]:
         yield start
 
 
-def log_table(entries: Sequence[JournalEntry]) -> Table | Text:
+def log_table(entries: Sequence[JournalEntry], *, width: int | None = None) -> Table | Group | Text:
+    """One row per move; narrower than the table, each move takes two lines (the actor and reason below it)."""
     if not entries:
         return Text("No environment moves yet.", style="dim")
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("time", "program", "env", "action", "from", "to", "actor", "reason"):
-        table.add_column(column, no_wrap=column not in ("actor", "reason"), overflow="fold")
+        table.add_column(column, no_wrap=column != "reason", overflow="fold")
     for e in entries:
-        _row(
-            table,
-            e.time[:19].replace("T", " "),
-            e.program,
-            Text(e.env, style=ENV_STYLE.get(e.env, "cyan")),
-            e.action,
-            e.from_version or "-",
-            e.to_version or "-",
-            Text(e.actor.split(" <")[0]),
-            Text(e.reason),
-        )
-    return table
+        _row(table, *_move_cells(e), Text(e.actor.split(" <")[0]), Text(e.reason))
+    if width is None or _natural_width(table) <= width:
+        return table
+    header = [Text(c, style="bold") for c in ("time", "program", "env", "action", "from", "to")]
+    lines = _columns([header, *([_text(c) for c in _move_cells(e)] for e in entries)])
+    out: list[Text | Padding] = [_cut(lines[0], width)]
+    for line, e in zip(lines[1:], entries):
+        by = Text(f"by {e.actor.split(' <')[0]}" + (f": {e.reason}" if e.reason else ""), style="dim")
+        out += [_cut(line, width), Padding(by, (0, 0, 0, 2))]  # the reason wraps, indented: it is read whole
+    return Group(*out)
+
+
+def _move_cells(e: JournalEntry) -> tuple[Any, ...]:
+    return (
+        e.time[:19].replace("T", " "),
+        e.program,
+        Text(e.env, style=ENV_STYLE.get(e.env, "cyan")),
+        e.action,
+        e.from_version or "-",
+        e.to_version or "-",
+    )
 
 
 def move_summary(result: MoveResult, *, what: str) -> Text:

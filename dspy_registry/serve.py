@@ -28,6 +28,13 @@ from .refs import tag_ref
 from .registry import Registry, Resolved, cache_dir
 from .runtime.api import DEFAULT_MAX_BODY, DEFAULT_THREADS, configure_access_log, create_app, uvicorn_options
 from .runtime.inference import PipelineServer
+from .runtime.server_limits import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_CONNECTIONS,
+    ConnectionLimits,
+)
 
 log = logging.getLogger("dspyreg.serve")
 CONFIG_ENV = "DSPYREG_SERVE_CONFIG"
@@ -45,6 +52,11 @@ class ServeConfig:
     grpc_port: int | None = None  # also serve gRPC on this port, on grpc_host
     grpc_host: str = "127.0.0.1"
     grpc_reuse_port: bool = False  # set by serve() when several worker processes share the port
+    require_signed: bool = False  # swap in only versions whose tags registry.toml's [signing] allows (trust.py)
+    max_batch: int = DEFAULT_MAX_BATCH  # inputs per batch, REST and gRPC
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # HTTP connections per process
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
 
 
 class FollowingBackend:
@@ -111,7 +123,12 @@ class FollowingBackend:
             self._seen = marker
             try:
                 with Registry.open(self.config.registry) as reg:  # a remote registry is synced here, only on change
-                    resolved = reg.checked(self.config.ref, self.config.name, verify=self.config.verify)
+                    resolved = reg.checked(
+                        self.config.ref,
+                        self.config.name,
+                        verify=self.config.verify,
+                        require_signed=self.config.require_signed,
+                    )
                     if self._server is not None and self._server.commit == resolved.commit:
                         return False
                     server = PipelineServer(reg.materialize(resolved))
@@ -155,11 +172,23 @@ def build_app(config: ServeConfig) -> Any:
     if config.grpc_port is not None:
         from .grpc_api import GrpcServer
 
-        grpc_server = GrpcServer(backend.program, backend, threads=config.threads, max_body_bytes=config.max_body_bytes)
+        grpc_server = GrpcServer(
+            backend.program,
+            backend,
+            threads=config.threads,
+            max_body_bytes=config.max_body_bytes,
+            max_batch=config.max_batch,
+        )
         backend.prepare = grpc_server.prepare
         grpc_server.start(config.grpc_host, config.grpc_port, reuse_port=config.grpc_reuse_port)
     backend.start()
-    app = create_app(backend, threads=config.threads, max_body_bytes=config.max_body_bytes)
+    app = create_app(
+        backend,
+        threads=config.threads,
+        max_body_bytes=config.max_body_bytes,
+        max_batch=config.max_batch,
+        body_timeout=config.body_timeout,
+    )
     app.router.on_shutdown.append(backend.stop)
     if grpc_server is not None:
         app.router.on_shutdown.append(grpc_server.stop)
@@ -174,6 +203,7 @@ def worker_app() -> Any:
 def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
     import uvicorn
 
+    options = uvicorn_options(limits=ConnectionLimits(config.max_connections, config.header_timeout))
     if config.grpc_port is not None:
         _require_grpc()
         if workers > 1:
@@ -181,11 +211,9 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
         config = replace(config, grpc_host=host, grpc_reuse_port=workers > 1)
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(asdict(config))
-        uvicorn.run(
-            "dspy_registry.serve:worker_app", factory=True, host=host, port=port, workers=workers, **uvicorn_options()
-        )
+        uvicorn.run("dspy_registry.serve:worker_app", factory=True, host=host, port=port, workers=workers, **options)
     else:
-        uvicorn.run(build_app(config), host=host, port=port, **uvicorn_options())
+        uvicorn.run(build_app(config), host=host, port=port, **options)
 
 
 def _check_free(host: str, port: int, what: str = "gRPC") -> None:

@@ -1,27 +1,41 @@
 """Verification of versions and environments: what `dspyreg verify` reports and what load/export/serve refuse.
 
 A version is sound when every file of its bundle matches the sha256 its manifest records, the manifest follows its
-schema and names that version, program.json is JSON (never pickle) without LM secrets, and the state loads into the
-bundled code. An environment is sound when its tag is one dspyreg wrote, points at the commit of the published
-version it names, and agrees with the journal.
+schema, names that version and an entrypoint inside the bundle's code/, its tree holds only plain files and folders,
+its version tag points at a commit on main that holds it, program.json is JSON (never pickle), and no LM state (in
+program.json, prompts.json or the manifest's [lm]) holds a key outside the allowlist and neither JSON file a
+credential-named key. All of that is read from git: verifying never imports a bundle's code (a registry is input
+written by others). Whether the state loads into the bundled code is checked only when asked (`load`, i.e.
+`dspyreg verify --load`), in a child process (load_check.py). An environment is sound when its tag is one dspyreg
+wrote, points at the commit of the published version it names, and agrees with the journal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import RegistryError
+from .errors import RegistryError, UnsafeTree
 from .manifest import BadManifest, Manifest
-from .refs import JOURNAL_REF, ROLLBACK_ENV, tag_ref
-from .state import parse_state, secrets_in
+from .refs import JOURNAL_REF, MAIN_REF, ROLLBACK_ENV, tag_ref
+from .runtime.inference import EntrypointError, entrypoint_module
+from .state import lm_findings, parse_state, secret_findings
 
 if TYPE_CHECKING:
     from .registry import Registry, Resolved
+
+# How long `verify --load` waits for one version's child (importing dspy alone takes seconds on a busy machine).
+LOAD_TIMEOUT_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -44,10 +58,47 @@ class VerificationFailed(RegistryError):
         )
 
 
-def verify_version(reg: Registry, resolved: Resolved, *, load: bool = True) -> list[Problem]:
-    """Problems of the bundle at `resolved.commit` (empty when sound)."""
+def verify_version(
+    reg: Registry, resolved: Resolved, *, load: bool = False, timeout: float = LOAD_TIMEOUT_SECONDS
+) -> list[Problem]:
+    """Problems of the bundle at `resolved.commit` and of its version's tag (empty when sound), read statically; with
+    `load`, also whether program.json loads into the bundled code, checked in a child process that may run that code."""
+    tag = version_tag_problems(reg, resolved.program, resolved.version)
+    return tag + _bundle_problems(reg, resolved, load=load, timeout=timeout)
+
+
+def version_tag_problems(reg: Registry, program: str, version: str) -> list[Problem]:
+    """A version tag is honest when it is annotated and points at a commit on main whose manifest names that
+    program and version: a tag moved (or made) by hand to any other commit is reported. None for a version that is
+    not published (a commit given by sha)."""
+    ref = tag_ref(program, version)
+    tag = reg.store.read(ref)
+    commit = reg.store.peel_to_commit(ref)
+    if tag is None or commit is None:
+        return []
+    problems = []
+    if tag.type != "tag":
+        problems.append(Problem(ref, "is not an annotated tag written by dspyreg (made by hand?)"))
+    if not reg.store.is_ancestor(commit, MAIN_REF):
+        problems.append(Problem(ref, f"points at commit {commit[:12]}, which is not on main (moved by hand?)"))
+    raw = reg.store.read_blob(commit, f"{program}/manifest.toml")
+    try:
+        named = Manifest.loads(raw.decode()).program if raw else None
+    except (BadManifest, UnicodeDecodeError):
+        named = None
+    if named is None or (named.name, named.version) != (program, version):
+        holds = f"names {named.name} {named.version}" if named else "is missing or unreadable"
+        problems.append(Problem(ref, f"points at commit {commit[:12]}, whose {program}/manifest.toml {holds}"))
+    return problems
+
+
+def _bundle_problems(reg: Registry, resolved: Resolved, *, load: bool, timeout: float) -> list[Problem]:
     program, commit = resolved.program, resolved.commit
     where = f"{program}/{resolved.version}"
+    try:  # first of all: a forged path is refused before anything reads or writes the bundle's files
+        entries = {e.path: e for e in reg.bundle(resolved)}
+    except UnsafeTree as err:
+        return [Problem(where, f"tree entry '{err.path}' is not allowed ({err.reason})")]
     raw = reg.store.read_blob(commit, f"{program}/manifest.toml")
     if raw is None:
         return [Problem(f"{where}:manifest.toml", "missing")]
@@ -59,12 +110,16 @@ def verify_version(reg: Registry, resolved: Resolved, *, load: bool = True) -> l
     if (manifest.program.name, manifest.program.version) != (program, resolved.version):
         named = f"{manifest.program.name} {manifest.program.version}"
         problems.append(Problem(f"{where}:manifest.toml", f"names {named}, not {program} {resolved.version}"))
-    present = {p[len(program) + 1 :] for p in reg.store.list_files(commit, f"{program}/")} - {"manifest.toml"}
+    entrypoint = _entrypoint_problem(manifest.program.entrypoint, manifest.files)
+    if entrypoint is not None:
+        problems.append(Problem(f"{where}:manifest.toml", entrypoint))
+    present = set(entries) - {"manifest.toml"}
     for path in sorted(present - manifest.files.keys()):
         problems.append(Problem(f"{where}:{path}", "is not listed in the manifest"))
     contents: dict[str, bytes] = {}
     for path, digest in sorted(manifest.files.items()):
-        data = reg.store.read_blob(commit, f"{program}/{path}")
+        entry = entries.get(path)  # the manifest's own names are never used to read or write
+        data = reg.store.blob(entry.sha) if entry is not None else None
         if data is None:
             problems.append(Problem(f"{where}:{path}", "listed in the manifest but missing"))
         elif hashlib.sha256(data).hexdigest() != digest:
@@ -78,30 +133,90 @@ def verify_version(reg: Registry, resolved: Resolved, *, load: bool = True) -> l
         state = parse_state(state_bytes, f"{where}:program.json")
     except RegistryError as err:
         return [*problems, Problem(f"{where}:program.json", str(err))]
-    for secret in secrets_in(state):
-        problems.append(Problem(f"{where}:program.json", f"holds an LM secret or endpoint at {secret}"))
+    problems += _secret_problems(where, state, contents.get("prompts.json"), manifest)
     if load and not problems:
-        problems += _load_problems(where, manifest, contents)
+        problems += _load_problems(where, manifest.program.entrypoint, commit, contents, timeout)
     return problems
 
 
-def _load_problems(where: str, manifest: Manifest, contents: dict[str, bytes]) -> list[Problem]:
-    """Does program.json load into the bundled code? (Imports dspy and the bundle's code.)"""
-    from .runtime.inference import load_program
+def _secret_problems(where: str, state: dict[str, Any], prompts: bytes | None, manifest: Manifest) -> list[Problem]:
+    """Credentials in program.json, prompts.json or the manifest's [lm], named by file and JSON path, never by value."""
+    found = [("program.json", f) for f in secret_findings(state)]
+    if prompts is not None:
+        with contextlib.suppress(ValueError):  # not JSON: its sha256 or the load says what is wrong
+            document = json.loads(prompts)
+            found += [("prompts.json", f) for f in secret_findings(document)] if isinstance(document, dict) else []
+    found += [("manifest.toml", f) for f in lm_findings(manifest.lm, "[lm]")]
+    return [
+        Problem(
+            f"{where}:{file}",
+            f"holds an LM secret or endpoint at {f.path} ({f.what})" if f.in_lm else f"holds {f.what} at {f.path}",
+        )
+        for file, f in found
+    ]
 
-    with tempfile.TemporaryDirectory(prefix="dspyreg-verify-") as tmp:
-        for path, data in contents.items():
-            target = Path(tmp) / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+
+def _entrypoint_problem(entrypoint: str, files: Mapping[str, str]) -> str | None:
+    """Why `entrypoint` does not name a module of the bundle's code/ listed in [files]; None when it does."""
+    if not isinstance(entrypoint, str):  # the manifest is TOML written by anyone: the type is not checked on read
+        return f"entrypoint {entrypoint!r} is not a string `module:Attr`"
+    try:
+        _, _, candidates = entrypoint_module(entrypoint)
+    except EntrypointError as err:
+        return str(err)
+    if any(f"code/{candidate}" in files for candidate in candidates):
+        return None
+    return (
+        f"entrypoint {entrypoint!r} does not name a module inside the bundle's code/ "
+        f"(no code/{candidates[0]} or code/{candidates[1]} in [files])"
+    )
+
+
+def _load_problems(
+    where: str, entrypoint: str, commit: str, contents: dict[str, bytes], timeout: float
+) -> list[Problem]:
+    """Does program.json load into the bundled code? The code runs in a child process (`python -m
+    dspy_registry.load_check`) on a copy of code/ and program.json in a temporary folder under the cache, never in
+    this one; the child's failure, crash or timeout is the problem."""
+    from .export import write_inside
+    from .registry import cache_dir
+
+    subject = f"{where}:program.json"
+    base = cache_dir() / "verify"
+    base.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=base, prefix="load-", ignore_cleanup_errors=True) as tmp:
+        # The child's working folder holds only `bundle/`: nothing of the bundle shadows `dspy_registry` for `-m`.
+        bundle = Path(tmp) / "bundle"
+        write_inside(bundle, {p: d for p, d in contents.items() if p.startswith("code/") or p == "program.json"})
+        command = [sys.executable, "-m", "dspy_registry.load_check", str(bundle), entrypoint, commit]
+        child = subprocess.Popen(
+            command,
+            cwd=tmp,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**_without_secrets(os.environ), "LITELLM_LOCAL_MODEL_COST_MAP": "true"},
+            start_new_session=True,  # its own process group: a timeout stops whatever the code started too
+        )
         try:
-            load_program(Path(tmp), manifest.program.entrypoint, f"verify{hashlib.sha256(tmp.encode()).hexdigest()}")
-        except Exception as err:
-            detail = " ".join(str(err).split())[:300]
-            return [
-                Problem(f"{where}:program.json", f"does not load into the bundled code: {type(err).__name__}: {detail}")
-            ]
-    return []
+            _, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            return [Problem(subject, f"did not load within {timeout:g} s (checked in a child process, stopped)")]
+    if child.returncode == 0:
+        return []
+    if child.returncode < 0:
+        return [Problem(subject, f"the load check crashed (signal {-child.returncode}, checked in a child process)")]
+    lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
+    detail = " ".join((lines[-1] if lines else f"exit code {child.returncode}").split())[:300]
+    return [Problem(subject, f"does not load into the bundled code (checked in a child process): {detail}")]
+
+
+def _without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for the load check: loading needs no LM, so keys, tokens and passwords stay in this process."""
+    secret = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+    return {name: value for name, value in environ.items() if not any(word in name.upper() for word in secret)}
 
 
 def verify_environments(reg: Registry, program: str, envs: tuple[str, ...] | None = None) -> list[Problem]:

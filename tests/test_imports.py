@@ -1,4 +1,5 @@
-"""Commands that only read or move refs never import dspy, litellm or fastapi (checked in a fresh interpreter)."""
+"""Commands that only read or move refs (verify without --load too) never import dspy, litellm or fastapi (checked in a
+fresh interpreter)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ print("HEAVY=" + json.dumps(heavy))
         ["promote", "v1.1"],
         ["promote", "staging"],
         ["rollback"],
+        ["verify"],
+        ["verify", "--all"],
+        ["verify", "v1.0", "--json"],
     ],
 )
 def test_ref_commands_stay_light(command: list[str], published: Registry) -> None:

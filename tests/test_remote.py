@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,86 +15,9 @@ import pytest
 from dspy_registry.errors import ConflictError, RegistryError
 from dspy_registry.registry import Registry
 
-from .conftest import EXAMPLE_SPEC, git, publish_example
+from .conftest import DAEMONS, EXAMPLE_SPEC, Machine, git, publish_example, server_repo
 from .serving import dspyreg_serve, free_port
 from .test_concurrency import RACER
-
-DAEMONS: dict[str, subprocess.Popen[bytes]] = {}
-
-
-@pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[str]:
-    """A real git server on 127.0.0.1 that accepts pushes; yields the URL of an empty bare repository."""
-    base = tmp_path / "server"
-    base.mkdir()
-    git(base, "init", "-q", "--bare", "registry.git")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "git",
-            "daemon",
-            "--reuseaddr",
-            f"--base-path={base}",
-            "--export-all",
-            "--enable=receive-pack",
-            "--listen=127.0.0.1",
-            f"--port={port}",
-            str(base),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"git://127.0.0.1:{port}/registry.git"
-    deadline = time.time() + 10
-    while subprocess.run(["git", "ls-remote", url], capture_output=True).returncode != 0:
-        assert time.time() < deadline, "git daemon did not start"
-        time.sleep(0.1)
-    DAEMONS[url] = proc
-    try:
-        yield url
-    finally:
-        DAEMONS.pop(url)
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def server_repo(url: str, tmp_path: Path) -> Path:
-    return tmp_path / "server" / "registry.git"
-
-
-class Machine:
-    """One client machine: its own DSPYREG_CACHE."""
-
-    def __init__(self, url: str, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.url, self.cache, self.monkeypatch = url, cache, monkeypatch
-
-    def open(self) -> Registry:
-        self.monkeypatch.setenv("DSPYREG_CACHE", str(self.cache))
-        return Registry.open(self.url)
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "DSPYREG_CACHE": str(self.cache)}
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "dspy_registry.cli", *args, "--registry", self.url],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-
-
-@pytest.fixture
-def machines(daemon: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, states: dict[str, Path]) -> list[Machine]:
-    """Three machines sharing one remote registry that holds qa v1.0, v1.1 and v1.2."""
-    ms = [Machine(daemon, tmp_path / f"cache-{i}", monkeypatch) for i in range(3)]
-    monkeypatch.setenv("DSPYREG_CACHE", str(ms[0].cache))
-    Registry.init(daemon).close()
-    with ms[0].open() as reg:
-        for version, state in (("v1.0", "v1.0"), ("v1.1", "v1.1"), ("v1.2", "v1.0")):
-            publish_example(reg, states[state], version)
-    return ms
 
 
 def test_init_publish_and_read_from_another_machine(machines: list[Machine], tmp_path: Path) -> None:

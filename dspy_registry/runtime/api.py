@@ -12,8 +12,11 @@ builds the same app over a backend that follows an environment and swaps version
 
 Program calls run in a bounded thread pool, off the event loop, so slow LM calls proceed in parallel. Each request
 runs on the version that was current when it arrived, even if a swap happens meanwhile. Errors are JSON, never a
-traceback: 401 without the DSPYREG_API_TOKEN bearer token, 413 above the body limit, 422 for a body that does not
-fit, 502 when the LM fails or answers something unparseable, 503 when not ready.
+traceback: 401 without the DSPYREG_API_TOKEN bearer token, 413 above the body limit or a batch above --max-batch,
+408 when a body does not arrive within --body-timeout, 422 for a body that does not fit (server_limits.strict_json:
+no NaN, no 1e999999, no deep nesting, no lone surrogates), 502 when the LM fails or answers something unparseable,
+503 when not ready or when the process already holds --max-connections connections (LimitedH11Protocol, which also
+closes a connection whose request head has not arrived within --header-timeout).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import h11
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -39,8 +43,30 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 try:  # inside the dspyreg package
     from .inference import InputError, LMFailure, PipelineServer, ProgramFailure
-except ImportError:  # in an exported bundle, beside inference.py
+    from .server_limits import (
+        DEFAULT_BODY_TIMEOUT,
+        DEFAULT_KEEP_ALIVE,
+        DEFAULT_MAX_BATCH,
+        ENV_BODY_TIMEOUT,
+        ENV_MAX_BATCH,
+        MAX_HEAD_BYTES,
+        ConnectionLimits,
+        JsonRefused,
+        strict_json,
+    )
+except ImportError:  # in an exported bundle, beside inference.py and server_limits.py
     from inference import InputError, LMFailure, PipelineServer, ProgramFailure  # type: ignore[no-redef]
+    from server_limits import (  # type: ignore[no-redef]
+        DEFAULT_BODY_TIMEOUT,
+        DEFAULT_KEEP_ALIVE,
+        DEFAULT_MAX_BATCH,
+        ENV_BODY_TIMEOUT,
+        ENV_MAX_BATCH,
+        MAX_HEAD_BYTES,
+        ConnectionLimits,
+        JsonRefused,
+        strict_json,
+    )
 
 ENV_TOKEN = "DSPYREG_API_TOKEN"
 DEFAULT_MAX_BODY = 1 << 20
@@ -89,15 +115,33 @@ def _annotations(server: PipelineServer) -> dict[str, Any]:
     return found
 
 
+_BUILTINS = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "list": list}
+
+
+def _output_annotations(server: PipelineServer) -> dict[str, Any]:
+    """Live types of the outputs: as a predictor declares the field as an output, else the builtin that
+    interface.json names (what the program returned at publish: ReAct's trajectory is a dict), else as an input."""
+    inputs = _annotations(server)
+    found = {
+        spec["name"]: _BUILTINS.get(str(spec.get("type"))) or inputs.get(spec["name"], Any)
+        for spec in server.interface["outputs"]
+    }
+    declared: dict[str, Any] = {}
+    for _, predictor in server.program.named_predictors():
+        for name, info in predictor.signature.output_fields.items():
+            declared.setdefault(name, info.annotation)
+    return found | {name: declared[name] for name in found.keys() & declared.keys()}
+
+
 def models(server: PipelineServer) -> tuple[type[Any], type[Any]]:
     """(request, response) pydantic models of `server`'s version, built once per loaded version."""
     cached = getattr(server, "_api_models", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    types = _annotations(server)
+    types, output_types = _annotations(server), _output_annotations(server)
     title = "".join(part.capitalize() for part in server.name.replace("-", "_").split("_"))
 
-    def field(spec: dict[str, Any], required: bool) -> tuple[Any, Any]:
+    def field(spec: dict[str, Any], required: bool, types: dict[str, Any] = types) -> tuple[Any, Any]:
         annotation = types.get(spec["name"], Any)
         description = spec.get("description") or None
         if required:
@@ -125,7 +169,7 @@ def models(server: PipelineServer) -> tuple[type[Any], type[Any]]:
         program=(str, ...),
         version=(str, ...),
         usage=(usage, ...),
-        **{f["name"]: field(f, False) for f in server.interface["outputs"]},
+        **{f["name"]: field(f, False, output_types) for f in server.interface["outputs"]},
     )
     server._api_models = (request, response)  # type: ignore[attr-defined]
     return request, response
@@ -142,6 +186,8 @@ def create_app(
     threads: int = DEFAULT_THREADS,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     token: str | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> Any:
     token = token if token is not None else (os.environ.get(ENV_TOKEN) or None)
     limiter = anyio.CapacityLimiter(threads)
@@ -172,14 +218,20 @@ def create_app(
 
     async def read_json(request: Request) -> Any:
         chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:  # a chunked body has no Content-Length to refuse it by
-                raise _Reject(_error(413, "too_large", f"the body is over {max_body_bytes} bytes"))
-            chunks.append(chunk)
         try:
-            return json.loads(b"".join(chunks) or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            with anyio.fail_after(body_timeout):  # a body trickling in must not hold a connection for ever
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > max_body_bytes:  # a chunked body has no Content-Length to refuse it by
+                        raise _Reject(_error(413, "too_large", f"the body is over {max_body_bytes} bytes"))
+                    chunks.append(chunk)
+        except TimeoutError:
+            slow = _error(408, "body_timeout", f"the body did not arrive within {body_timeout:g} s")
+            slow.headers["Connection"] = "close"
+            raise _Reject(slow) from None
+        try:
+            return strict_json(b"".join(chunks) or b"null")
+        except JsonRefused as err:
             raise _Reject(_error(422, "invalid_json", str(err))) from None
 
     def validated(server: PipelineServer, data: Any, where: str = "") -> dict[str, Any]:
@@ -227,6 +279,9 @@ def create_app(
             data = await read_json(request)
             if not isinstance(data, dict) or set(data) != {"inputs"} or not isinstance(data["inputs"], list):
                 raise _Reject(_error(422, "invalid_input", 'expected {"inputs": [{...}, ...]}'))
+            if len(data["inputs"]) > max_batch:  # before any input reaches the LM
+                detail = f"at most {max_batch} inputs per batch (--max-batch); got {len(data['inputs'])}"
+                raise _Reject(_error(413, "batch_too_large", detail))
             batch = [validated(server, item, f"inputs[{i}]") for i, item in enumerate(data["inputs"])]
         except _Reject as reject:
             return reject.response
@@ -284,7 +339,13 @@ def create_app(
 
         errors = {
             str(code): {"description": text, "content": {"application/json": {"schema": {"type": "object"}}}}
-            for code, text in ((413, "Body too large"), (422, "Invalid input"), (502, "LM failure"), (503, "Not ready"))
+            for code, text in (
+                (408, "Body too slow"),
+                (413, "Body or batch too large"),
+                (422, "Invalid input"),
+                (502, "LM failure"),
+                (503, "Not ready, or too many connections"),
+            )
         }
         single = schema["paths"]["/predict"]["post"]
         single["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref(request_model)}}}
@@ -372,9 +433,74 @@ class NoDelayH11Protocol(H11Protocol):
         super().connection_made(transport)
 
 
-def uvicorn_options(module: str = __name__) -> dict[str, Any]:
-    """What every server of ours passes to uvicorn.run; workers import the protocol by name."""
-    return {"http": f"{module}:NoDelayH11Protocol", "access_log": False, "log_level": "warning"}
+_OVERLOADED = json.dumps(
+    {"error": "too_many_connections", "detail": "the server holds its maximum of connections: retry shortly"}
+).encode()
+
+
+class LimitedH11Protocol(NoDelayH11Protocol):
+    """Connection limits uvicorn lacks: a cap on open connections and a deadline for each request head.
+
+    uvicorn's limit_concurrency answers 503 only once a request arrives, and counts idle keep-alive connections
+    against every request; a connection that sends nothing (or a header a byte at a time) holds its file descriptor
+    for ever. Here a connection over ConnectionLimits.max_connections gets 503 and is closed as soon as it is
+    accepted, and one whose request line and headers have not all arrived within header_timeout is closed (the
+    keep-alive timeout covers the wait between requests; the body has its own deadline in the app).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = ConnectionLimits.from_env()
+        self._head_deadline: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            transport.write(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                b"retry-after: 1\r\ncontent-length: %d\r\n\r\n%s" % (len(_OVERLOADED), _OVERLOADED)
+            )
+            transport.close()
+            return
+        self._arm_head_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE:
+            self._arm_head_deadline()  # a new request head starts (after a keep-alive wait, say)
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm_head_deadline()  # the head is complete: the request runs
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_deadline()
+        super().connection_lost(exc)
+
+    def _arm_head_deadline(self) -> None:
+        if self._head_deadline is None:
+            self._head_deadline = self.loop.call_later(self.limits.header_timeout, self._head_too_slow)
+
+    def _disarm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def uvicorn_options(module: str = __name__, limits: ConnectionLimits | None = None) -> dict[str, Any]:
+    """What every server of ours passes to uvicorn.run; workers import the protocol by name, and read `limits`
+    (exported to the environment here) when they build it."""
+    (limits or ConnectionLimits.from_env()).export_to_env()
+    return {
+        "http": f"{module}:LimitedH11Protocol",
+        "access_log": False,
+        "log_level": "warning",
+        "timeout_keep_alive": DEFAULT_KEEP_ALIVE,
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+    }
 
 
 def configure_access_log() -> None:
@@ -394,6 +520,8 @@ def bundle_app() -> Any:
         StaticBackend(bundle),
         threads=int(os.environ.get("DSPYREG_THREADS", DEFAULT_THREADS)),
         max_body_bytes=int(os.environ.get("DSPYREG_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
+        max_batch=int(os.environ.get(ENV_MAX_BATCH) or DEFAULT_MAX_BATCH),
+        body_timeout=float(os.environ.get(ENV_BODY_TIMEOUT) or DEFAULT_BODY_TIMEOUT),
     )
 
 
@@ -408,10 +536,39 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes (each loads the bundle)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="concurrent program calls per process")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
+    defaults = ConnectionLimits.from_env()
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=int(os.environ.get(ENV_MAX_BATCH) or DEFAULT_MAX_BATCH),
+        help="inputs per /predict/batch request; more get 413 (env DSPYREG_MAX_BATCH)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="open connections per process; more get 503 and are closed (env DSPYREG_MAX_CONNECTIONS)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=defaults.header_timeout,
+        help="seconds for a request line and headers to arrive (env DSPYREG_HEADER_TIMEOUT)",
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=float(os.environ.get(ENV_BODY_TIMEOUT) or DEFAULT_BODY_TIMEOUT),
+        help="seconds for a request body to arrive; slower gets 408 (env DSPYREG_BODY_TIMEOUT)",
+    )
     args = parser.parse_args()
+    if min(args.max_batch, args.max_connections, args.header_timeout, args.body_timeout) <= 0:
+        parser.error("--max-batch, --max-connections, --header-timeout and --body-timeout must be positive")
     os.environ.setdefault("DSPYREG_BUNDLE_DIR", str(Path(__file__).resolve().parent))
     os.environ["DSPYREG_THREADS"] = str(args.threads)
     os.environ["DSPYREG_MAX_BODY_BYTES"] = str(args.max_body_bytes)
+    os.environ[ENV_MAX_BATCH] = str(args.max_batch)
+    os.environ[ENV_BODY_TIMEOUT] = str(args.body_timeout)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     module = Path(__file__).stem
     uvicorn.run(
@@ -420,7 +577,7 @@ def main() -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        **uvicorn_options(module),
+        **uvicorn_options(module, ConnectionLimits(args.max_connections, args.header_timeout)),
     )
 
 

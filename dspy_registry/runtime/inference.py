@@ -15,8 +15,10 @@ The LM comes from config.json's "lm", overridden by DSPYREG_LM_MODEL, DSPYREG_LM
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import importlib.util
 import json
+import keyword
 import os
 import sys
 import threading
@@ -115,24 +117,90 @@ def instantiate(module: Any, attr: str, what: str) -> Any:
     return program
 
 
-def import_entrypoint(code_dir: Path, entrypoint: str, tag: str) -> Any:
-    """Instantiate `module:Attr` from a bundle's `code_dir`.
+class EntrypointError(ImportError):
+    """An entrypoint that is not `module:Attr` naming a module inside the bundle's code/: it is never imported."""
 
-    A single-file module is imported under a name unique to `tag` (a commit), so two versions of one program can
-    live in one process; a packaged one (`pkg.mod:Attr`) is imported by its own name.
+
+def entrypoint_module(entrypoint: str) -> tuple[str, str, tuple[str, str]]:
+    """`module:Attr` or `pkg.module:Attr` -> (module name, attribute, the two files under code/ that may hold the
+    module: `pkg/module.py` or `pkg/module/__init__.py`). Pure: `dspyreg verify` checks manifests with it."""
+    module_name, sep, attr = entrypoint.partition(":")
+    parts = module_name.split(".")
+    if not sep or not all(p.isascii() and p.isidentifier() and not keyword.iskeyword(p) for p in (*parts, attr)):
+        raise EntrypointError(
+            f"entrypoint {entrypoint!r} is not `module:Attr` or `package.module:Attr` (each part an identifier)"
+        )
+    base = "/".join(parts)
+    return module_name, attr, (f"{base}.py", f"{base}/__init__.py")
+
+
+def import_entrypoint(code_dir: Path, entrypoint: str, tag: str) -> Any:
+    """Instantiate `module:Attr` from a bundle's `code_dir`; only a module whose file is inside `code_dir` is imported
+    (a registry is input written by others: `http.server:test` must not start a file server).
+
+    The module (or, for `pkg.mod:Attr`, its top package) is imported under a name unique to `tag` (a commit), so two
+    versions of one program can live in one process and no module already imported under the same name is used.
     """
-    module_name, _, attr = entrypoint.partition(":")
-    if "." not in module_name:
+    module_name, attr, candidates = entrypoint_module(entrypoint)
+    root = code_dir.resolve()
+    found = [root / c for c in candidates if _inside(root, code_dir / c)]
+    if not found:
+        raise EntrypointError(
+            f"entrypoint {entrypoint!r} does not name a module inside the bundle's code/ "
+            f"(no code/{candidates[0]} or code/{candidates[1]}): refusing to import it from anywhere else"
+        )
+    file = found[0]
+    if "." not in module_name and file.name != "__init__.py":
         unique = f"dspyreg_code_{tag[:12]}_{module_name}".replace("-", "_")
-        module = import_file(code_dir / f"{module_name}.py", unique)
+        module = import_file(file, unique)
     else:
-        with _import_lock:
-            sys.path.insert(0, str(code_dir))
-            try:
-                module = importlib.import_module(module_name)
-            finally:
-                sys.path.remove(str(code_dir))
+        module = _import_packaged(root, module_name, file, entrypoint, tag)
     return instantiate(module, attr, entrypoint)
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """`path` is a file and, symlinks followed, inside `root`."""
+    return path.is_file() and path.resolve().is_relative_to(root)
+
+
+def _import_packaged(root: Path, module_name: str, file: Path, entrypoint: str, tag: str) -> Any:
+    """Import `pkg.mod` from `root` with its top package under a name unique to `tag`: a module of that name already
+    imported (the user's own copy, the standard library's `http`, another version) is never used instead."""
+    top, *rest = module_name.split(".")
+    alias = f"dspyreg_code_{tag[:12]}_{top}"
+    with _import_lock:
+        if alias not in sys.modules:
+            init = root / top / "__init__.py"
+            if init.is_file():
+                spec = importlib.util.spec_from_file_location(alias, init, submodule_search_locations=[str(root / top)])
+            else:  # a namespace package: a folder without __init__.py
+                spec = importlib.machinery.ModuleSpec(alias, None, is_package=True)
+                spec.submodule_search_locations = [str(root / top)]
+            if spec is None:
+                raise EntrypointError(f"entrypoint {entrypoint!r}: cannot import code/{top}")
+            package = importlib.util.module_from_spec(spec)
+            sys.modules[alias] = package
+            sys.path.insert(0, str(root))  # the package's absolute imports of its neighbours, as before publishing
+            try:
+                if spec.loader is not None:
+                    spec.loader.exec_module(package)
+            except BaseException:
+                del sys.modules[alias]
+                raise
+            finally:
+                sys.path.remove(str(root))
+        sys.path.insert(0, str(root))
+        try:
+            module = importlib.import_module(".".join([alias, *rest]))
+        finally:
+            sys.path.remove(str(root))
+    found: str | None = getattr(module, "__file__", None)
+    if found is None or Path(found).resolve() != file:
+        raise EntrypointError(
+            f"entrypoint {entrypoint!r}: {module_name} was found outside the bundle's code/ "
+            f"({found or 'built in'}): refusing to use it"
+        )
+    return module
 
 
 def load_state_file(path: Path) -> dict[str, Any]:
@@ -152,7 +220,9 @@ def load_program(bundle_dir: Path, entrypoint: str, tag: str) -> Any:
     state = load_state_file(bundle_dir / "program.json")
     state.pop("metadata", None)
     names = {name for name, _ in program.named_parameters()}
-    missing, extra = sorted(names - state.keys()), sorted(state.keys() - names)
+    bare = names == {"self"} and "self" not in state  # a dspy.Predict on its own saves its entry unnamed
+    keys = {"self"} if bare else state.keys()
+    missing, extra = sorted(names - keys), sorted(keys - names)
     if missing or extra:
         raise ValueError(
             f"program.json does not match the code: it lacks {missing or 'nothing'}, has extra {extra or 'nothing'}"

@@ -166,16 +166,16 @@ def with_file(name: str, *args: str) -> Callable[[Situation], list[str]]:
 CONTROL = "bad\x1b[31mred"
 CASES: dict[str, Case] = {
     # user JSON
-    "state nested too deeply": Case(write("deep.json", deep_json()), publish(state="deep.json"), "nested too deeply"),
+    "state nested too deeply": Case(write("deep.json", deep_json()), publish(state="deep.json"), "nested"),
     "diff side nested too deeply": Case(
-        write("deep.json", deep_json()), with_file("deep.json", "diff", "{file}", "v1.0"), "nested too deeply"
+        write("deep.json", deep_json()), with_file("deep.json", "diff", "{file}", "v1.0"), "nested"
     ),
     "bench inputs nested too deeply": Case(
         write("in.jsonl", deep_json() + b"\n"),
         with_file("in.jsonl", "bench", "v1.0", "--inputs", "{file}"),
-        "nested too deeply",
+        "nested",
     ),
-    "state not a regular file": Case(unix_socket("s.json"), publish(state="s.json"), "is not a regular file"),
+    "state not a regular file": Case(unix_socket("s.json"), publish(state="s.json"), "s.json"),
     "init below a file": Case(nothing, cmd("init", "/dev/null/registry"), "cannot create a registry"),
     # registry.toml
     "gate min_dev_score not a number": Case(

@@ -1,0 +1,218 @@
+"""Every DSPy module kind of tests/zoo/programs.py taken through publish, load, export and serve, byte-exact.
+
+Each kind is optimized offline (demos set as BootstrapFewShot leaves them), published into a real registry, then:
+served by `dspyreg serve --grpc-port` and by the exported `api.py`, answering 200 (REST) and OK (gRPC) from the fake
+LM server; and loaded with `dspy_registry.load`, rendering for every predictor exactly the messages the original
+in-memory program renders, with ChatAdapter and JSONAdapter.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import dspy
+import pytest
+from google.protobuf import json_format
+from typer.testing import CliRunner
+
+import dspy_registry
+from dspy_registry import proto
+from dspy_registry.bundle import import_program
+from dspy_registry.cli import app
+from dspy_registry.errors import BadState
+from dspy_registry.registry import Registry
+from dspy_registry.state import read_state_file
+
+from .conftest import ROOT, publish_args, ref_snapshot
+from .serving import Server, free_port
+from .test_grpc import client_modules, grpc_serve, proto_of, wait_serving
+from .zoo.programs import KINDS, optimize
+
+ZOO = ROOT / "tests" / "zoo" / "programs.py"
+runner = CliRunner()
+
+
+def spec_of(kind: str) -> str:
+    return f"{ZOO}:{KINDS[kind].attr}"
+
+
+def optimized_state(kind: str, folder: Path) -> tuple[dspy.Module, Path]:
+    """The kind's program with its demos, and the state file that program.save() wrote for it."""
+    program = optimize(kind, import_program(spec_of(kind)).program)
+    path = folder / f"{kind}.json"
+    program.save(str(path))
+    return program, path
+
+
+def program_name(kind: str) -> str:
+    """The kind's name in the registry: prefixed, since gRPC client modules are per program name per session and
+    tests/test_grpc.py publishes programs of its own (`typed`)."""
+    return f"zoo_{kind}"
+
+
+def publish_kind(reg: Registry, kind: str, folder: Path) -> dspy.Module:
+    program, path = optimized_state(kind, folder)
+    reg.publish(import_program(spec_of(kind)), read_state_file(path), name=program_name(kind), version="v1.0")
+    return program
+
+
+def grpc_request(message: Any, values: dict[str, Any]) -> Any:
+    """The gRPC request carrying the same values as a REST body: enums by name, JSON text where the .proto says so."""
+
+    def convert(descriptor: Any, data: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in data.items():
+            f = descriptor.fields_by_name[name]
+            if value is None:
+                continue
+            if f.enum_type is not None:
+                out[name] = proto.enum_value_name(name, value)
+            elif f.message_type is not None:
+                out[name] = convert(f.message_type, value)
+            elif f.type == f.TYPE_STRING and not isinstance(value, (str, list)):
+                out[name] = json.dumps(value)
+            else:
+                out[name] = value
+        return out
+
+    return json_format.ParseDict(convert(message.DESCRIPTOR, values), message())
+
+
+# -- 1. every kind publishes, loads, exports and serves ---------------------------------------------------------------
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_serves_over_rest_grpc_and_export(
+    kind: str, registry: Registry, fake_lm: Any, tmp_path: Path
+) -> None:
+    spec, name = KINDS[kind], program_name(kind)
+    publish_kind(registry, kind, tmp_path)
+    interface = json.loads(registry.store.read_blob(registry.resolve(f"{name}/v1.0").commit, f"{name}/interface.json"))
+    assert [f["name"] for f in interface["inputs"] if f["required"]] == [
+        n for n in spec.inputs if n != "limit"
+    ]  # what callers pass, never a module's internal field (ReAct's trajectory)
+    outputs = {f["name"]: f["type"] for f in interface["outputs"]}
+    assert set(spec.outputs) <= set(outputs)
+    if "trajectory" in outputs:
+        assert outputs["trajectory"].startswith("dict")  # what the program returns, not ReAct's input field
+
+    loaded = dspy_registry.load(name, "v1.0", registry=registry.location)
+    with dspy.context(lm=dspy.LM("openai/fake-model", api_base=fake_lm.base_url, api_key="k", cache=False)):
+        assert set(spec.outputs) <= set(loaded(**spec.inputs).keys())
+
+    pb2, stubs = client_modules(proto_of(registry, f"{name}/v1.0"), name, tmp_path)
+    service = next(iter(pb2.DESCRIPTOR.services_by_name))
+    request_type = getattr(pb2, pb2.DESCRIPTOR.services_by_name[service].methods_by_name["Predict"].input_type.name)
+    with grpc_serve(registry.location, tmp_path, f"{name}/v1.0") as (srv, channel, _):
+        srv.wait_ready()
+        wait_serving(channel)
+        status, rest, _ = srv.post("/predict", spec.inputs)
+        assert status == 200, rest
+        assert set(spec.outputs) <= {k for k, v in rest.items() if v is not None or k == "note"}
+        reply = getattr(stubs, f"{service}Stub")(channel).Predict(grpc_request(request_type, spec.inputs), timeout=60)
+        for field in spec.outputs:  # REST and gRPC: two doors to one call path
+            if isinstance(rest[field], str) and interface_type(interface, field) == "str":
+                assert getattr(reply, field) == rest[field]
+
+    bundle = tmp_path / "export"
+    registry.export(registry.resolve(f"{name}/v1.0"), bundle)
+    port = free_port()
+    log = tmp_path / "api.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "api.py", "--port", str(port)], cwd=bundle, stdout=out, stderr=subprocess.STDOUT
+        )
+    exported = Server(proc, f"http://127.0.0.1:{port}", log)
+    try:
+        exported.wait_ready()
+        status, body, _ = exported.post("/predict", spec.inputs)
+        assert status == 200, body
+        assert set(spec.outputs) <= set(body)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def interface_type(interface: dict[str, Any], name: str) -> str:
+    return str(next(f["type"] for f in interface["outputs"] if f["name"] == name))
+
+
+# -- 2. the loaded program renders the optimized prompts, byte for byte -----------------------------------------------
+@pytest.mark.parametrize("adapter", [dspy.ChatAdapter, dspy.JSONAdapter], ids=["chat", "json"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_loaded_program_renders_the_same_messages(
+    kind: str, adapter: type[dspy.Adapter], registry: Registry, tmp_path: Path
+) -> None:
+    original = publish_kind(registry, kind, tmp_path)
+    loaded = dspy_registry.load(program_name(kind), "v1.0", registry=registry.location)
+    loaded_predictors = dict(loaded.named_predictors())
+    assert list(loaded_predictors) == [name for name, _ in original.named_predictors()]
+    for name, predictor in original.named_predictors():
+        inputs = {field: f"sample {field}" for field in predictor.signature.input_fields}
+        before = adapter().format(predictor.signature, predictor.demos, inputs)
+        other = loaded_predictors[name]
+        after = adapter().format(other.signature, other.demos, inputs)
+        assert predictor.demos, f"{kind} {name} has no demos to compare"
+        assert [m["content"] for m in after] == [m["content"] for m in before], f"{kind} {name}"
+
+
+def test_program_json_keeps_the_order_of_demo_values(registry: Registry, tmp_path: Path) -> None:
+    _, path = optimized_state("typed", tmp_path)
+    publish_kind(registry, "typed", tmp_path)
+    commit = registry.resolve("zoo_typed/v1.0").commit
+    stored = json.loads(registry.store.read_blob(commit, "zoo_typed/program.json"))
+    demo = stored["demos"][0]
+    assert list(demo["details"]) == ["zeta", "alpha"] and list(demo["details"]["alpha"]) == ["y", "b"]
+    assert list(demo["verdict"]) == ["score", "label"]
+    assert stored == read_state_file(path) | {"metadata": stored["metadata"]}
+    prompt = registry.store.read_blob(commit, "zoo_typed/prompts/self.md").decode()
+    assert '"verdict": {"score": 0.75, "label": "yes"}' in prompt or '{"score": 0.75, "label": "yes"}' in prompt
+
+
+# -- 3. demos that DSPy would not render are refused, or published with a loud warning --------------------------------
+def renamed_state(tmp_path: Path) -> Path:
+    """The cot kind's state with its demos' `question` renamed to `query`, as after renaming a signature field."""
+    _, path = optimized_state("cot", tmp_path)
+    state = json.loads(path.read_text())
+    state["predict"]["demos"] = [
+        {("query" if k == "question" else k): v for k, v in d.items()} for d in state["predict"]["demos"]
+    ]
+    path.write_text(json.dumps(state))
+    return path
+
+
+def test_demos_with_renamed_fields_are_refused(registry: Registry, tmp_path: Path) -> None:
+    path = renamed_state(tmp_path)
+    before = ref_snapshot(Path(registry.location))
+    result = runner.invoke(
+        app, [*publish_args(spec_of("cot"), path, "v1.0", name="cot"), "--registry", registry.location]
+    )
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert "\n" not in line and "'predict'" in line and "query" in line and "question" in line
+    assert "--allow-unrendered-demos" in line
+    assert ref_snapshot(Path(registry.location)) == before
+    with pytest.raises(BadState, match="predict"):
+        registry.publish(import_program(spec_of("cot")), read_state_file(path), name="cot", version="v1.0")
+
+
+def test_unrendered_demos_publish_with_a_warning_when_allowed(registry: Registry, tmp_path: Path) -> None:
+    path = renamed_state(tmp_path)
+    args = [*publish_args(spec_of("cot"), path, "v1.0", name="cot"), "--allow-unrendered-demos"]
+    result = runner.invoke(app, [*args, "--registry", registry.location])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr and "not be rendered" in result.stderr
+    commit = registry.resolve("cot/v1.0").commit
+    header = registry.store.read_blob(commit, "cot/prompts/predict.md").decode().splitlines()[2]
+    assert "with 0 demos" in header  # what DSPy renders, not what the state holds
+
+    program = optimize("mcc", import_program(spec_of("mcc")).program)
+    program.attempt.predict.demos = [dspy.Example(query="q", reasoning="r", answer="a")]
+    with pytest.raises(BadState, match=r"'attempt\.predict'.*query"):
+        dspy_registry.publish(program, name="mcc", version="v1.0", registry=registry.location)
+    result_api = dspy_registry.publish(
+        program, name="mcc", version="v1.0", registry=registry.location, allow_unrendered_demos=True
+    )
+    assert any("not be rendered" in w for w in result_api.warnings)
