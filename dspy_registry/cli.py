@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 a problem the user can fix, 2 unexpected (rerun with --trace
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,12 +16,49 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from .errors import RegistryError
 from .registry import Registry, default_registry, diff_files, is_state_path
 
+# click's UsageError, wherever this typer takes click from (typer 0.28 vendors it as typer._click).
+_UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _BadUsage(_UsageError):  # type: ignore[valid-type,misc]
+    """A command line click cannot parse (unknown option, bad value, missing argument): bad input like any other,
+    so one red line and exit 1 rather than click's usage block and exit 2."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:
+        hint = f" (see `{self.ctx.command_path} --help`)" if self.ctx is not None else ""
+        _err().print(f"[red]error:[/red] {_one_line(self.format_message())}{hint}", markup=True, highlight=False)
+
+
+@contextmanager
+def _usage_in_one_line() -> Iterator[None]:
+    try:
+        yield
+    except _UsageError as err:
+        if isinstance(err, _BadUsage) or type(err).__name__ == "NoArgsIsHelpError":  # `dspyreg` alone shows help
+            raise
+        raise _BadUsage(err.format_message(), err.ctx) from None  # type: ignore[attr-defined]
+
+
+class _Commands(TyperGroup):
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _usage_in_one_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_in_one_line():
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
     name="dspyreg",
+    cls=_Commands,
     help="Version, diff, promote, roll back and serve optimized DSPy programs from a git artifact registry.",
     no_args_is_help=True,
     add_completion=False,
@@ -119,6 +157,12 @@ def _funnel(traceback: bool) -> Iterator[None]:
             raise
         _err().print(f"[red]error:[/red] {_one_line(str(err))}", markup=True, highlight=False)
         raise typer.Exit(err.exit_code) from None
+    except _runtime_config_error() as err:
+        # A DSPYREG_LM_* setting the runtime cannot use: it raises its own type (it imports nothing of ours).
+        if traceback:
+            raise
+        _err().print(f"[red]error:[/red] {_one_line(str(err))}", markup=True, highlight=False)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         _err().print("[red]interrupted:[/red] nothing was changed")
         raise typer.Exit(130) from None
@@ -129,6 +173,12 @@ def _funnel(traceback: bool) -> Iterator[None]:
             f"[red]unexpected error:[/red] {type(err).__name__}: {_one_line(str(err))} (rerun with --traceback)"
         )
         raise typer.Exit(2) from None
+
+
+def _runtime_config_error() -> tuple[type[Exception], ...]:
+    # Only once the runtime is imported can it have raised: reading sys.modules keeps read commands light.
+    inference = sys.modules.get(f"{__package__}.runtime.inference")
+    return (inference.ConfigError,) if inference is not None else ()
 
 
 def _one_line(text: str) -> str:
@@ -296,7 +346,7 @@ def list_(
 ) -> None:
     """List published versions and where each environment points."""
     with _funnel(traceback), _open(registry) as reg:
-        versions = reg.versions(program or name)
+        versions = reg.versions(program if program is not None else name)
         if json_out:
             _print_json([v.to_json() for v in versions])
         else:
@@ -335,7 +385,7 @@ def log(
 ) -> None:
     """Show the journal: every environment move, oldest first."""
     with _funnel(traceback), _open(registry) as reg:
-        entries = reg.log(program or name, env)
+        entries = reg.log(program if program is not None else name, env)
         if json_out:
             _print_json([e.to_json() for e in entries])
         else:
@@ -438,7 +488,7 @@ def eval_(
     ref: Annotated[str, typer.Argument(help="The version to evaluate: v1.1, staging, qa/prod...")],
     devset: Annotated[Path, typer.Option("--devset", help="JSON lines: the program's inputs plus labels.")],
     metric: Annotated[str, typer.Option("--metric", help="path/to/metric.py:function or package.module:function.")],
-    threads: Annotated[int, typer.Option("--threads", help="Examples evaluated in parallel.")] = 8,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Examples evaluated in parallel.")] = 8,
     no_verify: NoVerifyOpt = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
@@ -464,8 +514,8 @@ def eval_(
 def bench(
     ref: Annotated[str, typer.Argument(help="The version to benchmark.")],
     inputs: Annotated[Path, typer.Option("--inputs", help="JSON lines of the program's inputs (other keys ignored).")],
-    n: Annotated[Optional[int], typer.Option("-n", help="Queries to send [default: one per line].")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Queries in flight at once.")] = 1,
+    n: Annotated[Optional[int], typer.Option("-n", min=1, help="Queries to send [default: one per line].")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Queries in flight at once.")] = 1,
     no_verify: NoVerifyOpt = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
@@ -564,7 +614,7 @@ def serve(
         Optional[str], typer.Argument(help="Environment to follow, or a fixed version [default: prod].")
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8000,
     poll_seconds: Annotated[
         float, typer.Option("--poll-seconds", help="How often to look at the environment tag.")
     ] = 2.0,
@@ -619,18 +669,26 @@ def serve(
     """Serve a program over HTTP (and gRPC with --grpc-port); when REF is an environment, follow it and swap
     versions without dropping requests."""
     with _funnel(traceback):
-        if workers < 1 or threads < 1 or poll_seconds <= 0 or max_body_bytes < 1:
-            raise RegistryError("--workers, --threads, --poll-seconds and --max-body-bytes must be positive")
-        if max_batch < 1 or max_connections < 1 or header_timeout <= 0 or body_timeout <= 0:
-            raise RegistryError("--max-batch, --max-connections, --header-timeout and --body-timeout must be positive")
+        if workers < 1 or threads < 1 or not (0 < poll_seconds < math.inf) or max_body_bytes < 1:
+            raise RegistryError(
+                "--workers, --threads, --poll-seconds and --max-body-bytes must be positive (and finite)"
+            )
+        if max_batch < 1 or max_connections < 1 or not (0 < header_timeout < math.inf and 0 < body_timeout < math.inf):
+            raise RegistryError(
+                "--max-batch, --max-connections, --header-timeout and --body-timeout must be positive (and finite)"
+            )
         if grpc_port is not None and not (0 < grpc_port < 65536 and grpc_port != port):
             raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
         with _open(registry) as reg:
             target = ref or reg.production
             resolved = _checked(reg, target, name, no_verify, require_signed=require_signed)
             location = reg.location
-        from .serve import ServeConfig
+        from .runtime.inference import check_lm_environment
+        from .serve import ServeConfig, _check_free
         from .serve import serve as run_server
+
+        check_lm_environment()  # a server that cannot make its LM would run without ever swapping a version in
+        _check_free(host, port, "HTTP")  # a bad --host or a taken --port: one line now, not uvicorn's exit 3
 
         config = ServeConfig(
             location,

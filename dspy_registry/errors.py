@@ -75,3 +75,8 @@ class ForgedTag(RegistryError):
 class LockedRef(RegistryError):
     """A git lock file blocks a ref: left by a crashed git, or held too long by a running one. CLI exit 1: a lock is
     not another writer's move, and re-running does not help until it is gone."""
+
+
+class CorruptRecord(RegistryError):
+    """A record or bundle file dspyreg reads back from git (journal, quality record, prompts.json...) is not in the
+    shape dspyreg writes: someone committed it by hand."""

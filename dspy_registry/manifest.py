@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,14 +64,17 @@ class Manifest:
         return tomlkit.dumps(doc)
 
     @classmethod
-    def loads(cls, text: str, *, where: str = "manifest.toml") -> Manifest:
+    def loads(cls, text: str | bytes, *, where: str = "manifest.toml") -> Manifest:
         try:
+            if isinstance(text, bytes):
+                text = text.decode("utf-8")
             data = tomlkit.parse(text).unwrap()
             version = data.get("schema_version")
             if version != SCHEMA_VERSION:
                 raise BadManifest(
                     f"{where}: unsupported schema_version {version!r} (this dspyreg reads {SCHEMA_VERSION})"
                 )
+            _check_manifest_types(data, where)
             program = data["program"]
             opt = dict(data.get("optimization", {}))
             metrics = opt.pop("metrics", {})
@@ -85,8 +88,37 @@ class Manifest:
             )
         except BadManifest:
             raise
-        except (TOMLKitError, KeyError, TypeError) as err:
+        except (TOMLKitError, KeyError, TypeError, UnicodeDecodeError) as err:
             raise BadManifest(f"{where} is not a valid dspyreg manifest: {err}") from None
+
+
+# The values every reader of a manifest formats or compares (a bundle committed by hand may hold anything).
+_TEXT = (str,)
+_NUMBER = (int, float)
+_MANIFEST_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    # entrypoint is left to verify, which names what is wrong with it (not a string, outside code/...)
+    "program": {k: _TEXT for k in ("name", "version", "created", "author", "notes")},
+    "optimization": {"optimizer": _TEXT, "trainset_size": (int,), "dev_score": _NUMBER, "metrics": (dict,)},
+}
+
+
+def _check_manifest_types(data: Mapping[str, Any], where: str) -> None:
+    for table in ("program", "optimization", "runtime", "lm", "files"):
+        if not isinstance(data.get(table, {}), dict):
+            raise BadManifest(f"{where}: [{table}] must be a table")
+    for table, types in _MANIFEST_TYPES.items():
+        for key, value in data.get(table, {}).items():
+            if key in types and (isinstance(value, bool) or not isinstance(value, types[key])):
+                raise BadManifest(f"{where}: [{table}] {key} has the wrong type: {value!r}")
+    metrics = data.get("optimization", {}).get("metrics", {})
+    for table, values, kinds in (
+        ("optimization.metrics", metrics, _NUMBER),
+        ("runtime", data.get("runtime", {}), _TEXT),
+        ("files", data.get("files", {}), _TEXT),
+    ):
+        for key, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                raise BadManifest(f"{where}: [{table}] {key} has the wrong type: {value!r}")
 
 
 def _table(values: Mapping[str, Any]) -> tomlkit.items.Table:
@@ -107,21 +139,86 @@ class RegistryConfig:
     schema_version: int = REGISTRY_SCHEMA_VERSION
 
     @classmethod
-    def loads(cls, text: str) -> RegistryConfig:
+    def loads(cls, text: str | bytes) -> RegistryConfig:
+        """Parse and validate every value by type; a BadManifest names the table and key at fault."""
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise BadManifest(f"registry.toml is not UTF-8 text (byte {err.start})") from None
         try:
             data = tomlkit.parse(text).unwrap()
         except TOMLKitError as err:
             raise BadManifest(f"registry.toml is not valid TOML: {err}") from None
         version = data.get("schema_version")
-        if version != REGISTRY_SCHEMA_VERSION:
-            raise BadManifest(f"registry.toml: unsupported schema_version {version!r}")
-        envs = tuple(data.get("environments", {}).get("order", DEFAULT_ENVIRONMENTS))
+        # `true == 1` in Python: the type is checked too.
+        if type(version) is not int or version != REGISTRY_SCHEMA_VERSION:
+            raise BadManifest(
+                f"registry.toml: unsupported schema_version {version!r} (this dspyreg reads {REGISTRY_SCHEMA_VERSION})"
+            )
+        # An unknown table is refused, not ignored: `[gate.prod]` for `[gates.prod]` would silently drop a gate,
+        # and a dspyreg that ignored a newer policy table would not enforce it.
+        _no_unknown_keys(data, {"schema_version", *REGISTRY_TABLES}, "registry.toml: unknown table or key")
+        environments = _sub_table(data, "environments", "registry.toml: environments")
+        _no_unknown_keys(environments, {"order"}, "registry.toml: [environments] has unknown key")
+        order = environments.get("order", list(DEFAULT_ENVIRONMENTS))
+        if not isinstance(order, list) or not all(isinstance(env, str) for env in order):
+            raise BadManifest(f"registry.toml: [environments] order must be a list of names, got {order!r}")
+        envs = tuple(order)
         for env in envs:
-            check_environment(env)
+            try:
+                check_environment(env)
+            except RegistryError as err:
+                raise BadManifest(f"registry.toml: [environments] order: {err}") from None
         if ROLLBACK_ENV in envs or len(set(envs)) != len(envs) or not envs:
             raise BadManifest("registry.toml: [environments] order must be unique names, without `rollback`")
+        gates = _sub_table(data, "gates", "registry.toml: gates")
+        for env in gates:
+            if env not in envs:
+                raise BadManifest(
+                    f"registry.toml: [gates.{env}] names no environment of [environments] order ({', '.join(envs)})"
+                )
+            values = _sub_table(gates, env, f"registry.toml: gates.{env}")
+            _no_unknown_keys(values, set(GATE_CHECKS), f"registry.toml: [gates.{env}] has unknown key")
+            for key, value in values.items():
+                GATE_CHECKS[key](f"registry.toml: [gates.{env}] {key}", value)
         try:
             signing = SigningConfig.from_toml(data.get("signing"), envs)
         except ValueError as err:
             raise BadManifest(f"registry.toml: {err}") from None
-        return cls(environments=envs, gates=dict(data.get("gates", {})), signing=signing, schema_version=version)
+        return cls(environments=envs, gates=dict(gates), signing=signing, schema_version=version)
+
+
+# The tables registry.toml may hold besides schema_version; a module that adds a table adds its name here.
+REGISTRY_TABLES = {"environments", "gates", "signing"}
+
+
+def _fraction(where: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise BadManifest(f"{where} must be a number in [0, 1], got {value!r}")
+
+
+def _boolean(where: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise BadManifest(f"{where} must be true or false, got {value!r}")
+
+
+# Every key a [gates.<env>] table may hold, with its check; a new gate adds its key here.
+GATE_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "min_dev_score": _fraction,
+    "no_regression": _boolean,
+    "require_eval": _boolean,
+}
+
+
+def _sub_table(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise BadManifest(f"{where} must be a table, got {value!r}")
+    return value
+
+
+def _no_unknown_keys(table: Mapping[str, Any], known: set[str], message: str) -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise BadManifest(f"{message} {', '.join(unknown)} (known: {', '.join(sorted(known))})")

@@ -563,7 +563,7 @@ def _registry_live_types(reg: Registry, program: str, commit: str) -> LiveTypes 
     manifest = reg.store.read_blob(commit, f"{program}/manifest.toml")
     if manifest is None:
         return None
-    entrypoint = Manifest.loads(manifest.decode()).program.entrypoint
+    entrypoint = Manifest.loads(manifest).program.entrypoint
     folder = cache_dir() / "code" / commit / program
     if not folder.is_dir():
         try:  # every path checked before the first write; a forged tree gives no live types

@@ -45,6 +45,8 @@ def read_jsonl(path: Path, *, inputs: list[str], required: list[str]) -> Rows:
             value = json.loads(line)
         except json.JSONDecodeError as err:
             raise BadData(f"{path}:{number}: not JSON ({err.msg})") from None
+        except RecursionError:
+            raise BadData(f"{path}:{number}: JSON nested too deeply") from None
         if not isinstance(value, dict):
             raise BadData(f"{path}:{number}: expected a JSON object with the inputs {', '.join(inputs)}")
         missing = [name for name in required if name not in value]

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConflictError
+from .errors import ConflictError, CorruptRecord
 from .gitstore import RefUpdate, TreeEntry, utc_now
 from .refs import ZERO_SHA
 from .state import canonical_json
@@ -79,7 +79,7 @@ def read(store: GitStore, program: str, version: str) -> Records:
         for name in sorted(store.list_tree(f"{RECORDS_REF}:{program}/{version}/{kind}")):
             data = store.read_blob(RECORDS_REF, f"{program}/{version}/{kind}/{name}")
             if data is not None:
-                found[kind].append(json.loads(data))
+                found[kind].append(_checked(data, f"{program}/{version}/{kind}/{name}", kind))
     return Records(tuple(found["evaluations"]), tuple(found["benchmarks"]))
 
 
@@ -96,5 +96,48 @@ def latest_scores(store: GitStore) -> dict[tuple[str, str], float]:
     for key, path in latest.items():
         data = store.read_blob(RECORDS_REF, path)
         if data is not None:
-            out[key] = float(json.loads(data)["score"])
+            out[key] = float(_checked(data, path, "evaluations")["score"])
     return out
+
+
+_NUMBER = (int, float)
+# What every reader of a record relies on, by kind (records are read back from a branch anyone may push to).
+_SHAPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "evaluations": {"time": (str,), "metric": (str,), "score": _NUMBER, "n": (int,)},
+    "benchmarks": {
+        "time": (str,),
+        "n": (int,),
+        "concurrency": (int,),
+        "p50_ms": _NUMBER,
+        "p95_ms": _NUMBER,
+        "max_ms": _NUMBER,
+        "tokens_per_query": _NUMBER,
+        "cost_per_query": (*_NUMBER, type(None)),
+    },
+}
+
+
+def _checked(data: bytes, path: str, kind: str) -> Mapping[str, Any]:
+    """A record as dspyreg writes it, or CorruptRecord naming its file."""
+    try:
+        record = json.loads(data)
+    except (ValueError, RecursionError):
+        record = None
+    if not isinstance(record, dict):
+        raise _corrupt(path, "not a JSON object")
+    wrong = [
+        key
+        for key, types in _SHAPES[kind].items()
+        if isinstance(record.get(key), bool) or not isinstance(record.get(key), types)
+    ]
+    if kind == "evaluations" and "score" not in wrong and not 0 <= record["score"] <= 1:
+        wrong.append("score")
+    if wrong:
+        raise _corrupt(path, f"bad or missing {', '.join(wrong)}")
+    return record
+
+
+def _corrupt(path: str, problem: str) -> CorruptRecord:
+    return CorruptRecord(
+        f"record {path} on {RECORDS_REF} is corrupt ({problem}): remove it with a commit on that branch"
+    )

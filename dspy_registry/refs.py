@@ -18,6 +18,13 @@ VERSION_RE = re.compile(
     rf"(?:-(?P<pre>{_IDENT}(?:\.{_IDENT})*))?"
 )
 SHA_RE = re.compile(r"[0-9a-f]{7,40}")
+# A version is a file name under refs/tags/<program>/ (plus git's `.lock` while it moves): stay far below the 255
+# bytes a file name may have, so a long prerelease is refused up front instead of failing inside a ref transaction.
+MAX_VERSION_LENGTH = 128
+# Free text (notes, reasons) goes into tag and commit messages and terminals: no control characters but line breaks
+# and tabs where several lines make sense (git refuses NUL; escape sequences would repaint a reader's terminal).
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_LINE_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 ROLLBACK_ENV = "rollback"
 DEFAULT_ENVIRONMENTS = ("staging", "prod")
@@ -34,11 +41,13 @@ def check_program(name: str) -> str:
 
 
 def is_version(text: str) -> bool:
-    return VERSION_RE.fullmatch(text) is not None
+    return len(text) <= MAX_VERSION_LENGTH and VERSION_RE.fullmatch(text) is not None
 
 
 def normalize_version(text: str) -> str:
     """`1.2` -> `v1.2`; refuses anything that is not `vMAJOR[.MINOR[.PATCH]][-PRERELEASE]`."""
+    if len(text) > MAX_VERSION_LENGTH:
+        raise _invalid(f"invalid version {text[:24]!r}... ({len(text)} characters): use at most {MAX_VERSION_LENGTH}")
     if not is_version(text):
         raise _invalid(f"invalid version {text!r}: use vMAJOR[.MINOR[.PATCH]][-PRERELEASE], e.g. v1.0 or v2.0.1-rc1")
     return text if text.startswith("v") else f"v{text}"
@@ -48,6 +57,15 @@ def check_environment(name: str) -> str:
     if not ENV_RE.fullmatch(name) or is_version(name):
         raise _invalid(f"invalid environment name {name!r}: use a-z 0-9 _ - starting with a letter, not a version")
     return name
+
+
+def check_text(option: str, text: str, *, multiline: bool = False) -> str:
+    """Free text a user gives (`--notes`, `--reason`...): refused if it holds control characters."""
+    bad = (_CONTROL_RE if multiline else _LINE_CONTROL_RE).search(text)
+    if bad is not None:
+        allowed = "line breaks and tabs are fine" if multiline else "use one line of text"
+        raise _invalid(f"{option} holds the control character {bad.group()!r} at {bad.start()}: {allowed}")
+    return text
 
 
 VersionKey = tuple[int, int, int, int, tuple[tuple[int, int | str], ...], str]

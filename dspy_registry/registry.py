@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ConflictError,
+    CorruptRecord,
     DuplicateVersion,
     ForgedTag,
     GateRefused,
@@ -29,7 +30,7 @@ from .errors import (
     UnknownRef,
 )
 from .gitstore import BundleEntry, GitStore, RefUpdate, TreeEntry, is_url, utc_now
-from .manifest import Manifest, RegistryConfig
+from .manifest import BadManifest, Manifest, RegistryConfig
 from .records import Records, latest_scores
 from .refs import (
     JOURNAL_REF,
@@ -41,6 +42,7 @@ from .refs import (
     RefSpec,
     check_environment,
     check_program,
+    check_text,
     is_version,
     normalize_version,
     parse_ref,
@@ -199,15 +201,18 @@ class Registry:
         store = GitStore.cache_of(where, cache_dir()) if is_url(where) else _local_store(Path(where))
         try:
             store.sync()
-            if store.read_blob(MAIN_REF, "registry.toml") is None:
+            settings = store.read_blob(MAIN_REF, "registry.toml")
+            if settings is None:
                 hint = f"create one with `dspyreg init {where}`"
                 raise NotARegistry(
                     f"{where} is a git repository but not a dspyreg registry (no registry.toml on main): {hint}"
                 )
+            registry = cls(store, where)
+            registry._config = RegistryConfig.loads(settings)  # every value checked before any command acts on it
         except BaseException:
             store.close()
             raise
-        return cls(store, where)
+        return registry
 
     @classmethod
     def init(cls, location: str | Path | None = None, *, bare: bool = True) -> Registry:
@@ -215,10 +220,12 @@ class Registry:
         where = str(location or default_registry())
         if is_url(where):
             store = GitStore.cache_of(where, cache_dir())
-            if MAIN_REF in store.remote_refs(MAIN_REF):
+            existing = store.remote_refs()
+            if MAIN_REF in existing:
                 raise NotARegistry(
                     f"{where} already has a main branch (is it a registry already?): choose an empty repository"
                 )
+            _refuse_foreign_refs(where, list(existing))
             return cls._write_template(store, where)
         path = Path(where)
         if path.exists() and not path.is_dir():
@@ -231,8 +238,16 @@ class Registry:
             if store.ref_value(MAIN_REF) is not None:
                 store.close()
                 raise NotARegistry(f"{path} already has a main branch (is it a registry already?): choose a new folder")
+            try:
+                _refuse_foreign_refs(where, [ref for (ref,) in store.for_each_ref(["%(refname)"])])
+            except NotARegistry:
+                store.close()
+                raise
         else:
-            store = GitStore.init(path, bare=bare)
+            try:
+                store = GitStore.init(path, bare=bare)
+            except OSError as err:
+                raise NotARegistry(f"cannot create a registry in {path}: {err.strerror or err}") from None
         registry = cls._write_template(store, where)
         if not bare and store.git_dir == (path / ".git").resolve():
             store.run(f"--work-tree={path}", "reset", "-q", "--hard", MAIN_REF)  # show the template in the new checkout
@@ -264,7 +279,7 @@ class Registry:
     def config(self) -> RegistryConfig:
         if self._config is None:
             text = self.store.read_blob(MAIN_REF, "registry.toml")
-            self._config = RegistryConfig.loads((text or b"").decode())
+            self._config = RegistryConfig.loads(text or b"")
         return self._config
 
     @property
@@ -337,10 +352,10 @@ class Registry:
         manifest = self.store.read_blob(commit, f"{program}/manifest.toml")
         if manifest is None:
             raise UnknownRef(f"{what} is not a commit of this registry that holds program {program}")
-        return Manifest.loads(manifest.decode(), where=f"{what}:{program}/manifest.toml").program.version
+        return Manifest.loads(manifest, where=f"{what}:{program}/manifest.toml").program.version
 
     def manifest(self, resolved: Resolved) -> Manifest:
-        return Manifest.loads(self._file(resolved, "manifest.toml").decode(), where=f"{resolved.program}/manifest.toml")
+        return Manifest.loads(self._file(resolved, "manifest.toml"), where=f"{resolved.program}/manifest.toml")
 
     def _file(self, resolved: Resolved, path: str) -> bytes:
         data = self.store.read_blob(resolved.commit, f"{resolved.program}/{path}")
@@ -349,7 +364,7 @@ class Registry:
         return data
 
     def _json_file(self, resolved: Resolved, path: str) -> Any:
-        return json.loads(self._file(resolved, path))
+        return _bundle_json(self._file(resolved, path), f"{resolved.program} {resolved.version}: {path}")
 
     def _env_state(self, program: str, env: str, journal: str | None) -> _EnvState:
         """The env tag as it is now; its history as the journal commit `journal` has it (none when None)."""
@@ -357,9 +372,9 @@ class Registry:
         if tag is None:
             raw, version = ZERO_SHA, None
         else:
-            raw, version = tag.sha, _tag_payload(tag.data).get("to_version")
+            raw, version = tag.sha, _payload_version(_tag_payload(tag.data))
         blob = self.store.read_blob(journal, f"{program}/{env}.json") if journal else None
-        history = tuple(json.loads(blob)["history"]) if blob else ()
+        history = _journal_history(blob, f"{program}/{env}.json", journal) if blob else ()
         return _EnvState(raw, version, history)
 
     def environments_of(self, program: str) -> dict[str, str]:
@@ -374,7 +389,7 @@ class Registry:
     # -- reading -----------------------------------------------------------------------------------------------------
     def versions(self, program: str | None = None) -> list[VersionInfo]:
         """Every published version (of one program, or all), oldest first by semantic version."""
-        pattern = f"refs/tags/{self._known(program)}/" if program else "refs/tags/"
+        pattern = f"refs/tags/{self._known(program)}/" if program is not None else "refs/tags/"
         rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
         found: list[tuple[str, str, str, dict[str, Any]]] = []
         envs: dict[tuple[str, str], list[str]] = {}
@@ -386,8 +401,8 @@ class Registry:
             payload = _tag_payload(contents.encode())
             if is_version(leaf):
                 found.append((prog, leaf, commit, payload))
-            elif payload.get("to_version"):
-                envs.setdefault((prog, payload["to_version"]), []).append(leaf)
+            elif (to_version := _payload_version(payload)) is not None:
+                envs.setdefault((prog, to_version), []).append(leaf)
         order = {env: i for i, env in enumerate((*self.config.environments, ROLLBACK_ENV))}
         found.sort(key=lambda r: (r[0], version_key(r[1])))
         scores = latest_scores(self.store)
@@ -396,12 +411,12 @@ class Registry:
                 name=prog,
                 version=version,
                 commit=commit,
-                created=payload.get("created", ""),
+                created=_typed(payload, "created", str) or "",
                 environments=tuple(sorted(envs.get((prog, version), []), key=lambda e: order.get(e, 99))),
-                dev_score=payload.get("dev_score"),
-                optimizer=payload.get("optimizer"),
-                trainset_size=payload.get("trainset_size"),
-                notes=payload.get("notes", ""),
+                dev_score=_typed(payload, "dev_score", float),
+                optimizer=_typed(payload, "optimizer", str),
+                trainset_size=_typed(payload, "trainset_size", int),
+                notes=_typed(payload, "notes", str) or "",
                 eval_score=scores.get((prog, version)),
             )
             for prog, version, commit, payload in found
@@ -503,8 +518,12 @@ class Registry:
         signer = self._signer(sign)
         if dev_score is not None and not 0.0 <= dev_score <= 1.0:
             raise InvalidName(f"dev score {dev_score} is not a fraction in [0, 1] (divide a percentage by 100)")
-        if trainset_size is not None and trainset_size < 0:
-            raise InvalidName(f"trainset size {trainset_size} is negative")
+        if trainset_size is not None and not 0 <= trainset_size < 2**63:
+            raise InvalidName(f"trainset size {trainset_size} is not a count (0 to 2**63-1, what TOML can hold)")
+        check_text("--notes", notes, multiline=True)
+        for option, text in (("--optimizer", optimizer), ("--lm", (lm or {}).get("model"))):
+            if isinstance(text, str):
+                check_text(option, text)
         who, now = self.store.identity(), utc_now()
         created = now.isoformat().replace("+00:00", "Z")
         meta = PublishMeta(
@@ -616,6 +635,7 @@ class Registry:
                 "the rollback environment is managed by dspyreg: promote to prod, or use `dspyreg rollback`"
             )
         target_env = self._check_env(to)
+        check_text("--reason", reason, multiline=True)
         if force and not reason.strip():
             raise InvalidName("--force needs --reason: the journal records why the gates were overridden")
         resolved = self.resolve(str(RefSpec(program, spec.version, spec.environment, spec.sha)))
@@ -659,6 +679,7 @@ class Registry:
         self, env: str | None = None, *, name: str | None = None, reason: str = "", sign: bool | None = None
     ) -> MoveResult:
         program = self._program(name)
+        check_text("--reason", reason, multiline=True)
         return self._move(program, self._check_env(env or self.production), None, "rollback", reason, sign=sign)
 
     def _signer(self, sign: bool | None) -> Callable[[bytes], bytes] | None:
@@ -909,7 +930,7 @@ class Registry:
     def _env_target(self, program: str, env: str) -> Resolved | None:
         try:
             return self.resolve(env, program)
-        except UnknownRef:
+        except (UnknownRef, BadManifest):  # a tag moved to a commit without a sound manifest: verify_environments says
             return None
 
     def checked(
@@ -944,8 +965,11 @@ class Registry:
         if dest.is_dir() and any(dest.iterdir()) and not force:
             raise RegistryError(f"{dest} is not empty: choose an empty folder, or pass --force to replace it")
         files = self.deployment(resolved)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+        except OSError as err:
+            raise RegistryError(f"cannot write to {dest}: {err.strerror or err}") from None
         umask = os.umask(0)
         os.umask(umask)
         tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the bundle private to this user
@@ -970,10 +994,13 @@ class Registry:
         from .proto import program_proto
 
         files = {e.path: self.store.blob(e.sha) for e in self.bundle(resolved)}
-        manifest = Manifest.loads(files["manifest.toml"].decode())
-        state = json.loads(files["program.json"])
-        interface = json.loads(files.get("interface.json", b'{"inputs": [], "outputs": []}'))
-        example = json.loads(files.get("examples/input.json", b"{}"))
+        where = f"{resolved.program} {resolved.version}"
+        manifest = Manifest.loads(files["manifest.toml"], where=f"{where}: manifest.toml")
+        state = _bundle_json(files["program.json"], f"{where}: program.json")
+        interface = _bundle_json(
+            files.get("interface.json", b'{"inputs": [], "outputs": []}'), f"{where}: interface.json"
+        )
+        example = _bundle_json(files.get("examples/input.json", b"{}"), f"{where}: examples/input.json")
         records = self.records(resolved)
         proto = program_proto(self, resolved)
         return files | deployment_files(manifest, resolved.commit, state, interface, example, records, proto)
@@ -996,6 +1023,8 @@ class Registry:
             except OSError:  # another process wrote it first
                 if not (dest / "config.json").is_file():
                     raise
+            except RegistryError as err:
+                raise RegistryError(f"{err} (the bundle cache: set DSPYREG_CACHE to a folder you can write)") from None
         return dest
 
     def load(
@@ -1122,24 +1151,95 @@ def _payload_line(payload: Mapping[str, Any]) -> str:
 
 
 def _tag_payload(data: bytes) -> dict[str, Any]:
-    """The JSON line that dspyreg writes into every tag message (empty for tags made by hand)."""
-    body = split_signature(data)[0].decode(errors="replace")  # an SSH or PGP signature block is not the message
-    for line in reversed(body.splitlines()):
-        if line.startswith("{"):
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            return value if isinstance(value, dict) else {}
-    return {}
+    """The JSON line that dspyreg writes last in every tag message (empty for tags made by hand).
+
+    Only the last line of the message counts, after a trailing signature block if the tag is signed, and lines
+    are split at "\n" alone: user text above the payload (notes, even with a fake signature block) and Unicode line
+    separators inside it (json.dumps keeps U+2028 raw) can never be read back as the payload.
+    """
+    lines = data.decode(errors="replace").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines and lines[-1].startswith("-----END ") and lines[-1].endswith("-----"):  # the message ends signed
+        lines = split_signature(data)[0].decode(errors="replace").split("\n")
+        while lines and not lines[-1].strip():
+            lines.pop()
+    if not lines or not lines[-1].startswith("{"):
+        return {}
+    try:
+        value = json.loads(lines[-1])
+    except (ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _bundle_json(data: bytes, what: str) -> Any:
+    """A JSON file of a published bundle; one that is not JSON (a commit made by hand) is CorruptRecord."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise CorruptRecord(f"{what} is not valid JSON: run `dspyreg verify` to see what else is wrong") from None
+
+
+def _payload_version(payload: Mapping[str, Any]) -> str | None:
+    """An environment tag's version, if its payload names one as dspyreg writes it (else: a tag made by hand)."""
+    value = payload.get("to_version")
+    return value if isinstance(value, str) and is_version(value) and value.startswith("v") else None
+
+
+def _typed(payload: Mapping[str, Any], key: str, kind: type) -> Any:
+    """`payload[key]` if it has the type dspyreg writes (ints count as floats, bools as neither), else None."""
+    value = payload.get(key)
+    if isinstance(value, bool):
+        return None
+    if kind is float and isinstance(value, int):
+        return float(value)
+    return value if isinstance(value, kind) else None
+
+
+def _journal_history(blob: bytes, path: str, journal: str | None) -> tuple[str, ...]:
+    """The stack of earlier versions in a journal file; a file not in dspyreg's shape is refused, not guessed at."""
+    try:
+        history = json.loads(blob)["history"]
+    except (ValueError, RecursionError, KeyError, TypeError, IndexError):
+        history = None
+    if not isinstance(history, list) or not all(
+        isinstance(v, str) and is_version(v) and v.startswith("v") for v in history
+    ):
+        raise CorruptRecord(
+            f'journal {path} at {(journal or "")[:12]} is corrupt (expected {{"history": [versions]}}): '
+            f"restore {JOURNAL_REF} from a good commit (`git log {JOURNAL_REF}`)"
+        )
+    return tuple(history)
+
+
+_ENTRY_FIELDS = {f: f in ("from_version", "to_version") for f in JournalEntry.__dataclass_fields__}
 
 
 def _journal_entries(message: str) -> list[JournalEntry]:
+    """The JSON lines of a journal commit, one per move (split at "\n" alone, as for tag payloads); a line not in
+    the shape dspyreg writes is skipped."""
     entries = []
-    for line in message.splitlines():
+    for line in message.split("\n"):
         if line.startswith("{"):
             try:
-                entries.append(JournalEntry(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError):
+                value = json.loads(line)
+            except (ValueError, RecursionError):
                 continue
+            if isinstance(value, dict) and _entry_shaped(value):
+                entries.append(JournalEntry(**value))
     return entries
+
+
+def _entry_shaped(value: dict[str, Any]) -> bool:
+    required = {"program", "env", "from_version", "to_version", "action", "actor", "time"}
+    return required <= value.keys() <= _ENTRY_FIELDS.keys() and all(
+        isinstance(v, str) or (v is None and _ENTRY_FIELDS[k]) for k, v in value.items()
+    )
+
+
+def _refuse_foreign_refs(where: str, refs: list[str]) -> None:
+    """`init` writes only into a repository without refs: it never adds branches to someone else's repository."""
+    if refs:
+        shown = ", ".join(sorted(refs)[:3]) + (" ..." if len(refs) > 3 else "")
+        raise NotARegistry(f"{where} already has refs ({shown}): choose a new folder or an empty repository")

@@ -229,20 +229,26 @@ def detail_view(d: VersionDetail) -> Group:
 
 @contextmanager
 def progress(label: str) -> Iterator[Callable[[int], Callable[[], None]]]:
-    """A rich progress bar on stderr: yields `start(total) -> advance()`, for calls from any thread."""
+    """A rich progress bar on stderr: yields `start(total) -> advance()`, for calls from any thread.
+
+    The bar appears on the first `start`: a command refused before it has work prints its one error line only."""
+    from contextlib import ExitStack
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=False,
-    ) as bar:
+    with ExitStack() as stack:
 
         def start(total: int) -> Callable[[], None]:
+            bar = Progress(
+                TextColumn(label),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            stack.enter_context(bar)
             task = bar.add_task(label, total=total)
             return lambda: bar.advance(task)
 

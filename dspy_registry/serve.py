@@ -216,14 +216,14 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
         uvicorn.run(build_app(config), host=host, port=port, **options)
 
 
-def _check_free(host: str, port: int) -> None:
+def _check_free(host: str, port: int, what: str = "gRPC") -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: a closing socket is no owner
         try:
             probe.bind((host, port))
         except OSError as err:
-            raise RegistryError(f"cannot serve gRPC on {host}:{port}: {err.strerror or err}") from None
+            raise RegistryError(f"cannot serve {what} on {host}:{port}: {err.strerror or err}") from None
 
 
 def _require_grpc() -> None:

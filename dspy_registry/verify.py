@@ -222,13 +222,19 @@ def _without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
 def verify_environments(reg: Registry, program: str, envs: tuple[str, ...] | None = None) -> list[Problem]:
     """Problems of `program`'s environment tags (all, or `envs`): each must be dspyreg's, on a published version's
     commit, and agree with the journal."""
-    from .registry import _tag_payload
+    from .registry import _payload_version, _tag_payload
 
     journal = reg.store.ref_value(JOURNAL_REF)
     problems = []
     for env in envs or (*reg.config.environments, ROLLBACK_ENV):
         ref = tag_ref(program, env)
-        expected = _journal_version(reg, journal, program, env)
+        try:
+            expected = _journal_version(reg, journal, program, env)
+        except (ValueError, RecursionError, KeyError, TypeError, IndexError, AttributeError):
+            state_env = reg.production if env == ROLLBACK_ENV else env
+            corrupt = Problem(f"{JOURNAL_REF}:{program}/{state_env}.json", "is corrupt: not the JSON dspyreg writes")
+            problems += [] if corrupt in problems else [corrupt]
+            continue
         tag = reg.store.read(ref)
         if tag is None:
             if expected is not None:
@@ -237,7 +243,7 @@ def verify_environments(reg: Registry, program: str, envs: tuple[str, ...] | Non
         if tag.type != "tag":
             problems.append(Problem(ref, "is not an annotated tag written by dspyreg (moved by hand?)"))
             continue
-        version = _tag_payload(tag.data).get("to_version")
+        version = _payload_version(_tag_payload(tag.data))
         commit = reg.store.peel_to_commit(ref)
         if not version:
             problems.append(Problem(ref, "its message has no dspyreg record (moved by hand?)"))

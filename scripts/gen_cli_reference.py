@@ -56,8 +56,8 @@ Which command takes which shared option:
 | code | meaning |
 | --- | --- |
 | 0 | success, also when there was nothing to do (promoting a version to where it already is) |
-| 1 | a problem you can fix: one red line on stderr says what was wrong and what to do; the registry is unchanged |
-| 2 | an unexpected error (rerun with `--traceback`), or a usage error such as a missing argument |
+| 1 | bad input (a usage error too): one red line on stderr says what was wrong and what to do; nothing changed |
+| 2 | an unexpected error: rerun with `--traceback` |
 | 3 | another writer changed the registry first; the registry has none of this command's changes: run it again |
 | 130 | interrupted (Ctrl-C) |
 

@@ -40,6 +40,10 @@ class InputError(ValueError):
     """The inputs do not fit the program's interface (HTTP 422)."""
 
 
+class ConfigError(ValueError):
+    """A DSPYREG_* variable or config.json setting that cannot be used; the message names it and the value."""
+
+
 class LMFailure(RuntimeError):
     """The LM failed or answered something the adapter could not parse (HTTP 502)."""
 
@@ -241,8 +245,25 @@ def make_lm(config: dict[str, Any]) -> Any:
         kwargs["api_base"] = os.environ[ENV_API_BASE]
     if os.environ.get(ENV_API_KEY):
         kwargs["api_key"] = os.environ[ENV_API_KEY]
-    retries = int(os.environ.get(ENV_NUM_RETRIES) or config.get("num_retries", 3))
+    retries = _count(ENV_NUM_RETRIES, os.environ.get(ENV_NUM_RETRIES) or config.get("num_retries", 3))
     return dspy.LM(model, cache=False, num_retries=retries, **kwargs)
+
+
+def check_lm_environment() -> None:
+    """Refuse DSPYREG_LM_* values that make_lm could not use, before a server starts (make_lm checks them too)."""
+    if os.environ.get(ENV_NUM_RETRIES):
+        _count(ENV_NUM_RETRIES, os.environ[ENV_NUM_RETRIES])
+
+
+def _count(name: str, value: Any) -> int:
+    """A whole number >= 0 from a variable or setting, or ConfigError naming it (never a bare int() traceback)."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ConfigError(f"{name} must be a whole number >= 0, got {str(value)[:40]!r}")
+    return number
 
 
 def jsonable(value: Any) -> Any:
