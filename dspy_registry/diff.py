@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .saved_state import saved_with
 from .state import METADATA_KEY, is_predictor_state, mask_credentials, mask_lm_state
 
 VOLATILE_DEMO_KEYS = frozenset({"augmented", "dspy_uuid", "dspy_split"})
@@ -81,10 +82,8 @@ def view_from_state(
             params[name] = mask_credentials(entry)
             continue
         predictors[name] = _predictor_from_state(entry, typed.get(name) if typed else None)
-    metadata = {}
-    versions = (state.get(METADATA_KEY) or {}).get("dependency_versions") or {}
-    for key, value in versions.items():
-        metadata[f"runtime.{key}"] = value
+    # What saved the file, named as a bundle's manifest names it ([saved_with]), so a file and a ref compare.
+    metadata = {f"saved_with.{key}": value for key, value in saved_with(state).items()}
     return ProgramView(label, predictors, params, metadata)
 
 

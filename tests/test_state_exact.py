@@ -98,10 +98,10 @@ def test_a_demo_that_is_not_an_object_is_refused(
     demo: Any, registry_path: Path, states: dict[str, Path], tmp_path: Path
 ) -> None:
     state = _state(states)
-    state["check"]["demos"][2] = demo
+    state["check"]["demos"][1] = demo
     before = ref_snapshot(registry_path)
     assert_refused(
-        _publish(registry_path, _written(tmp_path, state)), registry_path, before, "'check'", "demo 2", "object"
+        _publish(registry_path, _written(tmp_path, state)), registry_path, before, "'check'", "demo 1", "object"
     )
 
 
