@@ -18,9 +18,9 @@ from .state import LEGACY_PREDICTOR_KEYS, METADATA_KEY, is_predictor_state
 
 DEPENDENCY_VERSIONS = "dependency_versions"
 _NO_SIGNATURE = (
-    "saved by DSPy < 2.5.3, a format DSPy >= 2.6 no longer loads: load it with DSPy 2.5 "
-    "(program.load(path, use_legacy_loading=True)), copy each predictor's instructions and demos into the program "
-    "under DSPy >= 2.6, and save that with program.save('x.json')"
+    "saved by DSPy < 2.5.3, a format DSPy >= 2.6 no longer loads: load it with DSPy 2.5.x "
+    "(program.load_state(json.load(file), use_legacy_loading=True)), copy each predictor's instructions and demos "
+    "into the program under DSPy >= 2.6, and save that with program.save('x.json')"
 )
 _EXTENDED_SIGNATURE = (
     "from DSPy < 2.6 (a ChainOfThought saved by DSPy 2.5 or older), which DSPy >= 2.6 refuses to load: load it with "
@@ -91,9 +91,12 @@ def _inexact(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[st
     while stack:
         item, where = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
-            yield where, (
-                f"{json_number(item)}, which JSON cannot hold (DSPy's own save and load refuse it): "
-                "use a finite number, a string or null"
+            yield (
+                where,
+                (
+                    f"{json_number(item)}, which JSON cannot hold (DSPy's own save writes null, its load refuses it): "
+                    "use a finite number, a string or null"
+                ),
             )
         elif isinstance(item, str) and not _valid_unicode(item):
             yield where, "a lone surrogate, which is not valid Unicode: fix the text"

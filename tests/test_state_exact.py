@@ -106,9 +106,7 @@ def test_a_demo_that_is_not_an_object_is_refused(
 
 
 @pytest.mark.parametrize("option", ["--notes", "--optimizer", "--lm"])
-def test_a_lone_surrogate_in_an_option_is_refused(
-    option: str, registry_path: Path, states: dict[str, Path]
-) -> None:
+def test_a_lone_surrogate_in_an_option_is_refused(option: str, registry_path: Path, states: dict[str, Path]) -> None:
     before = ref_snapshot(registry_path)
     # What the shell passes for bytes that are not UTF-8: Python decodes argv with surrogateescape.
     result = _publish(registry_path, states["v1.0"], option, "caf\udce9")
@@ -139,9 +137,7 @@ def test_predictor_names_that_sanitize_alike_get_distinct_prompt_files(registry:
     names = ["hops[0]", "hops[1]", "hops_0_", "Hops_1_"]
     assert len(prompt_files) == len(names)
     assert len({f.casefold() for f in prompt_files}) == len(names)  # distinct on a case-insensitive disk too
-    headings = {
-        git(Path(registry.location), "show", f"hops/v1.0:hops/{f}").splitlines()[0] for f in prompt_files
-    }
+    headings = {git(Path(registry.location), "show", f"hops/v1.0:hops/{f}").splitlines()[0] for f in prompt_files}
     assert headings == {f"# {name}" for name in names}
     again = registry.publish(source, current_state(source.program), name="hops", version="v1.1")
     assert sorted(f for f in again.files if f.startswith("prompts/")) == prompt_files  # deterministic
@@ -167,7 +163,9 @@ def test_show_and_diff_print_saved_with(registry: Registry, states: dict[str, Pa
     assert json.loads(shown.stdout)["manifest"]["saved_with"] == _state(states)["metadata"]["dependency_versions"]
     text = run("show", "v1.1", "--registry", path)
     assert any(line.startswith("saved with") and "dspy 3.3.0" in line for line in text.stdout.splitlines())
-    assert registry.view("v1.0").metadata["saved_with.dspy"] == _state(states)["metadata"]["dependency_versions"]["dspy"]
+    assert (
+        registry.view("v1.0").metadata["saved_with.dspy"] == _state(states)["metadata"]["dependency_versions"]["dspy"]
+    )
     out = run("diff", "v1.0", "v1.1", "--registry", path, "--format", "json")
     assert out.exit_code == 0, out.output
     change = json.loads(out.stdout)["metadata"]["saved_with.dspy"]
