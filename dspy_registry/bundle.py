@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import BadProgramSpec, BadState, RegistryError
 from .manifest import Manifest, Optimization, ProgramInfo
-from .saved_state import check_saved_state, saved_with, version_warning
+from .saved_state import check_saved_state, invalid_text, saved_with, version_warning
 from .state import (
     LEGACY_PREDICTOR_KEYS,
     METADATA_KEY,
@@ -536,6 +536,10 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     """
     import dspy
 
+    texts = {"notes": meta.notes, "optimizer": meta.optimizer, "author": meta.author, **(meta.metrics or {})}
+    for key, text in {**texts, **{f"lm.{k}": v for k, v in (meta.lm or {}).items()}}.items():
+        if (isinstance(text, str) and invalid_text(text)) or invalid_text(key):
+            raise BadState(f"{key} is not valid Unicode (a lone surrogate): pass UTF-8 text")
     warnings = apply_state(source.program, state, source=origin)
     unrendered = unrendered_demos(source.program)
     if unrendered and not meta.allow_unrendered_demos:

@@ -55,8 +55,9 @@ def check_saved_state(state: Mapping[str, Any], source: str) -> None:
                         f"{source}: predictor {name!r} demo {i} is {_json_type(demo)}, expected an object of "
                         "field values (as DSPy saves an Example)"
                     )
+        kind = "predictor" if is_predictor_state(entry) else "entry"  # e.g. a Retrieve's {"k": 3}
         for path, problem in _inexact(entry, ()):
-            raise BadState(f"{source}: predictor {name!r} {_where(path)} holds {problem}")
+            raise BadState(f"{source}: {kind} {name!r} {_where(path)} holds {problem}")
     for path, problem in _inexact(state.get(METADATA_KEY), (METADATA_KEY,)):
         raise BadState(f"{source}: {'.'.join(map(str, path))} holds {problem}")
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from dspy_registry.bundle import current_state, import_program
 from dspy_registry.cli import app
+from dspy_registry.errors import BadState
 from dspy_registry.manifest import Manifest
 from dspy_registry.registry import Registry
 
@@ -270,3 +271,9 @@ def test_top_level_keys_that_are_not_predictors_are_not_called_predictors(
 def test_publish_example_keeps_saved_with(registry: Registry, states: dict[str, Path]) -> None:
     publish_example(registry, states["v1.1"], "v2.0")
     assert registry.show("v2.0").manifest.saved_with["python"]
+
+
+def test_the_python_api_refuses_text_that_is_not_unicode(registry: Registry, states: dict[str, Path]) -> None:
+    with pytest.raises(BadState, match="notes is not valid Unicode"):
+        publish_example(registry, states["v1.0"], "v1.0", notes="caf\udce9")
+    assert registry.versions() == []
