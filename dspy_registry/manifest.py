@@ -87,12 +87,19 @@ class Manifest:
                 lm=dict(data.get("lm", {})),
                 files=dict(data.get("files", {})),
                 schema_version=version,
-                saved_with=dict(data.get("saved_with", {})),
+                saved_with=_strings(data.get("saved_with", {}), f"{where}: [saved_with]"),
             )
         except BadManifest:
             raise
         except (TOMLKitError, KeyError, TypeError) as err:
             raise BadManifest(f"{where} is not a valid dspyreg manifest: {err}") from None
+
+
+def _strings(table: Any, where: str) -> dict[str, str]:
+    """A table of version strings, as read from git: anything else is a forged or broken manifest."""
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise BadManifest(f"{where} must be a table of version strings")
+    return dict(table)
 
 
 def _table(values: Mapping[str, Any]) -> tomlkit.items.Table:

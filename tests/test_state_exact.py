@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from dspy_registry.bundle import current_state, import_program
 from dspy_registry.cli import app
 from dspy_registry.errors import BadState
-from dspy_registry.manifest import Manifest
+from dspy_registry.manifest import BadManifest, Manifest
 from dspy_registry.registry import Registry
 
 from .conftest import EXAMPLE_SPEC, git, publish_args, publish_example, ref_snapshot
@@ -277,3 +277,11 @@ def test_the_python_api_refuses_text_that_is_not_unicode(registry: Registry, sta
     with pytest.raises(BadState, match="notes is not valid Unicode"):
         publish_example(registry, states["v1.0"], "v1.0", notes="caf\udce9")
     assert registry.versions() == []
+
+
+def test_a_forged_saved_with_table_is_a_bad_manifest(published: Registry) -> None:
+    text = Manifest.dumps(published.show("v1.0").manifest)
+    forged = text.replace('[saved_with]\npython = "', '[saved_with]\nbroken = 3\npython = "')
+    assert forged != text
+    with pytest.raises(BadManifest, match=r"\[saved_with\] must be a table of version strings"):
+        Manifest.loads(forged)
