@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import BadProgramSpec, BadState, RegistryError
 from .manifest import Manifest, Optimization, ProgramInfo
+from .saved_state import check_saved_state, invalid_text, saved_with, version_warning
 from .state import (
     LEGACY_PREDICTOR_KEYS,
     METADATA_KEY,
     PREDICTOR_KEYS,
     canonical_json,
     example_findings,
+    is_predictor_state,
     lm_findings,
     lm_removed_warning,
     screen_lm_state,
@@ -143,10 +145,17 @@ def apply_state(program: dspy.Module, state: dict[str, Any], *, source: str = "s
     """Check `state` against the live program and load it; warnings for secrets removed. Raises BadState."""
     import dspy
 
+    check_saved_state(keyed_state(program, state), source)  # the format and exactness first: they say what to do
     state, warnings = strip_secrets(keyed_state(program, state))
     params = dict(program.named_parameters())
     names = set(state) - {METADATA_KEY}
     missing, extra = sorted(params.keys() - names), sorted(names - params.keys())
+    stray = [name for name in extra if not is_predictor_state(state[name])]
+    if stray and not missing:  # DSPy's load_state ignores them; a registry keeps only what loads
+        raise BadState(
+            f"{source}: top-level key{'s' if len(stray) > 1 else ''} {', '.join(map(repr, stray))} "
+            "is neither a part of the program nor DSPy's metadata: remove it"
+        )
     if missing or extra:
         parts = []
         if missing:
@@ -311,6 +320,22 @@ def _longest_backtick_run(text: str) -> int:
 
 def prompt_file(predictor_name: str) -> str:
     return f"{PROMPTS_DIR}/{_safe(predictor_name)}.md"
+
+
+def prompt_files(predictor_names: list[str]) -> dict[str, str]:
+    """predictor -> its prompts/*.md, distinct for every predictor: names that sanitize to the same file name, also
+    on a case-insensitive disk (`hops[0]` and `hops_0_`, `QA` and `qa`), each get a suffix from their own hash, so
+    a name's file never depends on the order of the others."""
+    taken: dict[str, int] = {}
+    for name in predictor_names:
+        key = prompt_file(name).casefold()
+        taken[key] = taken.get(key, 0) + 1
+    return {
+        name: prompt_file(name)
+        if taken[prompt_file(name).casefold()] == 1
+        else f"{PROMPTS_DIR}/{_safe(name)}-{_digest(name)[:8]}.md"
+        for name in predictor_names
+    }
 
 
 # -- the program's interface and an example --------------------------------------------------------------------------
@@ -511,6 +536,10 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     """
     import dspy
 
+    texts = {"notes": meta.notes, "optimizer": meta.optimizer, "author": meta.author, **(meta.metrics or {})}
+    for key, text in {**texts, **{f"lm.{k}": v for k, v in (meta.lm or {}).items()}}.items():
+        if (isinstance(text, str) and invalid_text(text)) or invalid_text(key):
+            raise BadState(f"{key} is not valid Unicode (a lone surrogate): pass UTF-8 text")
     warnings = apply_state(source.program, state, source=origin)
     unrendered = unrendered_demos(source.program)
     if unrendered and not meta.allow_unrendered_demos:
@@ -532,8 +561,9 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
         PROGRAM_JSON: state_json(clean_state),
         PROMPTS_JSON: canonical_json(program_prompts(source.program)),
     }
+    prompt_paths = prompt_files([name for name, _ in source.program.named_predictors()])
     for name, predictor in source.program.named_predictors():
-        files[prompt_file(name)] = render_prompt(name, predictor).encode()
+        files[prompt_paths[name]] = render_prompt(name, predictor).encode()
     for path, data in source.code.items():
         files[f"{CODE_DIR}/{path}"] = data
     inputs = interface_inputs(source.program)
@@ -547,6 +577,8 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     warnings += [lm_removed_warning(key, "the manifest's [lm]") for key in screen.dropped]
     lm = screen.kept
     _refuse_secrets(files, lm)
+    saved = saved_with(state)
+    warnings += [w for w in [version_warning(origin, saved, dspy.__version__)] if w]
     manifest = Manifest(
         program=ProgramInfo(meta.name, meta.version, source.entrypoint, meta.created, meta.author, meta.notes),
         optimization=Optimization(meta.optimizer, meta.trainset_size, meta.dev_score, dict(meta.metrics or {})),
@@ -557,6 +589,7 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
         },
         lm=lm,
         files={path: hashlib.sha256(data).hexdigest() for path, data in files.items()},
+        saved_with=saved,
     )
     files[MANIFEST_TOML] = manifest.dumps().encode()
     return Bundle(files, manifest, tuple(warnings))

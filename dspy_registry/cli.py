@@ -134,7 +134,10 @@ def _err() -> Any:
 
 
 def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    from .saved_state import printable_json
+
+    # Strict JSON out: NaN and Infinity read from a hand-made state are printed by name, as strings.
+    sys.stdout.write(json.dumps(printable_json(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 @contextmanager
@@ -282,6 +285,7 @@ def publish(
         from .bundle import import_program
         from .state import read_state_file
 
+        _check_text_options({"--notes": notes, "--optimizer": optimizer, "--lm": lm})
         with _open(registry) as reg:
             # Cheap checks first: a bad state or version fails before the program is imported.
             state_dict = read_state_file(state)
@@ -319,6 +323,16 @@ def publish(
             from .render import publish_summary
 
             _out().print(publish_summary(result))
+
+
+def _check_text_options(options: dict[str, str | None]) -> None:
+    """Text that goes into git and TOML must be valid Unicode: bytes that are not UTF-8 reach Python's argv as lone
+    surrogates, which no file or commit can hold."""
+    from .saved_state import invalid_text
+
+    for option, value in options.items():
+        if value is not None and invalid_text(value):
+            raise RegistryError(f"{option} is not valid Unicode (bytes that are not UTF-8?): pass UTF-8 text")
 
 
 def _recording_lm(model: str | None) -> Any:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .interface_diff import InterfaceChanges, diff_interface
+from .saved_state import saved_with
 from .state import (
     EXAMPLE_KEYS,
     LEGACY_PREDICTOR_KEYS,
@@ -124,12 +125,11 @@ def view_from_state(
             params[name] = mask_credentials(entry)
             continue
         predictors[name] = _predictor_from_state(entry, typed.get(name) if typed else None)
-    metadata: dict[str, Any] = {}
+    # What saved the file, named as a bundle's manifest names it ([saved_with]), so a file and a ref compare.
+    metadata: dict[str, Any] = {f"saved_with.{key}": value for key, value in saved_with(state).items()}
     saved = state.get(METADATA_KEY)
     for key, value in (saved if isinstance(saved, dict) else {}).items():
-        if key == "dependency_versions" and isinstance(value, dict):
-            metadata |= {f"runtime.{k}": mask_credentials(v) for k, v in value.items()}
-        else:  # any other key DSPy may add is compared too; a credential-named one keeps only its name
+        if key != "dependency_versions":  # any other key DSPy may add is compared too; a credential name is masked
             metadata[f"metadata.{key}"] = MASK if is_credential_name(str(key)) else mask_credentials(value)
     return ProgramView(label, predictors, params, metadata)
 

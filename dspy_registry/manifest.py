@@ -47,6 +47,9 @@ class Manifest:
     lm: Mapping[str, Any]
     files: Mapping[str, str]
     schema_version: int = SCHEMA_VERSION
+    # `metadata.dependency_versions` of the published state: the DSPy and Python that saved it (the optimizer's
+    # machine), beside [runtime], the publisher's. Additive: a schema_version 1 manifest without it reads as empty.
+    saved_with: Mapping[str, str] = field(default_factory=dict)
 
     def dumps(self) -> str:
         doc = tomlkit.document()
@@ -59,6 +62,8 @@ class Manifest:
             opt_table["metrics"] = _table(dict(self.optimization.metrics))
         doc["optimization"] = opt_table
         doc["runtime"] = _table(dict(self.runtime))
+        if self.saved_with:
+            doc["saved_with"] = _table(dict(self.saved_with))
         doc["lm"] = _table(dict(self.lm))
         doc["files"] = _table(dict(sorted(self.files.items())))
         return tomlkit.dumps(doc)
@@ -85,6 +90,7 @@ class Manifest:
                 lm=dict(data.get("lm", {})),
                 files=dict(data.get("files", {})),
                 schema_version=version,
+                saved_with=_strings(data.get("saved_with", {}), f"{where}: [saved_with]"),
             )
         except BadManifest:
             raise
@@ -119,6 +125,13 @@ def _check_manifest_types(data: Mapping[str, Any], where: str) -> None:
         for key, value in values.items():
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise BadManifest(f"{where}: [{table}] {key} has the wrong type: {value!r}")
+
+
+def _strings(table: Any, where: str) -> dict[str, str]:
+    """A table of version strings, as read from git: anything else is a forged or broken manifest."""
+    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
+        raise BadManifest(f"{where} must be a table of version strings")
+    return dict(table)
 
 
 def _table(values: Mapping[str, Any]) -> tomlkit.items.Table:

@@ -123,6 +123,7 @@ class VersionDetail:
                 "metrics": dict(m.optimization.metrics),
             },
             "runtime": dict(m.runtime),
+            "saved_with": dict(m.saved_with),
             "lm": dict(m.lm),
             "files": dict(m.files),
         }
@@ -1130,6 +1131,7 @@ def _manifest_metadata(m: Manifest) -> dict[str, Any]:
     }
     meta |= {f"metrics.{k}": v for k, v in m.optimization.metrics.items()}
     meta |= {f"runtime.{k}": v for k, v in m.runtime.items()}
+    meta |= {f"saved_with.{k}": v for k, v in m.saved_with.items()}
     meta |= {f"lm.{k}": v for k, v in mask_lm_state(m.lm).items()}  # a forged [lm] never prints its secrets
     return {k: v for k, v in meta.items() if v is not None}
 

@@ -177,6 +177,7 @@ def detail_view(d: VersionDetail) -> Group:
         ("trainset size", str(m.optimization.trainset_size) if m.optimization.trainset_size is not None else "-"),
         ("dev score", _score(m.optimization.dev_score)),
         ("runtime", ", ".join(f"{k} {v}" for k, v in m.runtime.items()) or "-"),
+        ("saved with", ", ".join(f"{k} {v}" for k, v in m.saved_with.items()) or "-"),
         ("lm", ", ".join(f"{k}={v}" for k, v in m.lm.items()) or "-"),
     ]
     rows += [(f"metric {k}", str(v)) for k, v in m.optimization.metrics.items()]
