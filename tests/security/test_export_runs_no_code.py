@@ -47,7 +47,10 @@ def forge_named_type(registry: Registry, version: str, base: str, *, payload: bo
 
 @pytest.mark.parametrize("payload_in", ["the version", "an earlier version"])
 def test_export_and_proto_never_import_bundled_code(
-    published: Registry, tmp_path: Path, marker: Path, payload_in: str  # noqa: F811
+    published: Registry,
+    tmp_path: Path,
+    marker: Path,  # noqa: F811 - the fixture imported above
+    payload_in: str,
 ) -> None:
     forge_named_type(published, "v9.0", "qa/v1.1", payload=True)
     target = "qa/v9.0"
@@ -80,7 +83,11 @@ print("IMPORTED=" + json.dumps({"dspy": "dspy" in sys.modules, "from_registry": 
 """
 
 
-def test_typed_proto_comes_from_interface_json(registry: Registry, tmp_path: Path, marker: Path) -> None:  # noqa: F811
+def test_typed_proto_comes_from_interface_json(
+    registry: Registry,
+    tmp_path: Path,
+    marker: Path,  # noqa: F811 - the fixture imported above
+) -> None:
     source = ZOO.read_text()
     publish_source(registry, tmp_path, source + PAYLOAD, "make_typed", "typed", "v1.0")
     publish_source(registry, tmp_path, source, "make_typed", "typed", "v1.1")
