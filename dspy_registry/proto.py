@@ -201,7 +201,8 @@ class _Shaper:
         self.messages[name] = ()  # a model that refers to itself finds its name while its fields are read
         self.docs[name] = str(schema.get("description") or "").strip()
         properties: Mapping[str, Any] = schema["properties"]
-        required = schema.get("required") if isinstance(schema.get("required"), list) else []
+        listed = schema.get("required")
+        required = set(map(str, listed)) if isinstance(listed, list) else set()
         order = [p for p in schema.get(ORDER) or () if p in properties]
         order += sorted(p for p in properties if p not in order)
         fields = []
