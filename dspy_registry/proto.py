@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from .runtime.signature import ORDER, interface_schema
+from .runtime.signature import ORDER, SCHEMA, UnknownType, annotation_from_text, interface_schema
 
 if TYPE_CHECKING:
     from .registry import Registry, Resolved
@@ -62,6 +62,7 @@ class FieldShape:
     description: str = ""
     required: bool = False
     type_text: str = ""  # the Python type, as interface.json writes it (or, in a message, as its schema says)
+    named: bool = False  # no schema, and the type text names a type only the code defines: JSON text for now
 
 
 @dataclass(frozen=True)
@@ -312,11 +313,46 @@ def signature(program: str, interface: Mapping[str, Any]) -> Signature:
         text = str(spec.get("type") or "Any")
         required = side == 0 and bool(spec.get("required", True))
         description = " ".join(str(spec.get("description") or "").split())
-        return shaper.field(spec["name"], interface_schema(spec), description, required, plain_type(text))
+        found = shaper.field(spec["name"], interface_schema(spec), description, required, plain_type(text))
+        return replace(found, named=not isinstance(spec.get(SCHEMA), dict) and _names_a_type(text))
 
     inputs = _settle_enums(tuple(one(0, f) for f in interface.get("inputs", [])))
     outputs = _settle_enums(tuple(one(1, f) for f in interface.get("outputs", [])))
     return Signature(inputs, outputs, dict(shaper.messages), dict(shaper.docs))
+
+
+def _names_a_type(text: str) -> bool:
+    try:
+        annotation_from_text(text)
+    except UnknownType:
+        return True
+    return False
+
+
+def adopt_later_types(history: Sequence[Signature]) -> list[Signature]:
+    """`history` (oldest first) as it numbers fields: a field of an earlier version that has no schema and whose type
+    text only names its type (published before schemas were recorded) is numbered as the same field of the next
+    version, when that one has the same type text and a schema. So a pydantic-typed field keeps the numbers that
+    dspyreg gave it when it read the type from the program. The last signature, the one rendered, stays as it is."""
+    out = list(history)
+    for i in range(len(out) - 2, -1, -1):
+        earlier, later = out[i], out[i + 1]
+
+        def adopt(fields: tuple[FieldShape, ...], later_fields: tuple[FieldShape, ...]) -> tuple[FieldShape, ...]:
+            by_name = {f.name: f for f in later_fields}
+            adopted = []
+            for f in fields:
+                g = by_name.get(f.name)
+                if f.named and g is not None and not g.named and g.type_text == f.type_text:
+                    f = replace(f, shape=g.shape, named=False)
+                adopted.append(f)
+            return tuple(adopted)
+
+        inputs, outputs = adopt(earlier.inputs, later.inputs), adopt(earlier.outputs, later.outputs)
+        if (inputs, outputs) != (earlier.inputs, earlier.outputs):
+            messages = {**later.messages, **earlier.messages}
+            out[i] = Signature(inputs, outputs, messages, {**later.docs, **earlier.docs})
+    return [*out[:-1], *history[-1:]]
 
 
 # -- numbering --------------------------------------------------------------------------------------------------------
@@ -364,7 +400,7 @@ def render(program: str, history: Sequence[Signature]) -> str:
         raise ValueError("render needs at least the signature of the version to render")
     names = Names.of(program)
     numbers = _Numbers()
-    for sig in history:
+    for sig in adopt_later_types(history):
         _number(numbers, names, sig)
     sig = history[-1]
     out = [
