@@ -316,8 +316,13 @@ def signature(program: str, interface: Mapping[str, Any]) -> Signature:
         found = shaper.field(spec["name"], interface_schema(spec), description, required, plain_type(text))
         return replace(found, named=not isinstance(spec.get(SCHEMA), dict) and _names_a_type(text))
 
-    inputs = _settle_enums(tuple(one(0, f) for f in interface.get("inputs", [])))
-    outputs = _settle_enums(tuple(one(1, f) for f in interface.get("outputs", [])))
+    def fields(side: str) -> list[Mapping[str, Any]]:  # interface.json is read from git: skip what is no field
+        found = interface.get(side)
+        items = found if isinstance(found, list) else []
+        return [f for f in items if isinstance(f, Mapping) and isinstance(f.get("name"), str)]
+
+    inputs = _settle_enums(tuple(one(0, f) for f in fields("inputs")))
+    outputs = _settle_enums(tuple(one(1, f) for f in fields("outputs")))
     return Signature(inputs, outputs, dict(shaper.messages), dict(shaper.docs))
 
 
