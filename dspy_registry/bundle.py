@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import BadProgramSpec, BadState, RegistryError
 from .manifest import Manifest, Optimization, ProgramInfo
+from .runtime.signature import forward_inputs as _forward_inputs
+from .runtime.signature import record_schemas
 from .saved_state import check_saved_state, invalid_text, saved_with, version_warning
 from .state import (
     LEGACY_PREDICTOR_KEYS,
@@ -349,50 +351,6 @@ def _known_fields(program: Any) -> dict[str, dict[str, Any]]:
     return known
 
 
-def _forward_inputs(program: Any) -> list[tuple[str, Any, bool]]:
-    """(name, annotation, required) of what callers pass: forward()'s named parameters, and when it also takes
-    **kwargs (dspy.Predict, ChainOfThought, ReAct, BestOfN...), the inputs of the signature it is called with."""
-    forward = type(program).forward  # the class's function: DSPy warns when an instance's forward is touched
-    try:
-        hints = typing.get_type_hints(forward)
-    except Exception:  # an annotation that does not resolve: keep its text
-        hints = {}
-    parameters = list(inspect.signature(forward).parameters.values())[1:]
-    named = [(p.name, hints.get(p.name, p.annotation), p.default is p.empty) for p in parameters if p.kind in _NAMED]
-    if named and not any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return named
-    taken = {name for name, _, _ in named}
-    return named + [field for field in _signature_inputs(program) if field[0] not in taken]
-
-
-_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-
-
-def _signature_inputs(program: Any) -> list[tuple[str, Any, bool]]:
-    """The inputs a module that takes **kwargs passes on: its own `signature` (Predict, ReAct, ProgramOfThought:
-    without the fields it fills itself, such as ReAct's trajectory), the module it wraps (BestOfN, Refine), else its
-    first predictor's inputs less those the module fills (MultiChainComparison's reasoning attempts)."""
-    import dspy
-
-    signature = getattr(program, "signature", None)
-    wrapped = getattr(program, "module", None)
-    fields: Mapping[str, Any]
-    if isinstance(signature, type) and issubclass(signature, dspy.Signature):
-        fields = signature.input_fields  # type: ignore[attr-defined]  # a class property of SignatureMeta
-    elif isinstance(wrapped, dspy.Module) and wrapped is not program:
-        return _forward_inputs(wrapped)
-    else:
-        predictors = program.predictors()
-        fields = predictors[0].signature.input_fields if predictors else {}
-        if isinstance(program, dspy.MultiChainComparison):
-            fields = {k: v for k, v in fields.items() if not re.fullmatch(r"reasoning_attempt_\d+", k)}
-    return [(name, info.annotation, not _nullable(info.annotation)) for name, info in fields.items()]
-
-
-def _nullable(annotation: Any) -> bool:
-    return type(None) in typing.get_args(annotation)
-
-
 def _interface_field(known: Mapping[str, dict[str, Any]], name: str, annotation: Any, required: bool) -> dict[str, Any]:
     field = dict(known.get(name) or {"name": name, "type": "Any", "description": ""})
     field.pop("prefix", None)
@@ -570,7 +528,8 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     example = example_input(source.program, inputs)
     outputs = interface_outputs(source.program, example)
     output = example_output(source.program, example, [f["name"] for f in outputs], meta.record_with)
-    files[INTERFACE_JSON] = canonical_json({"inputs": inputs, "outputs": outputs})
+    # Each field's JSON Schema beside its type text, so the .proto is built without importing this code again.
+    files[INTERFACE_JSON] = canonical_json(record_schemas(source.program, {"inputs": inputs, "outputs": outputs}))
     files[EXAMPLE_INPUT] = canonical_json(example)
     files[EXAMPLE_OUTPUT] = canonical_json(output)
     screen = screen_lm_state(dict(meta.lm) if meta.lm else _lm_settings(source.program))

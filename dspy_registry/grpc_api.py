@@ -111,7 +111,7 @@ def version_api(server: PipelineServer) -> VersionApi:
     def message(name: str) -> Any:
         return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
 
-    sig = proto.signature(server.name, server.interface, lambda: proto.live_types(server.program))
+    sig = proto.signature(server.name, server.interface)  # interface.json alone, as the .proto was written
     api = VersionApi(
         pool,
         message(names.request),

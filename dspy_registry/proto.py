@@ -5,12 +5,14 @@ the interface.json of every published version of the program up to it, in semant
 are stable: a field keeps its number while its name and wire type stay, a field added later takes the next free
 number, and a field that is gone has its number and name reserved. The same holds for the values of an enum.
 
-Types: str, int, float and bool map to string, int64, double and bool; list[X] to `repeated X`; a Literal of strings
-to an enum (a Literal of ints or bools to int64 or bool; other Literals to string or JSON text); a pydantic model to
-a message of its own; anything else (dict, Any, unions, nested lists...) to a string holding JSON text. Every
-singular field is `optional`, so a server tells an unset field from a zero value, as REST tells a missing key from 0.
-The type text of interface.json is enough for builtins; a type it only names (a pydantic model) is read from the
-version's live program, imported from its bundled code only when needed.
+Types come from the JSON Schema that publish recorded for each field in interface.json (runtime/signature.py):
+string, integer, number and boolean map to string, int64, double and bool; an array to `repeated X`; an enum of
+strings (a Literal) to an enum (of ints or bools to int64 or bool; other enums to string or JSON text); an object with
+properties (a pydantic model) to a message of its own; anything else (dict, Any, unions, nested lists...) to a string
+holding JSON text. Every singular field is `optional`, so a server tells an unset field from a zero value, as REST
+tells a missing key from 0. A version published before schemas were recorded has only its type text: builtins,
+Literals and lists of them are read from it, and a type it only names (a pydantic model) travels as JSON text. No
+version's code is ever imported here: `dspyreg proto` and `dspyreg export` run no registry code.
 
 Pure functions over interfaces, apart from `program_proto`, which reads them from the registry. No grpc here: the
 server side is grpc_api.py.
@@ -18,30 +20,20 @@ server side is grpc_api.py.
 
 from __future__ import annotations
 
-import ast
-import collections.abc
-import inspect
 import json
-import os
 import re
-import shutil
-import tempfile
-import types
-import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal
+
+from .runtime.signature import ORDER, SCHEMA, UnknownType, annotation_from_text, interface_schema
 
 if TYPE_CHECKING:
     from .registry import Registry, Resolved
 
 Kind = Literal["string", "int64", "double", "bool", "json", "enum", "message"]  # "json": JSON text in a string
-SCALARS: dict[Any, Kind] = {str: "string", int: "int64", float: "double", bool: "bool"}
 # Protobuf keeps 19000-19999 for itself.
 _RESERVED_BY_PROTOBUF = range(19000, 20000)
-LiveTypes = tuple[Mapping[str, Any], Mapping[str, Any]]  # (inputs, outputs): field name -> live annotation
 
 
 @dataclass(frozen=True)
@@ -69,7 +61,8 @@ class FieldShape:
     shape: Shape
     description: str = ""
     required: bool = False
-    type_text: str = ""  # the Python type, as interface.json (or the model) writes it
+    type_text: str = ""  # the Python type, as interface.json writes it (or, in a message, as its schema says)
+    named: bool = False  # no schema, and the type text names a type only the code defines: JSON text for now
 
 
 @dataclass(frozen=True)
@@ -142,132 +135,134 @@ def enum_value_name(field_name: str, value: str) -> str:
     return f"{_upper(field_name)}_{_upper(value)}"
 
 
-# -- Python types -> shapes -------------------------------------------------------------------------------------------
-class _Unresolved(Exception):
-    """interface.json's type text names something only the live program knows (a pydantic model, an Enum...)."""
+# -- JSON Schemas -> shapes -------------------------------------------------------------------------------------------
+_SCALAR_TYPES: dict[str, Kind] = {"string": "string", "integer": "int64", "number": "double", "boolean": "bool"}
 
 
-_TEXT_NAMES: dict[str, Any] = {
-    "str": str,
-    "int": int,
-    "float": float,
-    "bool": bool,
-    "bytes": bytes,
-    "Any": Any,
-    "None": None,
-    "NoneType": type(None),
-    "list": list,
-    "List": list,
-    "set": set,
-    "Set": set,
-    "tuple": tuple,
-    "Tuple": tuple,
-    "dict": dict,
-    "Dict": dict,
-    "Optional": Optional,
-    "Union": Union,
-    "Literal": Literal,
-}
-
-
-def annotation_from_text(text: str) -> Any:
-    """The annotation that interface.json's type text stands for, when the text alone says it (`list[str]`,
-    `Literal['a', 'b']`, `int | None`...). Raises _Unresolved for a name only the program knows."""
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-    except SyntaxError:
-        raise _Unresolved(text) from None
-
-    def build(n: ast.expr) -> Any:
-        if isinstance(n, ast.Constant):
-            return n.value
-        if isinstance(n, ast.Name) and n.id in _TEXT_NAMES:
-            return _TEXT_NAMES[n.id]
-        if isinstance(n, ast.Attribute) and n.attr in _TEXT_NAMES and n.attr[0].isupper():  # typing.Optional...
-            return _TEXT_NAMES[n.attr]
-        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr):
-            return Union[build(n.left), build(n.right)]  # noqa: UP007 - a union built at run time
-        if isinstance(n, ast.Subscript):
-            base = build(n.value)
-            items = n.slice.elts if isinstance(n.slice, ast.Tuple) else [n.slice]
-            args = tuple(build(item) for item in items)
-            try:
-                return base[args if len(args) > 1 else args[0]]
-            except TypeError:
-                raise _Unresolved(text) from None
-        raise _Unresolved(text)
-
-    return build(node)
-
-
-def _is_model(annotation: Any) -> bool:
-    """A pydantic model class (by its shape: pydantic is not imported here)."""
-    return inspect.isclass(annotation) and isinstance(getattr(annotation, "model_fields", None), dict)
-
-
-def _nullable(annotation: Any) -> bool:
-    return typing.get_origin(annotation) in (Union, types.UnionType) and type(None) in typing.get_args(annotation)
-
-
-_LISTS = (list, set, frozenset, tuple, collections.abc.Sequence)
+def _is_null(schema: Any) -> bool:
+    return isinstance(schema, Mapping) and (schema.get("type") == "null" or schema.get("const", 0) is None)
 
 
 class _Shaper:
-    """Turns live annotations into shapes, collecting the pydantic models they use as messages of their own."""
+    """Turns the JSON Schemas of interface.json into shapes, collecting objects with properties (pydantic models)
+    as messages of their own. Each field's schema carries its own `$defs`."""
 
     def __init__(self, taken: set[str]) -> None:
         self.messages: dict[str, tuple[FieldShape, ...]] = {}
         self.docs: dict[str, str] = {}
-        self._names: dict[Any, str] = {}
+        self._names: dict[str, str] = {}  # a definition (as JSON) -> its message's name
         self._taken = set(taken)
 
-    def shape(self, annotation: Any) -> Shape:
-        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-        if origin is Annotated:
-            return self.shape(args[0])
-        if origin in (Union, types.UnionType):
-            rest = [a for a in args if a is not type(None)]
-            return self.shape(rest[0]) if len(rest) == 1 else JSON
-        if isinstance(annotation, type) and annotation in SCALARS:
-            return Shape(SCALARS[annotation])
-        if origin is Literal:
-            return _literal(args)
-        if origin in _LISTS:
-            if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-                return JSON  # a fixed-length tuple is a record, not a list
-            if not args or _nullable(args[0]):
-                return JSON  # a repeated field holds no nulls
-            inner = self.shape(args[0])
+    def field(self, name: str, schema: Mapping[str, Any], description: str, required: bool, text: str) -> FieldShape:
+        defs = schema.get("$defs")
+        shape = self.shape(schema, defs if isinstance(defs, Mapping) else {})
+        return FieldShape(name, shape, description, required, text)
+
+    def shape(self, schema: Any, defs: Mapping[str, Any], depth: int = 0) -> Shape:
+        schema, title = _resolve(schema, defs)
+        if depth > 64:  # a schema nested deeper than any signature: a forged one
+            return JSON
+        for key in ("anyOf", "oneOf"):
+            if isinstance(schema.get(key), list):
+                rest = [s for s in schema[key] if not _is_null(s)]
+                return self.shape(rest[0], defs, depth + 1) if len(rest) == 1 else JSON
+        if isinstance(schema.get("allOf"), list) and len(schema["allOf"]) == 1:
+            return self.shape(schema["allOf"][0], defs, depth + 1)
+        if isinstance(schema.get("enum"), list):
+            return _literal(schema["enum"])
+        if "const" in schema:
+            return _literal([schema["const"]])
+        kind = schema.get("type")
+        if isinstance(kind, list):
+            rest = [k for k in kind if k != "null"]
+            kind = rest[0] if len(rest) == 1 else None
+        if isinstance(kind, str) and kind in _SCALAR_TYPES:
+            return Shape(_SCALAR_TYPES[kind])
+        if kind == "array":
+            items = schema.get("items")
+            if "prefixItems" in schema or not isinstance(items, Mapping) or _nullable(items, defs):
+                return JSON  # a fixed-length tuple is a record, and a repeated field holds no nulls
+            inner = self.shape(items, defs, depth + 1)
             return JSON if inner.repeated or inner.kind == "json" else replace(inner, repeated=True)
-        if _is_model(annotation):
-            return Shape("message", message=self._message(annotation))
+        if kind == "object" and isinstance(schema.get("properties"), Mapping):
+            return Shape("message", message=self._message(schema, title, defs, depth))
         return JSON
 
-    def _message(self, model: Any) -> str:
-        if model in self._names:
-            return self._names[model]
-        base = re.sub(r"[^0-9A-Za-z_]", "_", model.__name__).strip("_") or "Model"
+    def _message(self, schema: Mapping[str, Any], title: str, defs: Mapping[str, Any], depth: int) -> str:
+        identity = json.dumps([title, schema], sort_keys=True, default=str)
+        if identity in self._names:
+            return self._names[identity]
+        base = re.sub(r"[^0-9A-Za-z_]", "_", title or str(schema.get("title") or "")).strip("_") or "Model"
         base = f"M{base}" if base[0].isdigit() else base
         name, n = base, 2
         while name in self._taken:
             name, n = f"{base}{n}", n + 1
         self._taken.add(name)
-        self._names[model] = name
+        self._names[identity] = name
         self.messages[name] = ()  # a model that refers to itself finds its name while its fields are read
-        self.docs[name] = inspect.cleandoc(model.__doc__) if model.__doc__ else ""
+        self.docs[name] = str(schema.get("description") or "").strip()
+        properties: Mapping[str, Any] = schema["properties"]
+        listed = schema.get("required")
+        required = set(map(str, listed)) if isinstance(listed, list) else set()
+        order = [p for p in schema.get(ORDER) or () if p in properties]
+        order += sorted(p for p in properties if p not in order)
         fields = []
-        for field_name, info in model.model_fields.items():
+        for field_name in order:
+            prop = properties[field_name] if isinstance(properties[field_name], Mapping) else {}
             fields.append(
                 FieldShape(
                     field_name,
-                    self.shape(info.annotation),
-                    " ".join((info.description or "").split()),
-                    bool(info.is_required()),
-                    _type_text(info.annotation),
+                    self.shape(prop, defs, depth + 1),
+                    " ".join(str(prop.get("description") or "").split()),
+                    field_name in required,
+                    schema_text(prop, defs),
                 )
             )
         self.messages[name] = _settle_enums(tuple(fields))
         return name
+
+
+def _resolve(schema: Any, defs: Mapping[str, Any]) -> tuple[Mapping[str, Any], str]:
+    """A schema with its `$ref`s to `$defs` followed: (the definition, the name it is defined under, else "")."""
+    title = ""
+    seen: set[str] = set()
+    while isinstance(schema, Mapping) and isinstance(schema.get("$ref"), str) and schema["$ref"] not in seen:
+        ref = schema["$ref"]
+        seen.add(ref)
+        title = ref.rsplit("/", 1)[-1]
+        schema = defs.get(title) if ref.startswith("#/$defs/") else None
+    return (schema if isinstance(schema, Mapping) else {}), title
+
+
+def _nullable(schema: Mapping[str, Any], defs: Mapping[str, Any]) -> bool:
+    resolved, _ = _resolve(schema, defs)
+    return _is_null(resolved) or any(_is_null(s) for s in resolved.get("anyOf") or ())
+
+
+def schema_text(schema: Any, defs: Mapping[str, Any], depth: int = 0) -> str:
+    """A JSON Schema as a Python type's text, for the comments of the .proto (`list[Item]`, `Literal['s', 'm']`)."""
+    resolved, title = _resolve(schema, defs)
+    if depth > 16:
+        return "Any"
+    if title:
+        return plain_type(title)
+    if isinstance(resolved.get("anyOf"), list):
+        return " | ".join(schema_text(s, defs, depth + 1) for s in resolved["anyOf"])
+    if isinstance(resolved.get("allOf"), list) and len(resolved["allOf"]) == 1:
+        return schema_text(resolved["allOf"][0], defs, depth + 1)
+    if isinstance(resolved.get("enum"), list) or "const" in resolved:
+        values = resolved["enum"] if isinstance(resolved.get("enum"), list) else [resolved["const"]]
+        return f"Literal[{', '.join(repr(v) for v in values)}]"
+    kind = resolved.get("type")
+    if kind == "array":
+        return f"list[{schema_text(resolved.get('items', {}), defs, depth + 1)}]"
+    if kind == "object":
+        if isinstance(resolved.get("properties"), Mapping):
+            return plain_type(str(resolved.get("title") or "dict"))
+        extra = resolved.get("additionalProperties")
+        return f"dict[str, {schema_text(extra, defs, depth + 1)}]" if isinstance(extra, Mapping) else "dict"
+    names = {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "null": "None"}
+    return names.get(str(kind), "Any")
 
 
 def _literal(values: Sequence[Any]) -> Shape:
@@ -300,12 +295,6 @@ def _settle_enums(fields: tuple[FieldShape, ...]) -> tuple[FieldShape, ...]:
     return tuple(out)
 
 
-def _type_text(annotation: Any) -> str:
-    from .bundle import type_name
-
-    return plain_type(type_name(annotation))
-
-
 _QUALIFIED = re.compile(r"""('[^']*'|"[^"]*")|\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])""")
 
 
@@ -315,57 +304,60 @@ def plain_type(text: str) -> str:
     return _QUALIFIED.sub(lambda m: m.group(1) or "", text)
 
 
-def live_types(program: Any) -> LiveTypes:
-    """The live annotations behind interface.json, as bundle.py wrote them: an input's from forward()'s signature,
-    else from the first predictor that declares the field; an output's from the first predictor that declares it
-    as an output, else as for an input."""
-    from .bundle import _forward_inputs
-
-    declared: dict[str, Any] = {}
-    for _, predictor in program.named_predictors():
-        sig = predictor.signature
-        for name, info in (*sig.input_fields.items(), *sig.output_fields.items()):
-            declared.setdefault(name, info.annotation)
-    inputs = dict(declared)
-    for name, annotation, _ in _forward_inputs(program):
-        if annotation is not inspect.Parameter.empty and annotation is not None and not isinstance(annotation, str):
-            inputs[name] = annotation
-    outputs: dict[str, Any] = {}
-    for _, predictor in program.named_predictors():  # an output is typed as a predictor declares it as an output
-        for name, info in predictor.signature.output_fields.items():
-            outputs.setdefault(name, info.annotation)
-    return inputs, {**declared, **outputs}
-
-
-def signature(
-    program: str, interface: Mapping[str, Any], live: Callable[[], LiveTypes | None] | None = None
-) -> Signature:
-    """One version's interface in .proto terms. `live` gives the program's live annotations; it is called (once)
-    only when a type text names something the text alone does not define; without it, such a field is JSON text."""
+def signature(program: str, interface: Mapping[str, Any]) -> Signature:
+    """One version's interface in .proto terms, from interface.json alone: each field's JSON Schema as publish
+    recorded it, else what its type text alone says (runtime/signature.py); never the program's code."""
     shaper = _Shaper(Names.of(program).all())
-    loaded: list[LiveTypes | None] = []
-
-    def live_annotation(side: int, name: str) -> Any:
-        if live is None:
-            return Any
-        if not loaded:
-            loaded.append(live())
-        found = loaded[0]
-        return Any if found is None else found[side].get(name, Any)
 
     def one(side: int, spec: Mapping[str, Any]) -> FieldShape:
         text = str(spec.get("type") or "Any")
-        try:
-            annotation = annotation_from_text(text)
-        except _Unresolved:
-            annotation = live_annotation(side, spec["name"])
         required = side == 0 and bool(spec.get("required", True))
         description = " ".join(str(spec.get("description") or "").split())
-        return FieldShape(spec["name"], shaper.shape(annotation), description, required, plain_type(text))
+        found = shaper.field(spec["name"], interface_schema(spec), description, required, plain_type(text))
+        return replace(found, named=not isinstance(spec.get(SCHEMA), dict) and _names_a_type(text))
 
-    inputs = _settle_enums(tuple(one(0, f) for f in interface.get("inputs", [])))
-    outputs = _settle_enums(tuple(one(1, f) for f in interface.get("outputs", [])))
+    def fields(side: str) -> list[Mapping[str, Any]]:  # interface.json is read from git: skip what is no field
+        found = interface.get(side)
+        items = found if isinstance(found, list) else []
+        return [f for f in items if isinstance(f, Mapping) and isinstance(f.get("name"), str)]
+
+    inputs = _settle_enums(tuple(one(0, f) for f in fields("inputs")))
+    outputs = _settle_enums(tuple(one(1, f) for f in fields("outputs")))
     return Signature(inputs, outputs, dict(shaper.messages), dict(shaper.docs))
+
+
+def _names_a_type(text: str) -> bool:
+    try:
+        annotation_from_text(text)
+    except UnknownType:
+        return True
+    return False
+
+
+def adopt_later_types(history: Sequence[Signature]) -> list[Signature]:
+    """`history` (oldest first) as it numbers fields: a field of an earlier version that has no schema and whose type
+    text only names its type (published before schemas were recorded) is numbered as the same field of the next
+    version, when that one has the same type text and a schema. So a pydantic-typed field keeps the numbers that
+    dspyreg gave it when it read the type from the program. The last signature, the one rendered, stays as it is."""
+    out = list(history)
+    for i in range(len(out) - 2, -1, -1):
+        earlier, later = out[i], out[i + 1]
+
+        def adopt(fields: tuple[FieldShape, ...], later_fields: tuple[FieldShape, ...]) -> tuple[FieldShape, ...]:
+            by_name = {f.name: f for f in later_fields}
+            adopted = []
+            for f in fields:
+                g = by_name.get(f.name)
+                if f.named and g is not None and not g.named and g.type_text == f.type_text:
+                    f = replace(f, shape=g.shape, named=False)
+                adopted.append(f)
+            return tuple(adopted)
+
+        inputs, outputs = adopt(earlier.inputs, later.inputs), adopt(earlier.outputs, later.outputs)
+        if (inputs, outputs) != (earlier.inputs, earlier.outputs):
+            messages = {**later.messages, **earlier.messages}
+            out[i] = Signature(inputs, outputs, messages, {**later.docs, **earlier.docs})
+    return [*out[:-1], *history[-1:]]
 
 
 # -- numbering --------------------------------------------------------------------------------------------------------
@@ -413,7 +405,7 @@ def render(program: str, history: Sequence[Signature]) -> str:
         raise ValueError("render needs at least the signature of the version to render")
     names = Names.of(program)
     numbers = _Numbers()
-    for sig in history:
+    for sig in adopt_later_types(history):
         _number(numbers, names, sig)
     sig = history[-1]
     out = [
@@ -537,7 +529,8 @@ def _reserved(numbers: list[int], names: list[str], indent: str) -> list[str]:
 
 # -- from the registry ------------------------------------------------------------------------------------------------
 def program_proto(reg: Registry, resolved: Resolved) -> str:
-    """The .proto of `resolved`: its signature, numbered by the interfaces of every published version up to it."""
+    """The .proto of `resolved`: its signature, numbered by the interfaces of every published version up to it, all
+    read from git (interface.json); no version's code is imported."""
     from .refs import version_key
 
     program, target = resolved.program, version_key(resolved.version)
@@ -546,38 +539,11 @@ def program_proto(reg: Registry, resolved: Resolved) -> str:
     signatures = []
     for _, commit in history:
         raw = reg.store.read_blob(commit, f"{program}/interface.json")
-        interface = json.loads(raw) if raw else {"inputs": [], "outputs": []}
-        signatures.append(signature(program, interface, partial(_registry_live_types, reg, program, commit)))
-    return render(program, signatures)
-
-
-def _registry_live_types(reg: Registry, program: str, commit: str) -> LiveTypes | None:
-    """The live annotations of the program at `commit`, from its bundled code (written once into the cache);
-    None when it does not import: its named types then travel as JSON text."""
-    from .errors import UnsafeTree
-    from .export import write_inside
-    from .manifest import Manifest
-    from .registry import cache_dir
-    from .runtime.inference import import_entrypoint
-
-    manifest = reg.store.read_blob(commit, f"{program}/manifest.toml")
-    if manifest is None:
-        return None
-    entrypoint = Manifest.loads(manifest).program.entrypoint
-    folder = cache_dir() / "code" / commit / program
-    if not folder.is_dir():
-        try:  # every path checked before the first write; a forged tree gives no live types
-            code = reg.store.list_bundle(commit, f"{program}/code/", where=f"{program} at {commit[:12]}")
-        except UnsafeTree:
-            return None
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{program}.tmp-"))
         try:
-            write_inside(tmp, {entry.path: reg.store.blob(entry.sha) for entry in code})
-            os.rename(tmp, folder)
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)  # another process wrote it first
-    try:
-        return live_types(import_entrypoint(folder, entrypoint, commit))
-    except Exception:
-        return None
+            interface = json.loads(raw) if raw else {}
+        except ValueError:
+            interface = {}  # an earlier version's unreadable interface numbers nothing
+        if not isinstance(interface, dict):
+            interface = {}
+        signatures.append(signature(program, interface))
+    return render(program, signatures)

@@ -64,7 +64,7 @@ if TYPE_CHECKING:
 DEFAULT_REGISTRY = "registry"
 TEMPLATE_DIR_NAMES = ("registry_template", "../registry-template")
 PUBLISH_RETRIES = 5
-BUNDLE_LAYOUT = 2  # bump when export writes different files, so caches of older layouts are not reused
+BUNDLE_LAYOUT = 3  # bump when export writes different files, so caches of older layouts are not reused
 
 
 # -- results ---------------------------------------------------------------------------------------------------------

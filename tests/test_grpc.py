@@ -34,6 +34,7 @@ from dspy_registry.bundle import import_program
 from dspy_registry.cli import app
 from dspy_registry.errors import RegistryError
 from dspy_registry.registry import Registry
+from dspy_registry.runtime.signature import field_schema
 from dspy_registry.state import read_state_file
 
 from .conftest import point_prod_at_unloadable
@@ -164,6 +165,14 @@ def _interface(inputs: list[tuple[str, str]], outputs: list[tuple[str, str]]) ->
     }
 
 
+def _with_schemas(interface: dict[str, Any], types: dict[str, Any]) -> dict[str, Any]:
+    """`interface` with the JSON Schemas that publish records for the fields typed in `types`."""
+    for spec in (*interface["inputs"], *interface["outputs"]):
+        if spec["name"] in types:
+            spec["schema"] = field_schema(types[spec["name"]])
+    return interface
+
+
 def test_types_map_from_the_signature(tmp_path: Path) -> None:
     sig = proto.signature(
         "demo",
@@ -178,7 +187,7 @@ def test_types_map_from_the_signature(tmp_path: Path) -> None:
                 ("odd", "Literal['a', 'A']"),
                 ("level", "Literal[1, 2, 3]"),
                 ("maybe", "list[str | None]"),
-                ("thing", "some_module.Thing"),  # only a live program knows it: JSON without one
+                ("thing", "some_module.Thing"),  # only its code knows it: JSON text without a schema
             ],
         ),
     )
@@ -229,10 +238,8 @@ def test_nested_models_become_messages(tmp_path: Path) -> None:
         items: list[Item]
         extra: dict[str, int] | None = None
 
-    def live() -> proto.LiveTypes:
-        return {"item": Item}, {"verdict": Verdict}
-
-    sig = proto.signature("demo", _interface([("item", "Item")], [("verdict", "mod_1234.Verdict")]), live)
+    interface = _interface([("item", "Item")], [("verdict", "mod_1234.Verdict")])
+    sig = proto.signature("demo", _with_schemas(interface, {"item": Item, "verdict": Verdict}))
     assert list(sig.messages) == ["Item", "Verdict"]
     assert [(f.name, f.shape.key, f.required) for f in sig.messages["Item"]] == [
         ("name", "string", True),
@@ -260,10 +267,8 @@ def test_messages_round_trip_and_must_match_the_signature(tmp_path: Path) -> Non
         kind: Literal["leaf", "branch"] = "leaf"
         children: list[Node] = []
 
-    def live() -> proto.LiveTypes:
-        return {"tree": Node}, {"tree": Node}
-
-    sig = proto.signature("demo", _interface([("tree", "Node"), ("meta", "dict[str, Any]")], [("tree", "Node")]), live)
+    interface = _interface([("tree", "Node"), ("meta", "dict[str, Any]")], [("tree", "Node")])
+    sig = proto.signature("demo", _with_schemas(interface, {"tree": Node}))
     pool = grpc_api.compile_proto(proto.render("demo", [sig]), "demo.proto")
     request = _dynamic(pool, "dspyreg.demo.DemoRequest")
     grpc_api.check_messages(request.DESCRIPTOR, sig.inputs, sig, "demo.proto")  # a model that contains itself

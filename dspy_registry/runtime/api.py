@@ -28,7 +28,6 @@ import os
 import socket
 import sys
 import time
-import typing
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,7 +53,8 @@ try:  # inside the dspyreg package
         JsonRefused,
         strict_json,
     )
-except ImportError:  # in an exported bundle, beside inference.py and server_limits.py
+    from .signature import field_types
+except ImportError:  # in an exported bundle, beside inference.py, server_limits.py and signature.py
     from inference import InputError, LMFailure, PipelineServer, ProgramFailure  # type: ignore[no-redef]
     from server_limits import (  # type: ignore[no-redef]
         DEFAULT_BODY_TIMEOUT,
@@ -67,6 +67,7 @@ except ImportError:  # in an exported bundle, beside inference.py and server_lim
         JsonRefused,
         strict_json,
     )
+    from signature import field_types  # type: ignore[no-redef]
 
 ENV_TOKEN = "DSPYREG_API_TOKEN"
 DEFAULT_MAX_BODY = 1 << 20
@@ -100,45 +101,13 @@ class StaticBackend:
 
 
 # -- models from the program's signature -----------------------------------------------------------------------------
-def _annotations(server: PipelineServer) -> dict[str, Any]:
-    """Live types by field name: forward()'s annotations, then the predictors' declared fields."""
-    found: dict[str, Any] = {}
-    for _, predictor in server.program.named_predictors():
-        sig = predictor.signature
-        for name, info in (*sig.output_fields.items(), *sig.input_fields.items()):
-            found.setdefault(name, info.annotation)
-    try:
-        hints = typing.get_type_hints(type(server.program).forward)
-    except Exception:
-        hints = {}
-    found.update({k: v for k, v in hints.items() if k != "return"})
-    return found
-
-
-_BUILTINS = {"str": str, "int": int, "float": float, "bool": bool, "dict": dict, "list": list}
-
-
-def _output_annotations(server: PipelineServer) -> dict[str, Any]:
-    """Live types of the outputs: as a predictor declares the field as an output, else the builtin that
-    interface.json names (what the program returned at publish: ReAct's trajectory is a dict), else as an input."""
-    inputs = _annotations(server)
-    found = {
-        spec["name"]: _BUILTINS.get(str(spec.get("type"))) or inputs.get(spec["name"], Any)
-        for spec in server.interface["outputs"]
-    }
-    declared: dict[str, Any] = {}
-    for _, predictor in server.program.named_predictors():
-        for name, info in predictor.signature.output_fields.items():
-            declared.setdefault(name, info.annotation)
-    return found | {name: declared[name] for name in found.keys() & declared.keys()}
-
-
 def models(server: PipelineServer) -> tuple[type[Any], type[Any]]:
     """(request, response) pydantic models of `server`'s version, built once per loaded version."""
     cached = getattr(server, "_api_models", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    types, output_types = _annotations(server), _output_annotations(server)
+    found = field_types(server.program, server.interface)  # the one reader: interface.json's schemas come from it
+    types, output_types = dict(found.inputs), dict(found.outputs)
     title = "".join(part.capitalize() for part in server.name.replace("-", "_").split("_"))
 
     def field(spec: dict[str, Any], required: bool, types: dict[str, Any] = types) -> tuple[Any, Any]:
