@@ -492,7 +492,14 @@ def bench(
 def export(
     ref: Annotated[str, typer.Argument(help="The version to export: v1.1, prod, qa/prod...")],
     dest: Annotated[Path, typer.Argument(help="Folder to write the deployment bundle to (new or empty).")],
-    force: Annotated[bool, typer.Option("--force", help="Replace the folder if it is not empty.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Export into a folder that is not empty: replace the files of the bundle (and of the previous "
+            "export), keep every other file.",
+        ),
+    ] = False,
     no_verify: NoVerifyOpt = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
@@ -502,8 +509,8 @@ def export(
     """Write a version's deployment bundle: state, prompts, code, config, API server, Docker files, guide."""
     with _funnel(traceback), _open(registry) as reg:
         resolved = _checked(reg, ref, name, no_verify)
-        folder = reg.export(resolved, dest, force=force)
-        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        result = reg.export(resolved, dest, force=force)
+        folder, files = result.path, list(result.files)
         if json_out:
             _print_json(
                 {
@@ -512,13 +519,14 @@ def export(
                     "commit": resolved.commit,
                     "path": str(folder),
                     "files": files,
+                    "replaced": list(result.replaced),
+                    "removed": list(result.removed),
                 }
             )
         else:
-            _out().print(
-                f"Exported {resolved.program} {resolved.version} to {folder} ({len(files)} files). "
-                f"Run it: cd {folder} && python api.py --port 8000"
-            )
+            from .render import export_summary
+
+            _out().print(export_summary(resolved.program, resolved.version, result), soft_wrap=True)
 
 
 @app.command()

@@ -55,6 +55,8 @@ from .state import canonical_json, mask_lm_state
 if TYPE_CHECKING:
     import dspy
 
+    from .export import ExportResult
+
     from .bundle import ProgramSource
     from .diff import Diff, PredictorView, ProgramView
     from .verify import Problem
@@ -902,15 +904,22 @@ class Registry:
             raise VerificationFailed(f"{resolved.program}/{resolved.environment or resolved.version}", problems)
         return resolved
 
-    def export(self, resolved: Resolved, dest: Path, *, force: bool = False) -> Path:
-        """Write the deployment bundle of `resolved` to `dest`: all or nothing (built aside, then renamed in)."""
-        from .export import write_inside
+    def export(self, resolved: Resolved, dest: Path, *, force: bool = False) -> ExportResult:
+        """Write the deployment bundle of `resolved` to `dest`, built aside first. Into a new or empty folder it is
+        renamed in whole; `force` into a used folder replaces only the files the bundle owns (the previous export's
+        list and the new bundle's files) and keeps everything else, such as a .venv or an .env."""
+        from .export import OWNED_LIST, ExportResult, owned_list, replace_owned, write_inside
 
         if dest.exists() and not dest.is_dir():
             raise RegistryError(f"{dest} exists and is not a folder: choose a folder to export to")
-        if dest.is_dir() and any(dest.iterdir()) and not force:
-            raise RegistryError(f"{dest} is not empty: choose an empty folder, or pass --force to replace it")
+        used = dest.is_dir() and any(dest.iterdir())
+        if used and not force:
+            raise RegistryError(
+                f"{dest} is not empty: choose an empty folder, or pass --force to replace the files of the bundle "
+                "(other files stay)"
+            )
         files = self.deployment(resolved)
+        files[OWNED_LIST] = owned_list(files)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
         umask = os.umask(0)
@@ -918,17 +927,12 @@ class Registry:
         tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the bundle private to this user
         try:
             write_inside(tmp, files)
-            if dest.exists():
-                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-                dest.rename(old)
-                tmp.rename(dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(dest)
-        except BaseException:
+            if used:
+                return replace_owned(dest, tmp, files)
+            tmp.rename(dest)  # POSIX renames onto an empty folder
+            return ExportResult(dest, tuple(sorted(files)))
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return dest
 
     def deployment(self, resolved: Resolved) -> dict[str, bytes]:
         """Every file of the deployment bundle: the published ones, then what runs them (see export.py), and the
@@ -943,7 +947,8 @@ class Registry:
         example = json.loads(files.get("examples/input.json", b"{}"))
         records = self.records(resolved)
         proto = program_proto(self, resolved)
-        return files | deployment_files(manifest, resolved.commit, state, interface, example, records, proto)
+        deploy = deployment_files(manifest, resolved.commit, state, interface, example, records, proto, published=files)
+        return files | deploy
 
     def bundle(self, resolved: Resolved) -> list[BundleEntry]:
         """The files of `resolved`'s bundle, every path checked before anything is written (UnsafeTree names a

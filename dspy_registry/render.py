@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .diff import DemoChanges, Diff, FieldChanges, FieldView, PredictorDiff, WordOp
+from .export import ExportResult
 from .registry import JournalEntry, MoveResult, PublishResult, VersionDetail, VersionInfo
 
 ENV_STYLE = {"prod": "bold green", "staging": "yellow", "rollback": "magenta"}
@@ -280,6 +281,24 @@ def move_summary(result: MoveResult, *, what: str) -> Text:
         text.append(f"  ({e.action})", style="dim")
         if e.override:
             text.append(f"  overriding gates: {e.override}", style="yellow")
+    return text
+
+
+def export_summary(program: str, version: str, result: ExportResult) -> Text:
+    """What an export wrote and, into a used folder, which files it replaced or removed (all others were kept)."""
+    text = Text("Exported ")
+    text.append(f"{program} {version}", style="bold green")
+    text.append(f" to {result.path} ({len(result.files)} files).")
+    if result.replaced or result.removed:
+        text.append(f" Replaced {len(result.replaced)} files of the bundle")
+        if result.removed:
+            text.append(f", removed {len(result.removed)} the previous export wrote and this one does not have")
+        text.append("; every other file was kept.")
+        for path in result.replaced:
+            text.append(f"\n  replaced {path}", style="dim")
+        for path in result.removed:
+            text.append(f"\n  removed  {path}", style="dim")
+    text.append(f"\nRun it: cd {result.path} && python api.py --port 8000")
     return text
 
 
