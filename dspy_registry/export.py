@@ -38,7 +38,7 @@ _SERVE_PACKAGES = {"fastapi": "0.110", "uvicorn": "0.29"}
 OWNED_LIST = ".dspyreg-bundle.json"
 # Secrets and local tools that people keep beside a bundle (docs/deployment.md says to) never reach an image; the
 # Dockerfile also copies the bundle's files by name, so this is the second line.
-DOCKERIGNORE = """# Written by dspyreg export: only the bundle's files belong in the image, never secrets or local tools.
+DOCKERIGNORE = """# Written by dspyreg export: only the bundle's files belong in an image, never secrets or local tools.
 .env*
 **/.env*
 .venv/
@@ -101,9 +101,9 @@ def owned_files(folder: Path) -> set[str]:
     root = folder.resolve()
     owned = set()
     for path in paths:
-        if isinstance(path, str) and path and not Path(path).is_absolute() and ".." not in Path(path).parts:
-            if (root / path).resolve().is_relative_to(root):
-                owned.add(path)
+        relative = isinstance(path, str) and path and not Path(path).is_absolute() and ".." not in Path(path).parts
+        if relative and (root / path).resolve().is_relative_to(root):
+            owned.add(path)
     return owned
 
 

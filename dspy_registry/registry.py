@@ -55,10 +55,9 @@ from .state import canonical_json, mask_lm_state
 if TYPE_CHECKING:
     import dspy
 
-    from .export import ExportResult
-
     from .bundle import ProgramSource
     from .diff import Diff, PredictorView, ProgramView
+    from .export import ExportResult
     from .verify import Problem
 
 DEFAULT_REGISTRY = "registry"
