@@ -633,6 +633,12 @@ def serve(
             raise RegistryError("--max-batch, --max-connections, --header-timeout and --body-timeout must be positive")
         if grpc_port is not None and not (0 < grpc_port < 65536 and grpc_port != port):
             raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
+        _require_serve_extra()
+        from .runtime.server_limits import port_problem
+
+        busy = port_problem(host, port)
+        if busy is not None:
+            raise RegistryError(f"cannot serve on {host}:{port}: {busy}: stop what uses it or choose another --port")
         with _open(registry) as reg:
             target = ref or reg.production
             resolved = _checked(reg, target, name, no_verify, require_signed=require_signed)
@@ -666,6 +672,18 @@ def serve(
             f"({following}, {workers} worker(s))"
         )
         run_server(config, host=host, port=port, workers=workers)
+
+
+def _require_serve_extra() -> None:
+    """fastapi and uvicorn come with the `serve` extra: say how to get them rather than ModuleNotFoundError."""
+    for module in ("fastapi", "uvicorn"):
+        try:
+            __import__(module)
+        except ImportError as err:
+            raise RegistryError(
+                f"`dspyreg serve` needs {module}, which does not import here ({type(err).__name__}): "
+                "pip install 'dspy-registry[serve]'"
+            ) from None
 
 
 @app.command()
