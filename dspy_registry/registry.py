@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from .verify import Problem
 
 DEFAULT_REGISTRY = "registry"
+UNSET = "unset"  # the one word for an environment that points nowhere, in every command's output
 TEMPLATE_DIR_NAMES = ("registry_template", "../registry-template")
 PUBLISH_RETRIES = 5
 BUNDLE_LAYOUT = 2  # bump when export writes different files, so caches of older layouts are not reused
@@ -180,7 +181,9 @@ class _EnvState:
 
 
 def default_registry() -> str:
-    return os.environ.get("DSPYREG_REGISTRY") or DEFAULT_REGISTRY
+    from .hints import default_location
+
+    return default_location()
 
 
 # -- the registry ----------------------------------------------------------------------------------------------------
@@ -201,7 +204,11 @@ class Registry:
         try:
             store.sync()
             if store.read_blob(MAIN_REF, "registry.toml") is None:
-                hint = f"create one with `dspyreg init {where}`"
+                from .hints import init_elsewhere
+
+                # `init` refuses a repository that has a main branch already: only an empty one can become a registry.
+                empty = store.ref_value(MAIN_REF) is None and not is_url(where)
+                hint = f"create one with `dspyreg init {where}`" if empty else init_elsewhere(Path(where))
                 raise NotARegistry(
                     f"{where} is a git repository but not a dspyreg registry (no registry.toml on main): {hint}"
                 )
@@ -228,10 +235,17 @@ class Registry:
             try:
                 store = GitStore.open(path)
             except NotARegistry:
-                raise NotARegistry(f"{path} is not empty and not a git repository: choose a new folder") from None
+                from .hints import init_elsewhere
+
+                raise NotARegistry(f"{path} is not empty and not a git repository: {init_elsewhere(path)}") from None
             if store.ref_value(MAIN_REF) is not None:
                 store.close()
-                raise NotARegistry(f"{path} already has a main branch (is it a registry already?): choose a new folder")
+                from .hints import init_elsewhere
+
+                raise NotARegistry(
+                    f"{path} already has a main branch (is it a registry already? then use it with `--registry "
+                    f"{path}`): or {init_elsewhere(path)}"
+                )
         else:
             store = GitStore.init(path, bare=bare)
         registry = cls._write_template(store, where)
@@ -285,7 +299,7 @@ class Registry:
         if len(programs) == 1:
             return programs[0]
         if not programs:
-            raise UnknownRef(f"registry {self.location} holds no program yet: publish one first")
+            raise UnknownRef(f"no program is published in {self.location} yet: publish one first")
         raise InvalidName(
             f"registry holds several programs ({', '.join(programs)}): say which with --name or program/ref"
         )
@@ -293,7 +307,7 @@ class Registry:
     def _known(self, program: str) -> str:
         check_program(program)
         if program not in self.programs():
-            raise UnknownRef(f"registry {self.location} holds no program {program!r}: see `dspyreg list`")
+            raise UnknownRef(f"{self.location} holds no program {program!r}: see `dspyreg list`")
         return program
 
     def _check_env(self, env: str, *, allow_rollback: bool = False) -> str:
@@ -322,7 +336,7 @@ class Registry:
             if commit is None:
                 hint = f"it names the previous {self.production} once {self.production} has moved twice"
                 raise UnknownRef(
-                    f"{program}/{env} is not set: " + (hint if env == ROLLBACK_ENV else "promote a version to it first")
+                    f"{program}/{env} is {UNSET}: " + (hint if env == ROLLBACK_ENV else "promote a version to it first")
                 )
             # A tag moved by hand carries no dspyreg record: its commit's manifest says which version it holds,
             # and verification says what is wrong with it.
@@ -719,7 +733,7 @@ class Registry:
             return fallback or f"another writer changed {tag_ref(program, env)} first; nothing was changed: re-run"
         who = winner.actor.split(" <")[0]
         where = f"{winner.program}/{winner.env}"
-        moved = f"{winner.action} {where} {winner.from_version or '-'} -> {winner.to_version or '(unset)'}"
+        moved = f"{winner.action} {where} {winner.from_version or UNSET} -> {winner.to_version or UNSET}"
         return (
             f"another writer moved {where} first ({moved} by {who} at {winner.time}); "
             "nothing was changed: re-run to apply yours"

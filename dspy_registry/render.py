@@ -16,7 +16,7 @@ from rich.text import Text
 
 from .diff import DemoChanges, Diff, FieldChanges, FieldView, PredictorDiff, WordOp
 from .export import ExportResult
-from .registry import JournalEntry, MoveResult, PublishResult, VersionDetail, VersionInfo
+from .registry import UNSET, JournalEntry, MoveResult, PublishResult, VersionDetail, VersionInfo
 
 ENV_STYLE = {"prod": "bold green", "staging": "yellow", "rollback": "magenta"}
 
@@ -262,8 +262,8 @@ def _move_cells(e: JournalEntry) -> tuple[Any, ...]:
         e.program,
         Text(e.env, style=ENV_STYLE.get(e.env, "cyan")),
         e.action,
-        e.from_version or "-",
-        e.to_version or "-",
+        e.from_version or UNSET,
+        e.to_version or UNSET,
     )
 
 
@@ -276,8 +276,8 @@ def move_summary(result: MoveResult, *, what: str) -> Text:
         if i:
             text.append("\n")
         text.append(f"{e.program}/{e.env}", style=ENV_STYLE.get(e.env, "cyan"))
-        text.append(f": {e.from_version or '-'} -> ")
-        text.append(e.to_version or "(unset)", style="bold")
+        text.append(f": {e.from_version or UNSET} -> ")
+        text.append(e.to_version or UNSET, style="bold")
         text.append(f"  ({e.action})", style="dim")
         if e.override:
             text.append(f"  overriding gates: {e.override}", style="yellow")

@@ -140,7 +140,7 @@ def test_export_refusals_write_nothing(published: Registry, tmp_path: Path) -> N
     cases = [
         (["export", "v1.0", str(busy)], "is not empty"),
         (["export", "v9.9", str(tmp_path / "new")], "not published"),
-        (["export", "prod", str(tmp_path / "new")], "qa/prod is not set"),
+        (["export", "prod", str(tmp_path / "new")], "qa/prod is unset"),
         (["export", "v1.0", str(a_file)], "is not a folder"),
     ]
     for args, match in cases:
