@@ -15,7 +15,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 import typer.core
 
@@ -27,7 +26,7 @@ class _Command(typer.core.TyperCommand):
     """Usage lines as people write them (`publish [OPTIONS] PROGRAM_SPEC`): typer wraps required arguments in
     braces, which read like a shell brace expansion."""
 
-    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = super().collect_usage_pieces(ctx)
         return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
 
