@@ -122,7 +122,16 @@ def _user_line(err: BaseException, path: Path | None) -> str:
 
 
 def _first_line(err: BaseException) -> str:
-    """The headline of an exception: pydantic's ValidationError and friends add pages after it."""
+    """An exception in one line: pydantic's ValidationError (what calling a Signature raises) as its field errors,
+    not its pages of input values and links; others by their first line."""
+    errors = getattr(err, "errors", None)
+    if callable(errors) and hasattr(err, "title"):
+        try:
+            found = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors())
+        except Exception:  # not pydantic's after all: fall back to its text
+            found = ""
+        if found:
+            return f"{err.title}: {found}"
     text = str(err).strip()
     return text.splitlines()[0] if text else ""
 
