@@ -1,4 +1,4 @@
-"""Every error leads somewhere: each message names what is wrong in the user's words, and its hint works when followed."""
+"""Every error leads somewhere: each message names what is wrong in the user's words; its hint works when followed."""
 
 from __future__ import annotations
 
