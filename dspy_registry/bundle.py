@@ -105,18 +105,18 @@ def import_target(spec: str, what: str, error: type[RegistryError]) -> tuple[Any
         raise
     except BaseException as err:  # user code may raise anything, SystemExit included
         line = _user_line(err, Path(target).resolve() if target.endswith(".py") else None)
-        raise error(f"{what} {spec!r} does not import: {line}{type(err).__name__}: {_first_line(err)}") from None
+        raise error(f"{what} {spec!r} does not import: {type(err).__name__}: {_first_line(err)}{line}") from None
 
 
 def _user_line(err: BaseException, path: Path | None) -> str:
-    """`file.py, line N: ` of the deepest frame in the user's file, so an import error points at their line."""
+    """` (file.py, line N)` of the deepest frame in the user's file, so an import error points at their line."""
     if path is None:
         return ""
     found = ""
     tb = err.__traceback__
     while tb is not None:
         if Path(tb.tb_frame.f_code.co_filename) == path:
-            found = f"{path.name}, line {tb.tb_lineno}: "
+            found = f" ({path.name}, line {tb.tb_lineno})"
         tb = tb.tb_next
     return found
 
@@ -172,8 +172,8 @@ def _check_attribute(module: Any, attr: str, spec: str, where: str) -> None:
         close = difflib.get_close_matches(attr, names, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise BadProgramSpec(
-            f"program spec {spec!r}: {where} has no {attr!r}{hint}; name a dspy.Module subclass or a zero-argument "
-            "factory"
+            f"program spec {spec!r}: {attr!r} is not defined in {where}{hint}; name a dspy.Module subclass or a "
+            "zero-argument factory"
         )
     if isinstance(target, type) and issubclass(target, dspy.Signature):
         raise BadProgramSpec(

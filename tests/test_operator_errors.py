@@ -175,7 +175,7 @@ def broken_factory():
         ("my_program.py:Ask", ["my_program.py", "Ask", "dspy.Signature"]),
         ("my_program.py:AskProgrm", ["my_program.py", "'AskProgrm'", "did you mean AskProgram?"]),
         ("my_program.py:broken_factory", ["my_program.py", "broken_factory()", "question: Field required"]),
-        ("failing.py:Program", ["failing.py, line 2", "ModuleNotFoundError", "not_a_module_xyz"]),
+        ("failing.py:Program", ["(failing.py, line 2)", "ModuleNotFoundError", "not_a_module_xyz"]),
     ],
 )
 def test_a_bad_program_spec_is_one_line_in_the_users_words(
