@@ -108,7 +108,36 @@ def import_target(spec: str, what: str, error: type[RegistryError]) -> tuple[Any
     except (RegistryError, KeyboardInterrupt):
         raise
     except BaseException as err:  # user code may raise anything, SystemExit included
-        raise error(f"{what} {spec!r} does not import: {type(err).__name__}: {err}") from None
+        line = _user_line(err, Path(target).resolve() if target.endswith(".py") else None)
+        raise error(f"{what} {spec!r} does not import: {type(err).__name__}: {_first_line(err)}{line}") from None
+
+
+def _user_line(err: BaseException, path: Path | None) -> str:
+    """` (file.py, line N)` of the deepest frame in the user's file, so an import error points at their line."""
+    if path is None:
+        return ""
+    found = ""
+    tb = err.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename) == path:
+            found = f" ({path.name}, line {tb.tb_lineno})"
+        tb = tb.tb_next
+    return found
+
+
+def _first_line(err: BaseException) -> str:
+    """An exception in one line: pydantic's ValidationError (what calling a Signature raises) as its field errors,
+    not its pages of input values and links; others by their first line."""
+    errors = getattr(err, "errors", None)
+    if callable(errors) and hasattr(err, "title"):
+        try:
+            found = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors())
+        except Exception:  # not pydantic's after all: fall back to its text
+            found = ""
+        if found:
+            return f"{err.title}: {found}"
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def import_program(spec: str) -> ProgramSource:
@@ -120,11 +149,41 @@ def import_program(spec: str) -> ProgramSource:
         code, entrypoint = {path.name: path.read_bytes()}, f"{path.stem}:{attr}"
     else:
         code, entrypoint = _module_code(module), f"{spec.rpartition(':')[0]}:{attr}"
+    _check_attribute(module, attr, spec, spec.rpartition(":")[0])
     try:
         program = instantiate(module, attr, f"program spec {spec!r}")
     except TypeError as err:
-        raise BadProgramSpec(str(err)) from None
+        cause = err.__cause__
+        if cause is None:
+            raise BadProgramSpec(str(err)) from None
+        raise BadProgramSpec(
+            f"program spec {spec!r}: calling {attr}() from {spec.rpartition(':')[0]} failed: "
+            f"{type(cause).__name__}: {_first_line(cause)}"
+        ) from None
     return ProgramSource(program, code, entrypoint)
+
+
+def _check_attribute(module: Any, attr: str, spec: str, where: str) -> None:
+    """Name the user's file and attribute when the spec names nothing, or a Signature instead of a program (the
+    module's own name is internal for a file path, and calling a Signature dumps a pydantic ValidationError)."""
+    import difflib
+
+    import dspy
+
+    target = getattr(module, attr, None)
+    if target is None:
+        names = [n for n in vars(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(attr, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise BadProgramSpec(
+            f"program spec {spec!r}: {attr!r} is not defined in {where}{hint}; name a dspy.Module subclass or a "
+            "zero-argument factory"
+        )
+    if isinstance(target, type) and issubclass(target, dspy.Signature):
+        raise BadProgramSpec(
+            f"program spec {spec!r}: {attr} in {where} is a dspy.Signature, not a program: name the dspy.Module "
+            f"that uses it (one whose __init__ makes e.g. dspy.Predict({attr}))"
+        )
 
 
 def _module_code(module: Any) -> dict[str, bytes]:

@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 a problem the user can fix, 2 unexpected (rerun with --trace
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+import typer.core
 from typer.core import TyperGroup
 
 from .errors import RegistryError
@@ -56,6 +58,20 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
 
 
+class _Command(typer.core.TyperCommand):
+    """Usage lines as people write them (`publish [OPTIONS] PROGRAM_SPEC`): typer wraps required arguments in
+    braces, which read like a shell brace expansion."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        # The command list in `dspyreg --help` shows each summary whole (wrapped), never cut at 45 characters.
+        first = inspect.cleandoc(self.short_help or self.help or "").split("\n\n")[0]
+        return " ".join(first.split())
+
+
 app = typer.Typer(
     name="dspyreg",
     cls=_Commands,
@@ -66,6 +82,25 @@ app = typer.Typer(
     rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        sys.stdout.write(f"dspyreg {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print dspyreg's version and exit."),
+    ] = False,
+) -> None:
+    """Version, diff, promote, roll back and serve optimized DSPy programs from a git artifact registry."""
+
 
 RegistryOpt = Annotated[
     Optional[str],
@@ -194,9 +229,11 @@ def _open(registry: str | None) -> Registry:
     return Registry.open(registry or default_registry())
 
 
-@app.command()
+@app.command(cls=_Command)
 def init(
-    path: Annotated[Optional[str], typer.Argument(help="Where to create the registry [default: --registry].")] = None,
+    path: Annotated[
+        Optional[str], typer.Argument(metavar="[PATH]", help="Where to create the registry [default: --registry].")
+    ] = None,
     registry: RegistryOpt = None,
     bare: Annotated[
         bool, typer.Option("--bare/--worktree", help="Bare repository (default) or one with a work tree.")
@@ -211,7 +248,7 @@ def init(
         _out().print(f"Initialized dspyreg registry in {where}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def sync(
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -238,10 +275,13 @@ def sync(
             )
 
 
-@app.command()
+@app.command(cls=_Command)
 def publish(
     program_spec: Annotated[
-        str, typer.Argument(help="path/to/file.py:Attr or package.module:Attr (a dspy.Module class or factory).")
+        str,
+        typer.Argument(
+            metavar="PROGRAM_SPEC", help="path/to/file.py:Attr or package.module:Attr (a dspy.Module class or factory)."
+        ),
     ],
     state: Annotated[Path, typer.Option("--state", help="The JSON state that program.save('x.json') wrote.")],
     version: Annotated[str, typer.Option("--version", help="New version, e.g. v1.1 (immutable once published).")],
@@ -347,9 +387,9 @@ def _recording_lm(model: str | None) -> Any:
 PEOPLE_ROWS = 50
 
 
-@app.command("list")
+@app.command("list", cls=_Command)
 def list_(
-    program: Annotated[Optional[str], typer.Argument(help="Only this program.")] = None,
+    program: Annotated[Optional[str], typer.Argument(metavar="[PROGRAM]", help="Only this program.")] = None,
     all_versions: Annotated[
         bool, typer.Option("--all", help=f"Show every version, not only the newest {PEOPLE_ROWS} (--json has all).")
     ] = False,
@@ -369,9 +409,9 @@ def list_(
             _show(lambda width: versions_table(versions, limit=None if all_versions else PEOPLE_ROWS, width=width))
 
 
-@app.command()
+@app.command(cls=_Command)
 def show(
-    ref: Annotated[str, typer.Argument(help="v1.1, qa/v1.1, prod, qa/prod or a commit sha.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="v1.1, qa/v1.1, prod, qa/prod or a commit sha.")],
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -380,6 +420,7 @@ def show(
     """Show one version: manifest, environments and predictors."""
     with _funnel(traceback), _open(registry) as reg:
         detail = reg.show(ref, name)
+        _warn_moved_outside(reg, ref, name)
         if json_out:
             _print_json(detail.to_json())
         else:
@@ -388,9 +429,21 @@ def show(
             _out().print(detail_view(detail))
 
 
-@app.command()
+def _warn_moved_outside(reg: Registry, ref: str, name: str | None) -> None:
+    """An environment tag that disagrees with the journal (moved outside dspyreg) is shown with the warnings that
+    `verify` would give: reading it is not trusting it. Reads two refs and one blob: no bundle is checked."""
+    from .verify import verify_environments
+
+    resolved = reg.resolve(ref, name)
+    if resolved.environment is None:
+        return
+    for problem in verify_environments(reg, resolved.program, (resolved.environment,)):
+        _err().print(f"[yellow]warning:[/yellow] {_one_line(str(problem))} (see `dspyreg verify`)")
+
+
+@app.command(cls=_Command)
 def log(
-    program: Annotated[Optional[str], typer.Argument(help="Only this program.")] = None,
+    program: Annotated[Optional[str], typer.Argument(metavar="[PROGRAM]", help="Only this program.")] = None,
     env: Annotated[Optional[str], typer.Option("--env", help="Only this environment.")] = None,
     name: NameOpt = None,
     registry: RegistryOpt = None,
@@ -408,10 +461,14 @@ def log(
             _show(lambda width: log_table(entries, width=width))
 
 
-@app.command()
+@app.command(cls=_Command)
 def diff(
-    ref_a: Annotated[str, typer.Argument(help="Old side: a registry ref or a saved state .json file.")],
-    ref_b: Annotated[str, typer.Argument(help="New side: a registry ref or a saved state .json file.")],
+    ref_a: Annotated[
+        str, typer.Argument(metavar="REF_A", help="Old side: a registry ref or a saved state .json file.")
+    ],
+    ref_b: Annotated[
+        str, typer.Argument(metavar="REF_B", help="New side: a registry ref or a saved state .json file.")
+    ],
     output: Annotated[
         DiffFormat, typer.Option("--format", help="text (colored), markdown (PR comments) or json.")
     ] = DiffFormat.text,
@@ -446,9 +503,9 @@ def diff(
             console.print(diff_view(result, plain=console.color_system is None))
 
 
-@app.command()
+@app.command(cls=_Command)
 def promote(
-    source: Annotated[str, typer.Argument(help="A version (v1.1) or an environment (staging).")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="A version (v1.1) or an environment (staging).")],
     to: Annotated[Optional[str], typer.Option("--to", help="Target environment [default: the next one].")] = None,
     reason: ReasonOpt = "",
     force: Annotated[
@@ -466,9 +523,11 @@ def promote(
         _moved(result, json_out, what=to or "the target environment")
 
 
-@app.command()
+@app.command(cls=_Command)
 def rollback(
-    env: Annotated[Optional[str], typer.Argument(help="Environment to roll back [default: prod].")] = None,
+    env: Annotated[
+        Optional[str], typer.Argument(metavar="[ENV]", help="Environment to roll back [default: prod].")
+    ] = None,
     reason: ReasonOpt = "",
     sign: SignOpt = None,
     name: NameOpt = None,
@@ -497,9 +556,9 @@ def _warn_unverified(no_verify: bool, ref: str) -> None:
         _err().print(f"[yellow]warning:[/yellow] not verifying {_one_line(ref)} (--no-verify)")
 
 
-@app.command("eval")
+@app.command("eval", cls=_Command)
 def eval_(
-    ref: Annotated[str, typer.Argument(help="The version to evaluate: v1.1, staging, qa/prod...")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="The version to evaluate: v1.1, staging, qa/prod...")],
     devset: Annotated[Path, typer.Option("--devset", help="JSON lines: the program's inputs plus labels.")],
     metric: Annotated[str, typer.Option("--metric", help="path/to/metric.py:function or package.module:function.")],
     threads: Annotated[int, typer.Option("--threads", min=1, help="Examples evaluated in parallel.")] = 8,
@@ -524,9 +583,9 @@ def eval_(
             )
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
-    ref: Annotated[str, typer.Argument(help="The version to benchmark.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="The version to benchmark.")],
     inputs: Annotated[Path, typer.Option("--inputs", help="JSON lines of the program's inputs (other keys ignored).")],
     n: Annotated[Optional[int], typer.Option("-n", min=1, help="Queries to send [default: one per line].")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Queries in flight at once.")] = 1,
@@ -545,18 +604,28 @@ def bench(
         if json_out:
             _print_json(record)
         else:
+            # litellm knows no price for some models: say the cost is unknown rather than "$unknown per query".
             cost = "unknown" if record["cost_per_query"] is None else f"${record['cost_per_query']:.6f}"
             _out().print(
-                f"Recorded p50 {record['p50_ms']} ms, p95 {record['p95_ms']} ms, max {record['max_ms']} ms, "
-                f"{record['tokens_per_query']} tokens and {cost} per query over {record['n']} queries"
+                f"Recorded over {record['n']} queries: p50 {record['p50_ms']} ms, p95 {record['p95_ms']} ms, "
+                f"max {record['max_ms']} ms; per query {record['tokens_per_query']} tokens, cost {cost}"
             )
 
 
-@app.command()
+@app.command(cls=_Command)
 def export(
-    ref: Annotated[str, typer.Argument(help="The version to export: v1.1, prod, qa/prod...")],
-    dest: Annotated[Path, typer.Argument(help="Folder to write the deployment bundle to (new or empty).")],
-    force: Annotated[bool, typer.Option("--force", help="Replace the folder if it is not empty.")] = False,
+    ref: Annotated[str, typer.Argument(metavar="REF", help="The version to export: v1.1, prod, qa/prod...")],
+    dest: Annotated[
+        Path, typer.Argument(metavar="DEST", help="Folder to write the deployment bundle to (new or empty).")
+    ],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Export into a folder that is not empty: replace the files of the bundle (and of the previous "
+            "export), keep every other file.",
+        ),
+    ] = False,
     no_verify: NoVerifyOpt = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
@@ -566,8 +635,8 @@ def export(
     """Write a version's deployment bundle: state, prompts, code, config, API server, Docker files, guide."""
     with _funnel(traceback), _open(registry) as reg:
         resolved = _checked(reg, ref, name, no_verify)
-        folder = reg.export(resolved, dest, force=force)
-        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        result = reg.export(resolved, dest, force=force)
+        folder, files = result.path, list(result.files)
         if json_out:
             _print_json(
                 {
@@ -576,19 +645,20 @@ def export(
                     "commit": resolved.commit,
                     "path": str(folder),
                     "files": files,
+                    "replaced": list(result.replaced),
+                    "removed": list(result.removed),
                 }
             )
         else:
-            _out().print(
-                f"Exported {resolved.program} {resolved.version} to {folder} ({len(files)} files). "
-                f"Run it: cd {folder} && python api.py --port 8000"
-            )
+            from .render import export_summary
+
+            _out().print(export_summary(resolved.program, resolved.version, result), soft_wrap=True)
 
 
-@app.command()
+@app.command(cls=_Command)
 def verify(
     ref: Annotated[
-        Optional[str], typer.Argument(help="One version or environment [default: every environment].")
+        Optional[str], typer.Argument(metavar="[REF]", help="One version or environment [default: every environment].")
     ] = None,
     all_versions: Annotated[bool, typer.Option("--all", help="Verify every published version.")] = False,
     require_signed: RequireSignedOpt = False,
@@ -622,10 +692,11 @@ def verify(
             raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
     ref: Annotated[
-        Optional[str], typer.Argument(help="Environment to follow, or a fixed version [default: prod].")
+        Optional[str],
+        typer.Argument(metavar="[REF]", help="Environment to follow, or a fixed version [default: prod]."),
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8000,
@@ -693,6 +764,12 @@ def serve(
             )
         if grpc_port is not None and not (0 < grpc_port < 65536 and grpc_port != port):
             raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
+        _require_serve_extra()
+        from .runtime.server_limits import port_problem
+
+        busy = port_problem(host, port)
+        if busy is not None:
+            raise RegistryError(f"cannot serve on {host}:{port}: {busy}: stop what uses it or choose another --port")
         with _open(registry) as reg:
             target = ref or reg.production
             resolved = _checked(reg, target, name, no_verify, require_signed=require_signed)
@@ -732,9 +809,21 @@ def serve(
         run_server(config, host=host, port=port, workers=workers)
 
 
-@app.command()
+def _require_serve_extra() -> None:
+    """fastapi and uvicorn come with the `serve` extra: say how to get them rather than ModuleNotFoundError."""
+    for module in ("fastapi", "uvicorn"):
+        try:
+            __import__(module)
+        except ImportError as err:
+            raise RegistryError(
+                f"`dspyreg serve` needs {module}, which does not import here ({type(err).__name__}): "
+                "pip install 'dspy-registry[serve]'"
+            ) from None
+
+
+@app.command(cls=_Command)
 def proto(
-    ref: Annotated[str, typer.Argument(help="The version: v1.1, prod, qa/prod...")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="The version: v1.1, prod, qa/prod...")],
     no_verify: NoVerifyOpt = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,

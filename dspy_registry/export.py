@@ -4,12 +4,18 @@
 signature.py and api.py (copied verbatim from dspy_registry/runtime), Dockerfile, docker-compose.yml, .dockerignore,
 a README deployment guide, and `<program>.proto`, the typed gRPC interface (see proto.py) that
 `dspyreg serve --grpc-port` serves. Everything is JSON, TOML, text or Python source: never pickle.
+
+`replace_owned` puts a bundle into a folder that holds other things too (a `.venv`, an `.env`): the folder's
+`.dspyreg-bundle.json` lists the files an export wrote, and only those (and the files the new bundle writes) are
+replaced; everything else stays.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -29,6 +35,31 @@ HEALTHCHECK = [
     f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/health', timeout=4)",
 ]
 _SERVE_PACKAGES = {"fastapi": "0.110", "uvicorn": "0.29"}
+OWNED_LIST = ".dspyreg-bundle.json"
+# Secrets and local tools that people keep beside a bundle (docs/deployment.md says to) never reach an image; the
+# Dockerfile also copies the bundle's files by name, so this is the second line.
+DOCKERIGNORE = """# Written by dspyreg export: only the bundle's files belong in an image, never secrets or local tools.
+.env*
+**/.env*
+.venv/
+**/.venv/
+.git/
+**/.git/
+__pycache__/
+**/__pycache__/
+*.pyc
+**/*.pyc
+"""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote: the bundle's files, those it replaced, and those of the previous export it removed."""
+
+    path: Path
+    files: tuple[str, ...]
+    replaced: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
 
 
 def deployment_files(
@@ -39,20 +70,84 @@ def deployment_files(
     example: Any,
     records: Records | None = None,
     proto: str | None = None,
+    published: Iterable[str] = (),
 ) -> dict[str, bytes]:
+    """The files that deploy a version; `published` names the version's own files, which the Dockerfile copies."""
     files = {
         "config.json": canonical_json(config(manifest, commit, state, records)),
         "requirements.txt": requirements(manifest).encode(),
-        "Dockerfile": dockerfile(manifest).encode(),
         "docker-compose.yml": compose(manifest).encode(),
-        ".dockerignore": b"__pycache__/\n*.pyc\n.venv/\n",
+        ".dockerignore": DOCKERIGNORE.encode(),
         "README.md": readme(manifest, interface, example).encode(),
     }
     for runtime_file in RUNTIME_FILES:
         files[runtime_file] = (RUNTIME_DIR / runtime_file).read_bytes()
     if proto is not None:
         files[f"{manifest.program.name}.proto"] = proto.encode()
+    files["Dockerfile"] = dockerfile(manifest, [*published, *files]).encode()
     return files
+
+
+def owned_files(folder: Path) -> set[str]:
+    """The files the previous export into `folder` wrote, per its list; a missing or damaged list owns nothing, and a
+    listed path that leaves the folder is ignored (the list is a file anyone could have edited)."""
+    try:
+        listed = json.loads((folder / OWNED_LIST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    paths = listed.get("files") if isinstance(listed, dict) else None
+    if not isinstance(paths, list):
+        return set()
+    root = folder.resolve()
+    owned = set()
+    for path in paths:
+        relative = isinstance(path, str) and path and not Path(path).is_absolute() and ".." not in Path(path).parts
+        if relative and (root / path).resolve().is_relative_to(root):
+            owned.add(path)
+    return owned
+
+
+def owned_list(files: Iterable[str]) -> bytes:
+    return canonical_json({"files": sorted({*files, OWNED_LIST})})
+
+
+def replace_owned(folder: Path, staged: Path, files: Iterable[str]) -> ExportResult:
+    """Move the bundle written in `staged` into `folder`: each of its `files` replaces the file of that name; the
+    previous export's files that the new bundle lacks are removed; nothing else in `folder` is touched.
+
+    Every target is checked before anything moves, so a refusal changes nothing."""
+    root = folder.resolve()
+    new = sorted(files)
+    for path in new:
+        target = root / path
+        if not target.parent.resolve().is_relative_to(root) or (target.is_dir() and not target.is_symlink()):
+            raise RegistryError(f"cannot replace {folder / path}: it is a folder or leads outside {folder}")
+        for parent in Path(path).parents:
+            if parent != Path(".") and (root / parent).exists() and not (root / parent).is_dir():
+                raise RegistryError(f"cannot write {folder / path}: {folder / parent} is a file")
+    old = owned_files(folder)
+    replaced = tuple(p for p in new if os.path.lexists(root / p))
+    removed = []
+    for path in sorted(old - set(new)):
+        target = root / path
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+            removed.append(path)
+            _remove_empty_parents(target.parent, root)
+    for path in new:
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged / path, target)
+    return ExportResult(folder, tuple(new), replaced, tuple(removed))
+
+
+def _remove_empty_parents(folder: Path, root: Path) -> None:
+    while folder != root and folder.is_relative_to(root):
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty: it holds something the export did not write
+        folder = folder.parent
 
 
 def write_inside(folder: Path, files: Mapping[str, bytes]) -> None:
@@ -131,13 +226,21 @@ def _python_minor(manifest: Manifest) -> str:
     return ".".join(parts[:2])
 
 
-def dockerfile(manifest: Manifest) -> str:
+def dockerfile(manifest: Manifest, paths: Iterable[str] = ()) -> str:
+    """The image copies the bundle's files by name (one COPY per folder), never the whole folder: whatever else sits
+    beside the bundle (.env, .venv) stays out of the image."""
+    by_folder: dict[str, list[str]] = {}
+    for path in sorted({*paths} - {"requirements.txt", ".dockerignore"}):
+        by_folder.setdefault(Path(path).parent.as_posix(), []).append(path)
+    copies = "\n".join(
+        f"COPY {json.dumps([*names, './' if folder == '.' else f'{folder}/'])}" for folder, names in by_folder.items()
+    )
     return f"""# {manifest.program.name} {manifest.program.version}, exported by dspyreg.
 FROM python:{_python_minor(manifest)}-slim
 WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
-COPY . .
+{copies}
 ENV PYTHONUNBUFFERED=1
 EXPOSE {PORT}
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD {json.dumps(HEALTHCHECK)}

@@ -138,11 +138,11 @@ class GitStore:
             env={**os.environ, **_GIT_ENV},
         )
         if proc.returncode != 0:
-            raise NotARegistry(f"{path} is not a git repository: create a registry with `dspyreg init {path}`")
+            raise NotARegistry(f"{path} is not a git repository: {_init_hint(path)}")
         git_dir = Path(proc.stdout.decode().strip()).resolve()
         # A plain folder inside some other work tree is not a registry just because git finds a parent repository.
         if git_dir not in (path.resolve(), (path / ".git").resolve()):
-            raise NotARegistry(f"{path} is not a git repository: create a registry with `dspyreg init {path}`")
+            raise NotARegistry(f"{path} is not a git repository: {_init_hint(path)}")
         store = cls(git_dir)
         # A clone of a remote registry: its origin is the registry, this clone its cache.
         store.remote = store._config("remote.origin.url")
@@ -716,3 +716,12 @@ def _first_line(err: GitError) -> str:
     """git's own error line: for a lock, the last line is only its advice to remove the file."""
     lines = [ln for ln in err.stderr.splitlines() if ln.strip()]
     return lines[0] if lines else str(err)
+
+
+def _init_hint(path: Path) -> str:
+    """`dspyreg init PATH` when init accepts PATH (an empty folder), else a new folder for the registry."""
+    from .hints import init_elsewhere
+
+    if path.is_dir() and any(path.iterdir()):
+        return init_elsewhere(path)
+    return f"create a registry with `dspyreg init {path}`"

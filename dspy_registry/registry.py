@@ -59,9 +59,11 @@ if TYPE_CHECKING:
 
     from .bundle import ProgramSource
     from .diff import Diff, PredictorView, ProgramView
+    from .export import ExportResult
     from .verify import Problem
 
 DEFAULT_REGISTRY = "registry"
+UNSET = "unset"  # the one word for an environment that points nowhere, in every command's output
 TEMPLATE_DIR_NAMES = ("registry_template", "../registry-template")
 PUBLISH_RETRIES = 5
 BUNDLE_LAYOUT = 3  # bump when export writes different files, so caches of older layouts are not reused
@@ -182,7 +184,9 @@ class _EnvState:
 
 
 def default_registry() -> str:
-    return os.environ.get("DSPYREG_REGISTRY") or DEFAULT_REGISTRY
+    from .hints import default_location
+
+    return default_location()
 
 
 # -- the registry ----------------------------------------------------------------------------------------------------
@@ -204,7 +208,11 @@ class Registry:
             store.sync()
             settings = store.read_blob(MAIN_REF, "registry.toml")
             if settings is None:
-                hint = f"create one with `dspyreg init {where}`"
+                from .hints import init_elsewhere
+
+                # `init` refuses a repository that has a main branch already: only an empty one can become a registry.
+                empty = store.ref_value(MAIN_REF) is None and not is_url(where)
+                hint = f"create one with `dspyreg init {where}`" if empty else init_elsewhere(Path(where))
                 raise NotARegistry(
                     f"{where} is a git repository but not a dspyreg registry (no registry.toml on main): {hint}"
                 )
@@ -235,10 +243,17 @@ class Registry:
             try:
                 store = GitStore.open(path)
             except NotARegistry:
-                raise NotARegistry(f"{path} is not empty and not a git repository: choose a new folder") from None
+                from .hints import init_elsewhere
+
+                raise NotARegistry(f"{path} is not empty and not a git repository: {init_elsewhere(path)}") from None
             if store.ref_value(MAIN_REF) is not None:
                 store.close()
-                raise NotARegistry(f"{path} already has a main branch (is it a registry already?): choose a new folder")
+                from .hints import init_elsewhere
+
+                raise NotARegistry(
+                    f"{path} already has a main branch (is it a registry already? then use it with `--registry "
+                    f"{path}`): or {init_elsewhere(path)}"
+                )
             try:
                 _refuse_foreign_refs(where, [ref for (ref,) in store.for_each_ref(["%(refname)"])])
             except NotARegistry:
@@ -300,7 +315,7 @@ class Registry:
         if len(programs) == 1:
             return programs[0]
         if not programs:
-            raise UnknownRef(f"registry {self.location} holds no program yet: publish one first")
+            raise UnknownRef(f"no program is published in {self.location} yet: publish one first")
         raise InvalidName(
             f"registry holds several programs ({', '.join(programs)}): say which with --name or program/ref"
         )
@@ -308,7 +323,7 @@ class Registry:
     def _known(self, program: str) -> str:
         check_program(program)
         if program not in self.programs():
-            raise UnknownRef(f"registry {self.location} holds no program {program!r}: see `dspyreg list`")
+            raise UnknownRef(f"{self.location} holds no program {program!r}: see `dspyreg list`")
         return program
 
     def _check_env(self, env: str, *, allow_rollback: bool = False) -> str:
@@ -337,7 +352,7 @@ class Registry:
             if commit is None:
                 hint = f"it names the previous {self.production} once {self.production} has moved twice"
                 raise UnknownRef(
-                    f"{program}/{env} is not set: " + (hint if env == ROLLBACK_ENV else "promote a version to it first")
+                    f"{program}/{env} is {UNSET}: " + (hint if env == ROLLBACK_ENV else "promote a version to it first")
                 )
             # A tag moved by hand carries no dspyreg record: its commit's manifest says which version it holds,
             # and verification says what is wrong with it.
@@ -773,7 +788,7 @@ class Registry:
             return fallback or f"another writer changed {tag_ref(program, env)} first; nothing was changed: re-run"
         who = winner.actor.split(" <")[0]
         where = f"{winner.program}/{winner.env}"
-        moved = f"{winner.action} {where} {winner.from_version or '-'} -> {winner.to_version or '(unset)'}"
+        moved = f"{winner.action} {where} {winner.from_version or UNSET} -> {winner.to_version or UNSET}"
         return (
             f"another writer moved {where} first ({moved} by {who} at {winner.time}); "
             "nothing was changed: re-run to apply yours"
@@ -957,15 +972,22 @@ class Registry:
             raise VerificationFailed(f"{resolved.program}/{resolved.environment or resolved.version}", problems)
         return resolved
 
-    def export(self, resolved: Resolved, dest: Path, *, force: bool = False) -> Path:
-        """Write the deployment bundle of `resolved` to `dest`: all or nothing (built aside, then renamed in)."""
-        from .export import write_inside
+    def export(self, resolved: Resolved, dest: Path, *, force: bool = False) -> ExportResult:
+        """Write the deployment bundle of `resolved` to `dest`, built aside first. Into a new or empty folder it is
+        renamed in whole; `force` into a used folder replaces only the files the bundle owns (the previous export's
+        list and the new bundle's files) and keeps everything else, such as a .venv or an .env."""
+        from .export import OWNED_LIST, ExportResult, owned_list, replace_owned, write_inside
 
         if dest.exists() and not dest.is_dir():
             raise RegistryError(f"{dest} exists and is not a folder: choose a folder to export to")
-        if dest.is_dir() and any(dest.iterdir()) and not force:
-            raise RegistryError(f"{dest} is not empty: choose an empty folder, or pass --force to replace it")
+        used = dest.is_dir() and any(dest.iterdir())
+        if used and not force:
+            raise RegistryError(
+                f"{dest} is not empty: choose an empty folder, or pass --force to replace the files of the bundle "
+                "(other files stay)"
+            )
         files = self.deployment(resolved)
+        files[OWNED_LIST] = owned_list(files)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
@@ -976,17 +998,12 @@ class Registry:
         tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the bundle private to this user
         try:
             write_inside(tmp, files)
-            if dest.exists():
-                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-                dest.rename(old)
-                tmp.rename(dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(dest)
-        except BaseException:
+            if used:
+                return replace_owned(dest, tmp, files)
+            tmp.rename(dest)  # POSIX renames onto an empty folder
+            return ExportResult(dest, tuple(sorted(files)))
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return dest
 
     def deployment(self, resolved: Resolved) -> dict[str, bytes]:
         """Every file of the deployment bundle: the published ones, then what runs them (see export.py), and the
@@ -1004,7 +1021,8 @@ class Registry:
         example = _bundle_json(files.get("examples/input.json", b"{}"), f"{where}: examples/input.json")
         records = self.records(resolved)
         proto = program_proto(self, resolved)
-        return files | deployment_files(manifest, resolved.commit, state, interface, example, records, proto)
+        deploy = deployment_files(manifest, resolved.commit, state, interface, example, records, proto, published=files)
+        return files | deploy
 
     def bundle(self, resolved: Resolved) -> list[BundleEntry]:
         """The files of `resolved`'s bundle, every path checked before anything is written (UnsafeTree names a

@@ -28,8 +28,9 @@ from .diff import (
     value_text,
     with_context,
 )
+from .export import ExportResult
 from .interface_diff import InterfaceChanges
-from .registry import JournalEntry, MoveResult, PublishResult, VersionDetail, VersionInfo
+from .registry import UNSET, JournalEntry, MoveResult, PublishResult, VersionDetail, VersionInfo
 
 ENV_STYLE = {"prod": "bold green", "staging": "yellow", "rollback": "magenta"}
 
@@ -282,8 +283,8 @@ def _move_cells(e: JournalEntry) -> tuple[Any, ...]:
         e.program,
         Text(e.env, style=ENV_STYLE.get(e.env, "cyan")),
         e.action,
-        e.from_version or "-",
-        e.to_version or "-",
+        e.from_version or UNSET,
+        e.to_version or UNSET,
     )
 
 
@@ -296,11 +297,29 @@ def move_summary(result: MoveResult, *, what: str) -> Text:
         if i:
             text.append("\n")
         text.append(f"{e.program}/{e.env}", style=ENV_STYLE.get(e.env, "cyan"))
-        text.append(f": {e.from_version or '-'} -> ")
-        text.append(e.to_version or "(unset)", style="bold")
+        text.append(f": {e.from_version or UNSET} -> ")
+        text.append(e.to_version or UNSET, style="bold")
         text.append(f"  ({e.action})", style="dim")
         if e.override:
             text.append(f"  overriding gates: {e.override}", style="yellow")
+    return text
+
+
+def export_summary(program: str, version: str, result: ExportResult) -> Text:
+    """What an export wrote and, into a used folder, which files it replaced or removed (all others were kept)."""
+    text = Text("Exported ")
+    text.append(f"{program} {version}", style="bold green")
+    text.append(f" to {result.path} ({len(result.files)} files).")
+    if result.replaced or result.removed:
+        text.append(f" Replaced {len(result.replaced)} files of the bundle")
+        if result.removed:
+            text.append(f", removed {len(result.removed)} the previous export wrote and this one does not have")
+        text.append("; every other file was kept.")
+        for path in result.replaced:
+            text.append(f"\n  replaced {path}", style="dim")
+        for path in result.removed:
+            text.append(f"\n  removed  {path}", style="dim")
+    text.append(f"\nRun it: cd {result.path} && python api.py --port 8000")
     return text
 
 

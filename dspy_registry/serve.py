@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -34,6 +33,7 @@ from .runtime.server_limits import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_CONNECTIONS,
     ConnectionLimits,
+    port_problem,
 )
 
 log = logging.getLogger("dspyreg.serve")
@@ -85,8 +85,9 @@ class FollowingBackend:
 
     def status(self) -> dict[str, Any]:
         server = self._server
+        problem = server.lm_problem() if server is not None else None
         body: dict[str, Any] = {
-            "ready": server is not None,
+            "ready": server is not None and problem is None,
             "program": self.program,
             "environment": self.environment,
             "version": server.version if server else None,
@@ -94,6 +95,8 @@ class FollowingBackend:
         }
         if self._problem is not None:
             body["not_swapped_in"] = self._problem
+        if problem is not None:
+            body["reason"] = problem
         return body
 
     # -- following -------------------------------------------------------------------------------------------------
@@ -217,13 +220,9 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
 
 
 def _check_free(host: str, port: int, what: str = "gRPC") -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: a closing socket is no owner
-        try:
-            probe.bind((host, port))
-        except OSError as err:
-            raise RegistryError(f"cannot serve {what} on {host}:{port}: {err.strerror or err}") from None
+    problem = port_problem(host, port)
+    if problem is not None:
+        raise RegistryError(f"cannot serve {what} on {host}:{port}: {problem}")
 
 
 def _require_grpc() -> None:

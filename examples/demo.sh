@@ -5,7 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DSPYREG_REGISTRY=demo-registry
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+# Print each command as one could paste it (words with spaces or quotes stay quoted), then run it.
+step() {
+  local line="" word
+  for word in "$@"; do
+    if [[ $word =~ ^[][A-Za-z0-9_./:=+,@%-]+$ ]]; then line+=" $word"; else line+=" '${word//\'/\'\\\'\'}'"; fi
+  done
+  if [[ -t 1 ]]; then printf '\n\033[1m$%s\033[0m\n' "$line"; else printf '\n$%s\n' "$line"; fi
+  "$@"
+}
 
 rm -rf demo-registry examples/build
 step python examples/optimize.py examples/build

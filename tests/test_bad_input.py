@@ -205,7 +205,7 @@ def test_duplicate_version(with_v1: Path, states: dict[str, Path]) -> None:
         (["promote", "v9.9"], "qa v9.9 is not published"),
         (["promote", "v1.0", "--to", "qa-live"], "unknown environment 'qa-live'"),
         (["promote", "v1.0", "--to", "rollback"], "managed by dspyreg"),
-        (["promote", "staging"], "qa/staging is not set"),
+        (["promote", "staging"], "qa/staging is unset"),
         (["promote", "../x"], "invalid ref"),
         (["rollback", "qa-live"], "unknown environment 'qa-live'"),
         (["rollback"], "nothing to roll back"),

@@ -79,8 +79,8 @@ def test_list_show_log_json_shapes(reg: Path) -> None:
 
 
 def test_people_output(reg: Path) -> None:
-    assert "qa/staging: - -> v1.1" in ok("promote", "v1.1")
-    assert "qa/prod: - -> v1.1" in ok("promote", "staging")
+    assert "qa/staging: unset -> v1.1" in ok("promote", "v1.1")
+    assert "qa/prod: unset -> v1.1" in ok("promote", "staging")
     assert "Nothing to do" in ok("promote", "staging")
     table = ok("list")
     assert "v1.0" in table and "staging prod" in table and "0.500" in table
@@ -93,7 +93,7 @@ def test_rollback_output_and_errors(reg: Path) -> None:
     ok("promote", "v1.0", "--to", "prod")
     ok("promote", "v1.1", "--to", "prod")
     out = ok("rollback", "--reason", "bad answers")
-    assert "qa/prod: v1.1 -> v1.0" in out and "qa/rollback: v1.0 -> (unset)" in out
+    assert "qa/prod: v1.1 -> v1.0" in out and "qa/rollback: v1.0 -> unset" in out
     result = runner.invoke(app, ["rollback"])
     assert result.exit_code == 1 and "nothing to roll back" in result.stderr
 

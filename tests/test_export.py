@@ -126,7 +126,9 @@ def test_dockerfile_and_compose_run_the_tested_command(exported: Path) -> None:
     assert json.loads(instructions["CMD"][0]) == API_COMMAND
     assert "/health" in instructions["HEALTHCHECK"][0]
     assert "requirements.txt" in " ".join(instructions["RUN"])
-    assert shlex.split(instructions["COPY"][1]) == [".", "."]
+    assert shlex.split(instructions["COPY"][0]) == ["requirements.txt", "."]
+    copied = {src for line in instructions["COPY"][1:] for src in json.loads(line)[:-1]}
+    assert "." not in copied and {"api.py", "program.json", "code/qa_program.py"} <= copied
 
 
 def test_export_refusals_write_nothing(published: Registry, tmp_path: Path) -> None:
@@ -138,7 +140,7 @@ def test_export_refusals_write_nothing(published: Registry, tmp_path: Path) -> N
     cases = [
         (["export", "v1.0", str(busy)], "is not empty"),
         (["export", "v9.9", str(tmp_path / "new")], "not published"),
-        (["export", "prod", str(tmp_path / "new")], "qa/prod is not set"),
+        (["export", "prod", str(tmp_path / "new")], "qa/prod is unset"),
         (["export", "v1.0", str(a_file)], "is not a folder"),
     ]
     for args, match in cases:
@@ -149,4 +151,4 @@ def test_export_refusals_write_nothing(published: Registry, tmp_path: Path) -> N
     assert not (tmp_path / "new").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left behind
     forced = runner.invoke(app, ["export", "v1.0", str(busy), "--force", "--registry", published.location])
-    assert forced.exit_code == 0 and not (busy / "keep.txt").exists() and (busy / "api.py").exists()
+    assert forced.exit_code == 0 and (busy / "keep.txt").read_text() == "mine" and (busy / "api.py").exists()

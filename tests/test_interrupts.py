@@ -120,7 +120,7 @@ def test_interrupted_promote_says_what_landed(published: Registry, registry_path
         target = "v1.1" if before == "v1.0" else "v1.0"
         outcome = run_interrupted(["promote", target, "--registry", str(registry)], delay)
         landed = env_version(registry, "staging") == target
-        return outcome, landed, f"qa/staging: {before or '-'} -> {target}"
+        return outcome, landed, f"qa/staging: {before or 'unset'} -> {target}"
 
     assert disagreements(TRIALS, 2, longest, lanes_of(registry_path), attempt) == []
 

@@ -129,7 +129,7 @@ def test_promote_staging_then_rollback(published: Registry, registry_path: Path)
         ("prod", "rollback", "v1.0"),
         ("rollback", "managed", None),
     ]
-    with pytest.raises(UnknownRef, match="not set"):
+    with pytest.raises(UnknownRef, match="is unset"):
         published.resolve("rollback")
     with pytest.raises(NothingToRollBack, match="nothing to roll back"):
         published.rollback()
@@ -169,7 +169,7 @@ def test_promote_rules(published: Registry) -> None:
         published.promote("v9.9")
     with pytest.raises(UnknownRef, match="unknown environment"):
         published.promote("v1.0", "qa-env")
-    with pytest.raises(UnknownRef, match="not set"):
+    with pytest.raises(UnknownRef, match="is unset"):
         published.promote("staging")
     published.promote("v1.0", "prod")
     with pytest.raises(InvalidName, match="last environment"):

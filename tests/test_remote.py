@@ -58,7 +58,9 @@ def test_a_rejected_push_is_a_conflict_that_names_the_winner(machines: list[Mach
         reg_a.promote("v1.0", "prod", reason="a")
         before = git(server, "for-each-ref")
         # b read the registry before a's promote: its push carries stale leases and is refused as a whole.
-        with pytest.raises(ConflictError, match=r"another writer moved qa/prod first \(promote qa/prod - -> v1.0 by"):
+        with pytest.raises(
+            ConflictError, match=r"another writer moved qa/prod first \(promote qa/prod unset -> v1.0 by"
+        ):
             reg_b.promote("v1.1", "prod", reason="b")
         assert git(server, "for-each-ref") == before  # no tag and no journal entry of b's reached the server
     with b.open() as reg:

@@ -51,6 +51,7 @@ try:  # inside the dspyreg package
         MAX_HEAD_BYTES,
         ConnectionLimits,
         JsonRefused,
+        port_problem,
         strict_json,
     )
     from .signature import field_types
@@ -65,6 +66,7 @@ except ImportError:  # in an exported bundle, beside inference.py, server_limits
         MAX_HEAD_BYTES,
         ConnectionLimits,
         JsonRefused,
+        port_problem,
         strict_json,
     )
     from signature import field_types  # type: ignore[no-redef]
@@ -97,6 +99,9 @@ class StaticBackend:
         return self.server
 
     def status(self) -> dict[str, Any]:
+        problem = self.server.lm_problem()
+        if problem is not None:
+            return {"ready": False, "version": self.server.version, "reason": problem}
         return {"ready": True, "version": self.server.version}
 
 
@@ -540,6 +545,18 @@ def main() -> None:
     os.environ[ENV_BODY_TIMEOUT] = str(args.body_timeout)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     module = Path(__file__).stem
+    problem = port_problem(args.host, args.port)
+    if problem is not None:
+        parser.exit(1, f"error: cannot serve on {args.host}:{args.port}: {problem}: stop what uses it or pass --port\n")
+    bundle = os.environ["DSPYREG_BUNDLE_DIR"]
+    config = json.loads((Path(bundle) / "config.json").read_text())["pipeline"]
+    # uvicorn logs at warning level only: say here where to send requests.
+    print(
+        f"Serving {config['name']} {config['version']} on http://{args.host}:{args.port} "
+        f"({args.workers} worker(s)); GET /ready says whether it can answer",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(
         f"{module}:bundle_app",
         factory=True,

@@ -309,6 +309,14 @@ class PipelineServer:
     def predict(self, **inputs: Any) -> dict[str, Any]:
         return self.run(inputs).outputs
 
+    def lm_problem(self) -> str | None:
+        """Why no request can be answered (no LM to ask), or None; servers say it in /ready instead of 502s."""
+        import dspy
+
+        if self.lm is None and dspy.settings.lm is None:
+            return f"no LM configured: set {ENV_MODEL} (and {ENV_API_KEY} or the provider's key variable)"
+        return None
+
     def run(self, inputs: dict[str, Any]) -> Result:
         import dspy
 
@@ -319,8 +327,9 @@ class PipelineServer:
                 [f"missing {', '.join(missing)}"] if missing else []
             )
             raise InputError(f"inputs do not fit {self.name} {self.version}: {'; '.join(parts)}")
-        if self.lm is None and dspy.settings.lm is None:
-            raise LMFailure(f"no LM configured: set {ENV_MODEL} (and {ENV_API_KEY} or the provider's key variable)")
+        problem = self.lm_problem()
+        if problem is not None:
+            raise LMFailure(problem)
         lm = self.lm.copy() if self.lm is not None else None  # a private history per request: its own usage
         try:
             with dspy.context(lm=lm, track_usage=True) if lm is not None else dspy.context(track_usage=True):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,3 +141,16 @@ def _check_text(text: str, what: str) -> None:
         raise JsonRefused(
             f"{what} holds a lone surrogate (\\u{ord(text[err.start]):04x}): strings must be valid Unicode"
         ) from None
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port ("Address already in use"...), or None: checked before a
+    server says where it listens, so a busy port is one clear error and not a "serving" line then a crash."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: a closing socket is no owner
+            probe.bind((host, port))
+    except OSError as err:
+        return err.strerror or str(err)
+    return None
