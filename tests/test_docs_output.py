@@ -127,8 +127,8 @@ def _json_shape(value: Any) -> Any:
 
 
 def shape(text: str) -> list[Any]:
-    """What must stay equal between a page's output and the tool's: rich tables by header and first cell of each
-    row, markdown tables the same, panels by title, sections, demo markers and counts, JSON by keys; other lines
+    """What must stay equal between a page's output and the tool's: rich tables by header and, per row, first cell
+    and number of filled cells, markdown tables the same, panels by title, sections, demo markers and counts, JSON by keys; other lines
     normalized."""
     try:
         return [("json", _json_shape(json.loads(text)))]
@@ -163,14 +163,15 @@ def shape(text: str) -> list[Any]:
                 i += 1
             rows = [[c.strip() for c in row.strip("|").split("|")] for row in table]
             body = [r for r in rows[1:] if not all(set(c) <= {"-", " ", ":"} for c in r)]
-            items.append(("table", rows[0], [norm(r[0]) for r in body]))
+            items.append(("table", rows[0], [(norm(r[0]), len(r)) for r in body]))
             continue
         cells = _cells(line)
         if not line[0].isspace() and len(cells) >= 2 and all(_HEADER_CELL.match(c) for c in cells):
             first_cells = []
             while i < len(lines) and lines[i].strip():
                 if not lines[i][0].isspace():  # a wrapped cell continues on lines that start blank
-                    first_cells.append(norm(_cells(lines[i])[0]))
+                    row = _cells(lines[i])
+                    first_cells.append((norm(row[0]), len(row)))  # the count tells an empty column from a filled one
                 i += 1
             items.append(("table", cells, first_cells))
             continue
