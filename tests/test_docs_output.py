@@ -11,6 +11,7 @@ background is stopped at the end of the module.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import os
@@ -26,7 +27,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import EXAMPLE_SPEC, ROOT, publish_args
+from dspy_registry.registry import Registry
+
+from .conftest import ROOT, publish_example
 from .serving import free_port
 
 PAGES = ("README.md", "docs/quickstart.md", "docs/deployment.md", "docs/grpc.md")
@@ -128,8 +131,8 @@ def _json_shape(value: Any) -> Any:
 
 def shape(text: str) -> list[Any]:
     """What must stay equal between a page's output and the tool's: rich tables by header and, per row, first cell
-    and number of filled cells, markdown tables the same, panels by title, sections, demo markers and counts, JSON by keys; other lines
-    normalized."""
+    and number of filled cells; markdown tables the same; panels by title, sections, demo markers and counts; JSON
+    by keys; other lines normalized."""
     try:
         return [("json", _json_shape(json.loads(text)))]
     except json.JSONDecodeError:
@@ -216,7 +219,7 @@ class PageRun:
         env_file, cwd_file = self.state / "env", self.state / "cwd"
         script = (
             f'source "{env_file}"\ncd "{cwd}" || exit 97\n'
-            f"trap 'export -p > \"{env_file}\"; pwd > \"{cwd_file}\"' EXIT\n"
+            f'trap \'export -p > "{env_file}"; pwd > "{cwd_file}"\' EXIT\n'
             f"set -eo pipefail\n{self.swap_ports(block.body)}"
         )
         out_path = self.state / f"out-{block.line}"
@@ -243,10 +246,8 @@ class PageRun:
 
     def stop(self) -> None:
         for group in self.groups:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # the block's processes all ended already
                 os.killpg(group, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
 
 def _base_env(scratch: Path) -> dict[str, str]:
@@ -282,14 +283,17 @@ def _cli(env: dict[str, str], cwd: Path, *args: str) -> str:
     return done.stdout
 
 
-def _published(folder: Path, env: dict[str, str], states: dict[str, Path], *, prod: str | None) -> None:
-    """./registry in `folder` holding qa v1.0 and v1.1 (and `prod` in prod), as the pages assume."""
-    _cli(env, folder, "init")
-    for version in ("v1.0", "v1.1"):
-        _cli(env, folder, *publish_args(EXAMPLE_SPEC, states[version], version))
-    if prod:
-        _cli(env, folder, "promote", prod)
-        _cli(env, folder, "promote", "staging")
+def _published(folder: Path, env: dict[str, str], states: dict[str, Path], *, prod: str) -> None:
+    """./registry in `folder` holding qa v1.0 and v1.1 and `prod` in prod, as the pages assume. Published in this
+    process (DSPy imported once, not per command) under the page's identity."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        with Registry.init(folder / "registry") as reg:
+            for version in ("v1.0", "v1.1"):
+                publish_example(reg, states[version], version)
+            reg.promote(prod)
+            reg.promote("staging")
 
 
 @pytest.fixture(scope="module")
