@@ -37,7 +37,7 @@ OUTPUT_LANGS = ("text", "json")
 NOT_RUN_RE = re.compile(r"^<!-- not-run: (.*?) -->$")
 SAVE_AS_RE = re.compile(r"[Ss]ave this as `([^`]+)`")
 DOC_PORTS = ("8000", "8001", "50051")  # the ports the docs use, swapped for free ones in a test
-BLOCK_TIMEOUT = 180
+BLOCK_TIMEOUT = 120
 
 
 @dataclass(frozen=True)
@@ -234,7 +234,12 @@ class PageRun:
                 start_new_session=True,
             )
             self.groups.append(proc.pid)
-            returncode = proc.wait(timeout=BLOCK_TIMEOUT)
+            try:
+                returncode = proc.wait(timeout=BLOCK_TIMEOUT)
+            except subprocess.TimeoutExpired:  # a server left in the foreground: this block fails, the page goes on
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait()
+                return Ran(124, f"timed out after {BLOCK_TIMEOUT} s: a server needs `&` or a not-run mark")
         return Ran(returncode, out_path.read_text(encoding="utf-8", errors="replace"))
 
     def run_page(self, page: str) -> None:
@@ -433,3 +438,10 @@ def test_the_proto_in_grpc_md_is_what_proto_prints(page_runs: dict[str, PageRun]
     run = page_runs["docs/grpc.md"]
     printed = _cli(run.env, run.folder, "proto", "v1.1")
     assert _proto_tokens(shown.body) == _proto_tokens(printed)
+
+
+def test_the_readme_keeps_two_set_up_commands_for_ci() -> None:
+    """.ci/run runs the lines of README's first sh block, and expects exactly two."""
+    first = next(b for b in BLOCKS["README.md"] if b.lang == "sh")
+    assert len([line for line in first.body.splitlines() if line.strip()]) == 2
+    assert first.not_run is not None
