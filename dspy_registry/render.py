@@ -315,8 +315,8 @@ def export_summary(program: str, version: str, result: ExportResult) -> Text:
         if result.removed:
             text.append(f", removed {len(result.removed)} the previous export wrote and this one does not have")
         text.append("; every other file was kept.")
-        for path in result.replaced:
-            text.append(f"\n  replaced {path}", style="dim")
+        if result.replaced:
+            text.append(f"\n  replaced: {', '.join(result.replaced)}", style="dim")
         for path in result.removed:
             text.append(f"\n  removed  {path}", style="dim")
     text.append(f"\nRun it: cd {result.path} && python api.py --port 8000")

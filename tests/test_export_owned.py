@@ -42,7 +42,7 @@ def test_force_keeps_what_the_export_did_not_write(published: Registry, tmp_path
 
     second = runner.invoke(app, ["export", "v1.1", str(deploy), "--force", "--registry", published.location])
     assert second.exit_code == 0, second.output
-    assert "replaced program.json" in second.stdout and "removed  code/stale_helper.py" in second.stdout
+    assert "program.json" in second.stdout.split("replaced: ")[1] and "removed  code/stale_helper.py" in second.stdout
     assert "every other file was kept" in second.stdout
     assert (deploy / ".venv" / "bin" / "python").read_text() == "#!venv"
     assert (deploy / ".env").read_text() == "DSPYREG_LM_API_KEY=sk-secret\n"
