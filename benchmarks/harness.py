@@ -26,6 +26,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs" / "performance.md"
 EXAMPLE_PROGRAM = f"{ROOT / 'examples' / 'qa_program.py'}:DocsQA"
 GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+# Every process a benchmark starts: git in plain English and never prompting, litellm without fetching its price list.
+BASE_ENV = {**GIT_ENV, "LITELLM_LOCAL_MODEL_COST_MAP": "true"}
 Argv = Sequence[str | Path]
 
 
@@ -38,7 +40,7 @@ def log(message: str) -> None:
 def run(argv: Argv, *, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> str:
     """Run a command, return its stdout; raise with its stderr on failure."""
     proc = subprocess.run(
-        [str(a) for a in argv], cwd=cwd, capture_output=True, env={**os.environ, **GIT_ENV, **(env or {})}
+        [str(a) for a in argv], cwd=cwd, capture_output=True, env={**os.environ, **BASE_ENV, **(env or {})}
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stderr.decode()}")
@@ -90,7 +92,7 @@ def timed(
     proc = subprocess.Popen(
         [str(a) for a in argv],
         cwd=cwd,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **BASE_ENV, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,

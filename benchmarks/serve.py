@@ -27,7 +27,8 @@ is read from /proc over each window.
 
 The fake LM (dspy_registry.fake_lm) sets TCP_NODELAY on its sockets: it writes the status line and headers and then
 the body in two sends, and without it Nagle's algorithm would hold the body until the client's delayed ACK (~40 ms).
-Its per-request log (`FakeLM.requests`, which grows without bound) is turned off too, so its memory and GC pauses stay flat during the run.
+Its per-request log (`FakeLM.requests`, which grows without bound) is turned off too, so its memory and GC pauses
+stay flat during the run.
 
 Results: markdown tables on stdout (progress goes to stderr), benchmarks/results/serve.json, and the generated block
 of the `## Serving` section of docs/performance.md (text outside the block is written by hand and kept). --quick is a
