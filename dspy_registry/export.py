@@ -304,6 +304,7 @@ It needs Python and `pip install -r requirements.txt`; it does not need dspyreg.
 | `config.json` | pipeline, LM and performance settings |
 | `inference.py` | `PipelineServer(".").predict(**inputs)` |
 | `api.py`, `server_limits.py` | the HTTP API (FastAPI) and the limits it enforces (strict JSON, batch size, timeouts) |
+| `calls.py`, `signature.py` | one call (bearer check, validation, run, access log) and the program's field types |
 | `{name}.proto` | the typed gRPC interface, served by `dspyreg serve --grpc-port`: generate clients from it |
 | `examples/input.json`, `examples/output.json` | an input, and the output it gave (see its `source`) |
 
