@@ -41,7 +41,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 try:  # inside the dspyreg package
     from . import calls
-    from .calls import ENV_TOKEN, CallFailure, access_log, models
+    from .calls import CallFailure, access_log, models
     from .inference import PipelineServer
     from .server_limits import (
         DEFAULT_BODY_TIMEOUT,
@@ -57,7 +57,7 @@ try:  # inside the dspyreg package
     )
 except ImportError:  # in an exported bundle, beside calls.py, inference.py, server_limits.py and signature.py
     import calls  # type: ignore[no-redef]
-    from calls import ENV_TOKEN, CallFailure, access_log, models  # type: ignore[no-redef]
+    from calls import CallFailure, access_log, models  # type: ignore[no-redef]
     from inference import PipelineServer  # type: ignore[no-redef]
     from server_limits import (  # type: ignore[no-redef]
         DEFAULT_BODY_TIMEOUT,
@@ -72,7 +72,6 @@ except ImportError:  # in an exported bundle, beside calls.py, inference.py, ser
         strict_json,
     )
 
-__all__ = ["ENV_TOKEN", "access_log", "models"]  # calls.py's, named here too for those who import them from api
 DEFAULT_MAX_BODY = 1 << 20
 DEFAULT_THREADS = 64
 # Each CallFailure kind as (HTTP status, the "error" of the JSON body): the one place REST says how calls fail.
