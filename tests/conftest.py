@@ -82,6 +82,14 @@ def published(registry: Registry, states: dict[str, Path]) -> Registry:
     return registry
 
 
+@pytest.fixture
+def prod_v11(published: Registry) -> Registry:
+    """`published` with prod moved to v1.0, then to v1.1 (so rollback names v1.0)."""
+    published.promote("v1.0", "prod")
+    published.promote("v1.1", "prod")
+    return published
+
+
 def git(path: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(path), *args], check=True, capture_output=True, text=True).stdout
 

@@ -39,6 +39,7 @@ def test_export_writes_the_whole_bundle(exported: Path, published: Registry) -> 
         "config.json",
         "requirements.txt",
         "inference.py",
+        "calls.py",
         "api.py",
         "Dockerfile",
         "docker-compose.yml",

@@ -28,8 +28,8 @@ from dspy_registry.registry import Registry
 from dspy_registry.state import read_state_file
 
 from .conftest import ROOT, publish_args, ref_snapshot
+from .grpc_clients import client_modules, grpc_serve, proto_of, wait_serving
 from .serving import Server, free_port
-from .test_grpc import client_modules, grpc_serve, proto_of, wait_serving
 from .zoo.programs import KINDS, optimize
 
 ZOO = ROOT / "tests" / "zoo" / "programs.py"

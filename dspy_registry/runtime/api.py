@@ -10,18 +10,19 @@ builds the same app over a backend that follows an environment and swaps version
     GET  /version          program, version, commit, environment
     GET  /docs             OpenAPI, with request and response schemas from the loaded version's signature
 
-Program calls run in a bounded thread pool, off the event loop, so slow LM calls proceed in parallel. Each request
-runs on the version that was current when it arrived, even if a swap happens meanwhile. Errors are JSON, never a
-traceback: 401 without the DSPYREG_API_TOKEN bearer token, 413 above the body limit or a batch above --max-batch,
-408 when a body does not arrive within --body-timeout, 422 for a body that does not fit (server_limits.strict_json:
-no NaN, no 1e999999, no deep nesting, no lone surrogates), 502 when the LM fails or answers something unparseable,
-503 when not ready or when the process already holds --max-connections connections (LimitedH11Protocol, which also
+The call itself (bearer check, validation, run, access-log line) is calls.py's, shared with gRPC; this module is
+the HTTP door: it reads bodies and maps each CallFailure kind to a status in one table, REST_ERRORS. Program calls
+run in a bounded thread pool, off the event loop, so slow LM calls proceed in parallel. Each request runs on the
+version that was current when it arrived, even if a swap happens meanwhile. Errors are JSON, never a traceback:
+401 without the DSPYREG_API_TOKEN bearer token, 413 above the body limit or a batch above --max-batch, 408 when a
+body does not arrive within --body-timeout, 422 for a body that does not fit (server_limits.strict_json: no NaN, no
+1e999999, no deep nesting, no lone surrogates), 502 when the LM fails or answers something unparseable, 503 when not
+ready or when the process already holds --max-connections connections (LimitedH11Protocol, which also
 closes a connection whose request head has not arrived within --header-timeout).
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
@@ -29,7 +30,6 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,11 +37,12 @@ import anyio
 import h11
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 try:  # inside the dspyreg package
-    from .inference import InputError, LMFailure, PipelineServer, ProgramFailure
+    from . import calls
+    from .calls import CallFailure, access_log, models
+    from .inference import PipelineServer
     from .server_limits import (
         DEFAULT_BODY_TIMEOUT,
         DEFAULT_KEEP_ALIVE,
@@ -54,9 +55,10 @@ try:  # inside the dspyreg package
         port_problem,
         strict_json,
     )
-    from .signature import field_types
-except ImportError:  # in an exported bundle, beside inference.py, server_limits.py and signature.py
-    from inference import InputError, LMFailure, PipelineServer, ProgramFailure  # type: ignore[no-redef]
+except ImportError:  # in an exported bundle, beside calls.py, inference.py, server_limits.py and signature.py
+    import calls  # type: ignore[no-redef]
+    from calls import CallFailure, access_log, models  # type: ignore[no-redef]
+    from inference import PipelineServer  # type: ignore[no-redef]
     from server_limits import (  # type: ignore[no-redef]
         DEFAULT_BODY_TIMEOUT,
         DEFAULT_KEEP_ALIVE,
@@ -69,12 +71,23 @@ except ImportError:  # in an exported bundle, beside inference.py, server_limits
         port_problem,
         strict_json,
     )
-    from signature import field_types  # type: ignore[no-redef]
 
-ENV_TOKEN = "DSPYREG_API_TOKEN"
 DEFAULT_MAX_BODY = 1 << 20
 DEFAULT_THREADS = 64
-access_log = logging.getLogger("dspyreg.access")
+# Each CallFailure kind as (HTTP status, the "error" of the JSON body): the one place REST says how calls fail.
+REST_ERRORS = {
+    calls.UNAUTHORIZED: (401, "unauthorized"),
+    calls.INVALID_JSON: (422, "invalid_json"),
+    calls.INVALID_INPUT: (422, "invalid_input"),
+    calls.TOO_LARGE: (413, "too_large"),
+    calls.BODY_TIMEOUT: (408, "body_timeout"),
+    calls.BATCH_TOO_LARGE: (413, "batch_too_large"),
+    calls.LM_FAILURE: (502, "lm_error"),
+    calls.PROGRAM_FAILURE: (500, "program_error"),
+    calls.NOT_READY: (503, "not_ready"),
+    calls.DEADLINE_EXCEEDED: (504, "deadline_exceeded"),
+    calls.INTERNAL: (500, "internal_error"),
+}
 
 
 class Backend(Protocol):
@@ -105,52 +118,20 @@ class StaticBackend:
         return {"ready": True, "version": self.server.version}
 
 
-# -- models from the program's signature -----------------------------------------------------------------------------
-def models(server: PipelineServer) -> tuple[type[Any], type[Any]]:
-    """(request, response) pydantic models of `server`'s version, built once per loaded version."""
-    cached = getattr(server, "_api_models", None)
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    found = field_types(server.program, server.interface)  # the one reader: interface.json's schemas come from it
-    types, output_types = dict(found.inputs), dict(found.outputs)
-    title = "".join(part.capitalize() for part in server.name.replace("-", "_").split("_"))
-
-    def field(spec: dict[str, Any], required: bool, types: dict[str, Any] = types) -> tuple[Any, Any]:
-        annotation = types.get(spec["name"], Any)
-        description = spec.get("description") or None
-        if required:
-            return annotation, Field(..., description=description)
-        return annotation | None, Field(None, description=description)
-
-    class Strict(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-    request = create_model(  # type: ignore[call-overload]
-        f"{title}Request",
-        __base__=Strict,
-        **{f["name"]: field(f, f.get("required", True)) for f in server.interface["inputs"]},
-    )
-    usage = create_model(
-        "Usage",
-        prompt_tokens=(int, 0),
-        completion_tokens=(int, 0),
-        total_tokens=(int, 0),
-        cost=(float | None, Field(None, description="USD, when DSPy knows the model's price")),
-        lm_calls=(int, 0),
-    )
-    response = create_model(  # type: ignore[call-overload]
-        f"{title}Response",
-        program=(str, ...),
-        version=(str, ...),
-        usage=(usage, ...),
-        **{f["name"]: field(f, False, output_types) for f in server.interface["outputs"]},
-    )
-    server._api_models = (request, response)  # type: ignore[attr-defined]
-    return request, response
+def failure_body(failure: CallFailure) -> tuple[int, dict[str, Any]]:
+    """A failed call as REST answers it: (status, {"error": ..., "detail": ...})."""
+    status, error = REST_ERRORS[failure.kind]
+    return status, {"error": error, "detail": failure.body_detail}
 
 
-def _error(status: int, kind: str, detail: Any) -> Any:
-    return JSONResponse({"error": kind, "detail": detail}, status_code=status)
+def failure_response(failure: CallFailure) -> Any:
+    status, body = failure_body(failure)
+    response = JSONResponse(body, status_code=status)
+    if failure.kind == calls.UNAUTHORIZED:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    elif failure.kind == calls.BODY_TIMEOUT:
+        response.headers["Connection"] = "close"  # the rest of a slow body is not waited for
+    return response
 
 
 # -- the app -----------------------------------------------------------------------------------------------------------
@@ -163,7 +144,7 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> Any:
-    token = token if token is not None else (os.environ.get(ENV_TOKEN) or None)
+    token = calls.configured_token(token)
     limiter = anyio.CapacityLimiter(threads)
     app = FastAPI(title="dspyreg program API", version="1", docs_url="/docs", openapi_url="/openapi.json")
     open_paths = {"/health", "/ready"}
@@ -174,20 +155,18 @@ def create_app(
         server = backend.current()
         request.state.server = server
         response: Any
-        if token and request.url.path not in open_paths and not _authorized(request, token):
-            response = JSONResponse(
-                {"error": "unauthorized", "detail": "send Authorization: Bearer <DSPYREG_API_TOKEN>"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        elif int(request.headers.get("content-length") or 0) > max_body_bytes:
-            response = _error(413, "too_large", f"the body is over {max_body_bytes} bytes")
-        else:
-            try:
-                response = await call_next(request)
-            except Exception as err:  # never a traceback to the client
-                response = _error(500, "internal_error", type(err).__name__)
-        _log(request, response.status_code, started, server)
+        try:
+            open_path = request.url.path in open_paths
+            if token and not open_path and not calls.authorized(request.headers.get("authorization", ""), token):
+                raise CallFailure(calls.UNAUTHORIZED, "send Authorization: Bearer <DSPYREG_API_TOKEN>")
+            if int(request.headers.get("content-length") or 0) > max_body_bytes:
+                raise CallFailure(calls.TOO_LARGE, f"the body is over {max_body_bytes} bytes")
+            response = await call_next(request)
+        except CallFailure as failure:
+            response = failure_response(failure)
+        except Exception as err:  # never a traceback to the client
+            response = failure_response(CallFailure.internal(err))
+        calls.log_call(request.method, request.url.path, {"status": response.status_code}, started, server)
         return response
 
     async def read_json(request: Request) -> Any:
@@ -197,39 +176,19 @@ def create_app(
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > max_body_bytes:  # a chunked body has no Content-Length to refuse it by
-                        raise _Reject(_error(413, "too_large", f"the body is over {max_body_bytes} bytes"))
+                        raise CallFailure(calls.TOO_LARGE, f"the body is over {max_body_bytes} bytes")
                     chunks.append(chunk)
         except TimeoutError:
-            slow = _error(408, "body_timeout", f"the body did not arrive within {body_timeout:g} s")
-            slow.headers["Connection"] = "close"
-            raise _Reject(slow) from None
+            raise CallFailure(calls.BODY_TIMEOUT, f"the body did not arrive within {body_timeout:g} s") from None
         try:
             return strict_json(b"".join(chunks) or b"null")
         except JsonRefused as err:
-            raise _Reject(_error(422, "invalid_json", str(err))) from None
-
-    def validated(server: PipelineServer, data: Any, where: str = "") -> dict[str, Any]:
-        request_model, _ = models(server)
-        try:
-            parsed = request_model.model_validate(data)
-        except ValidationError as err:
-            detail = json.loads(err.json(include_url=False, include_context=False))
-            raise _Reject(_error(422, "invalid_input", {"at": where, "errors": detail} if where else detail)) from None
-        return {k: v for k, v in parsed.model_dump().items() if k in parsed.model_fields_set}
+            raise CallFailure(calls.INVALID_JSON, str(err)) from None
 
     async def answer(server: PipelineServer, inputs: dict[str, Any]) -> dict[str, Any]:
-        """The response body for one input; LM and program failures raise _Reject with their JSON error."""
-        try:
-            result = await anyio.to_thread.run_sync(server.run, inputs, limiter=limiter)
-        except InputError as err:
-            raise _Reject(_error(422, "invalid_input", str(err))) from None
-        except LMFailure as err:
-            raise _Reject(_error(502, "lm_error", str(err))) from None
-        except ProgramFailure as err:
-            raise _Reject(_error(500, "program_error", str(err))) from None
-        _, response_model = models(server)
-        body = {**result.outputs, "program": server.name, "version": server.version, "usage": result.usage.to_json()}
-        return response_model.model_validate(body).model_dump(mode="json")  # type: ignore[no-any-return]
+        """The response body for one input, run off the event loop; a failure raises CallFailure."""
+        answered: calls.Answer = await anyio.to_thread.run_sync(calls.run, server, inputs, limiter=limiter)
+        return answered.body
 
     def served(server: PipelineServer, body: dict[str, Any]) -> Any:
         return JSONResponse(body, headers={"X-Dspyreg-Version": server.version})
@@ -237,35 +196,34 @@ def create_app(
     @app.post("/predict", summary="Run the program on one input")
     async def predict(request: Request) -> Any:
         server = request.state.server
-        if server is None:
-            return _error(503, "not_ready", backend.status())
         try:
-            return served(server, await answer(server, validated(server, await read_json(request))))
-        except _Reject as reject:
-            return reject.response
+            if server is None:
+                raise calls.not_ready(backend.status())
+            return served(server, await answer(server, calls.validated(server, await read_json(request))))
+        except CallFailure as failure:
+            return failure_response(failure)
 
     @app.post("/predict/batch", summary="Run the program on several inputs, in parallel, on one version")
     async def predict_batch(request: Request) -> Any:
         server = request.state.server
-        if server is None:
-            return _error(503, "not_ready", backend.status())
         try:
+            if server is None:
+                raise calls.not_ready(backend.status())
             data = await read_json(request)
             if not isinstance(data, dict) or set(data) != {"inputs"} or not isinstance(data["inputs"], list):
-                raise _Reject(_error(422, "invalid_input", 'expected {"inputs": [{...}, ...]}'))
-            if len(data["inputs"]) > max_batch:  # before any input reaches the LM
-                detail = f"at most {max_batch} inputs per batch (--max-batch); got {len(data['inputs'])}"
-                raise _Reject(_error(413, "batch_too_large", detail))
-            batch = [validated(server, item, f"inputs[{i}]") for i, item in enumerate(data["inputs"])]
-        except _Reject as reject:
-            return reject.response
+                raise CallFailure(calls.INVALID_INPUT, 'expected {"inputs": [{...}, ...]}')
+            calls.check_batch(len(data["inputs"]), max_batch)
+            batch = [calls.validated(server, item, f"inputs[{i}]") for i, item in enumerate(data["inputs"])]
+        except CallFailure as failure:
+            return failure_response(failure)
         results: list[dict[str, Any]] = [{} for _ in batch]
 
         async def one(i: int, inputs: dict[str, Any]) -> None:
             try:
                 results[i] = await answer(server, inputs)
-            except _Reject as reject:  # one failed input does not fail the others
-                results[i] = {"error": json.loads(bytes(reject.response.body)), "status": reject.response.status_code}
+            except CallFailure as failure:  # one failed input does not fail the others
+                status, body = failure_body(failure)
+                results[i] = {"error": body, "status": status}
 
         async with anyio.create_task_group() as group:
             for i, inputs in enumerate(batch):
@@ -285,7 +243,7 @@ def create_app(
     async def version(request: Request) -> Any:
         server = request.state.server
         if server is None:
-            return _error(503, "not_ready", backend.status())
+            return failure_response(calls.not_ready(backend.status()))
         return {
             "program": server.name,
             "version": server.version,
@@ -362,35 +320,6 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     return app
-
-
-class _Reject(Exception):
-    """Stop handling a request and answer with `response` (a JSON error)."""
-
-    def __init__(self, response: Any) -> None:
-        self.response = response
-
-
-def _authorized(request: Any, token: str) -> bool:
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
-
-
-def _log(request: Any, status: int, started: float, server: PipelineServer | None) -> None:
-    """One JSON line per request (never a header or a body: keys and tokens stay out of logs)."""
-    access_log.info(
-        json.dumps(
-            {
-                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "method": request.method,
-                "path": request.url.path,
-                "status": status,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-                "version": server.version if server is not None else None,
-            }
-        )
-    )
 
 
 class NoDelayH11Protocol(H11Protocol):

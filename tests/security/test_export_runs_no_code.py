@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from dspy_registry.cli import app
 from dspy_registry.registry import Registry
 
-from ..test_grpc import descriptors, publish_source
+from ..grpc_clients import descriptors, publish_source
 from .forge import forge_version, plumb
 from .test_verify_static import PAYLOAD, marker  # noqa: F401 - `marker` is a fixture
 

@@ -25,8 +25,9 @@ from dspy_registry.cli import app
 from dspy_registry.registry import Registry
 
 from ..conftest import EXAMPLE_SPEC, publish_args, ref_snapshot
+from ..grpc_clients import client_modules, code_of, grpc_serve, proto_of, publish_source, wait_serving
 from ..serving import Server, dspyreg_serve, free_port, raw_post
-from ..test_grpc import TYPED, client_modules, code_of, grpc_serve, proto_of, publish_source, wait_serving
+from ..test_grpc import TYPED
 
 QUESTION = {"question": "How do I roll back?"}
 # Each is a body that Python's json either refuses with an error nobody caught (a 500) or lets through as a value
@@ -43,12 +44,6 @@ BAD_BODIES = {
     "batch with NaN": b'{"inputs": [{"question": NaN}]}',
     "batch 10,000 deep": b'{"inputs": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
 }
-
-
-@pytest.fixture
-def prod_v11(published: Registry) -> Registry:
-    published.promote("v1.1", "prod")
-    return published
 
 
 def assert_bad_json_refused(server: Server, fake_lm: Any) -> None:
