@@ -493,11 +493,11 @@ def diff(
         if json_out or output is DiffFormat.json:
             _print_json(result.to_json())
         elif output is DiffFormat.markdown:
-            from .render import diff_markdown
+            from .render_diff import diff_markdown
 
             sys.stdout.write(diff_markdown(result))
         else:
-            from .render import diff_view
+            from .render_diff import diff_view
 
             console = _out()
             console.print(diff_view(result, plain=console.color_system is None))
