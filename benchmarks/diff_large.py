@@ -1,12 +1,13 @@
 """`dspyreg diff` of two saved states whose instructions are 100 KB of prose differing by one word.
 
-    python benchmarks/diff_large.py [--repeats 7] [--kilobytes 100]
+    python benchmarks/diff_large.py [--repeats 7] [--kilobytes 100] [--quick]
 
 The instructions repeat a paragraph of ordinary English (so the same words come back thousands of times: the worst
-case for a word matcher), in paragraphs; one word in the middle is replaced. Prints the median wall time of:
+case for a word matcher), in paragraphs; one word in the middle is replaced. Prints a markdown table of the median
+wall time of:
 - the real CLI (`python -m dspy_registry.cli diff a.json b.json`, a fresh process: cold start included), per format;
 - the diff and its text rendering in-process (what the command spends beyond starting Python).
-and the size of the text output, which shows the change with context, not the 100 KB.
+a table of the sizes of the outputs, and the text output itself, which shows the change with context, not the 100 KB.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import ROOT, markdown_table, median_seconds
+
+sys.path.insert(0, str(ROOT))  # the in-process figures import this checkout's dspy_registry
 
 PARAGRAPH = (
     "Answer the question using only the passages given. Quote the passage that supports the answer, and say "
@@ -43,20 +43,13 @@ def state(text: str) -> dict[str, object]:
     return {"qa": {"traces": [], "train": [], "demos": [], "signature": signature, "lm": None}}
 
 
-def median_seconds(run: object, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()  # type: ignore[operator]
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--kilobytes", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 runs per figure")
     args = parser.parse_args()
+    repeats = 2 if args.quick else args.repeats
 
     from rich.console import Console
 
@@ -68,7 +61,6 @@ def main() -> None:
         a, b = Path(tmp) / "a.json", Path(tmp) / "b.json"
         a.write_text(json.dumps(state(before)))
         b.write_text(json.dumps(state(after)))
-        print(f"instructions: {len(before) / 1024:.0f} KB, {len(before.split())} words, one word changed")
 
         def in_process() -> str:
             out = io.StringIO()
@@ -76,17 +68,24 @@ def main() -> None:
             return out.getvalue()
 
         text = in_process()
-        print(f"in-process diff + text rendering: {median_seconds(in_process, args.repeats) * 1000:.0f} ms median")
         markdown = diff_markdown(diff_files(str(a), str(b)))
+        rows = [["diff and text rendering, in-process", f"{median_seconds(in_process, repeats) * 1000:.0f}"]]
         for fmt in ("text", "markdown", "json"):
             command = [sys.executable, "-m", "dspy_registry.cli", "diff", str(a), str(b), "--format", fmt]
             seconds = median_seconds(
-                lambda command=command: subprocess.run(command, check=True, capture_output=True, cwd=ROOT),
-                args.repeats,
+                lambda command=command: subprocess.run(command, check=True, capture_output=True, cwd=ROOT), repeats
             )
-            print(f"CLI diff --format {fmt}: {seconds * 1000:.0f} ms median (cold start included)")
-        print(f"text output: {len(text)} characters; markdown: {len(markdown)} characters")
-        print(text)
+            rows.append([f"`dspyreg diff a.json b.json --format {fmt}` (fresh process)", f"{seconds * 1000:.0f}"])
+    sizes = [
+        ["instructions", f"{len(before) / 1024:.0f} KB, {len(before.split())} words, one word changed"],
+        ["text output", f"{len(text)} characters"],
+        ["markdown output", f"{len(markdown)} characters"],
+        ["runs per figure (median)", str(repeats)],
+    ]
+    print(markdown_table(["measure", "median ms"], rows, numeric=(1,)))
+    print()
+    print(markdown_table(["", "value"], sizes))
+    print(f"\n```\n{text.rstrip()}\n```")
 
 
 if __name__ == "__main__":

@@ -140,11 +140,6 @@ def serve(
         if grpc_port is not None and not (0 < grpc_port < 65536 and grpc_port != port):
             raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
         _require_serve_extra()
-        from .runtime.server_limits import port_problem
-
-        busy = port_problem(host, port)
-        if busy is not None:
-            raise RegistryError(f"cannot serve on {host}:{port}: {busy}: stop what uses it or choose another --port")
         with open_registry(registry) as reg:
             target = ref or reg.production
             resolved = resolve_checked(reg, target, name, no_verify, require_signed=require_signed)
@@ -154,7 +149,7 @@ def serve(
         from .serve import serve as run_server
 
         check_lm_environment()  # a server that cannot make its LM would run without ever swapping a version in
-        _check_free(host, port, "HTTP")  # a bad --host or a taken --port: one line now, not uvicorn's exit 3
+        _check_free(host, port, "HTTP", "--port")  # a bad --host or a taken port: one line, not uvicorn's exit 3
 
         config = ServeConfig(
             location,

@@ -134,10 +134,11 @@ class GitStore(GitRemote):
 
     @classmethod
     def init(cls, path: Path, *, bare: bool) -> GitStore:
-        import git  # GitPython: creating a repository is its job; everything after is plumbing
-
-        repo = git.Repo.init(path, bare=bare, initial_branch="main")
-        return cls(Path(repo.git_dir))
+        """A new empty repository at `path` whose branch is main; OSError when the folder cannot be made."""
+        path.mkdir(parents=True, exist_ok=True)
+        store = cls((path if bare else path / ".git").resolve())
+        store.run("init", "--quiet", "--initial-branch=main", *(["--bare"] if bare else []), str(path.resolve()))
+        return store
 
     def close(self) -> None:
         if self._cat is not None:

@@ -219,10 +219,12 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
         uvicorn.run(build_app(config), host=host, port=port, **options)
 
 
-def _check_free(host: str, port: int, what: str = "gRPC") -> None:
+def _check_free(host: str, port: int, what: str = "gRPC", option: str = "--grpc-port") -> None:
     problem = port_problem(host, port)
     if problem is not None:
-        raise RegistryError(f"cannot serve {what} on {host}:{port}: {problem}")
+        raise RegistryError(
+            f"cannot serve {what} on {host}:{port}: {problem}: stop what uses it or choose another {option}"
+        )
 
 
 def _require_grpc() -> None:

@@ -177,7 +177,9 @@ def test_load_without_verify_still_refuses_an_installed_module(published: Regist
         published.load("v6.7", verify=False)
 
 
-def test_serve_does_not_swap_in_an_entrypoint_outside_code(published: Registry, tmp_path: Path) -> None:
+def test_serve_does_not_swap_in_an_entrypoint_outside_code(
+    published: Registry, tmp_path: Path, fake_lm: object
+) -> None:
     path = Path(published.location)
     published.promote("v1.1", "prod")
     forge(path, tmp_path, "v6.7", entrypoint=HTTP_SERVER)

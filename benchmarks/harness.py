@@ -1,0 +1,240 @@
+"""What every benchmark here shares: running and timing the real CLI, fresh registries, the machine, report tables.
+
+The benchmarks are scripts (`python benchmarks/<name>.py`), so this module is imported as `harness` from beside
+them. Reports are markdown tables of measured figures; what the figures mean is written by hand in
+docs/performance.md, outside the generated blocks.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs" / "performance.md"
+EXAMPLE_PROGRAM = f"{ROOT / 'examples' / 'qa_program.py'}:DocsQA"
+GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+# Every process a benchmark starts: git in plain English and never prompting, litellm without fetching its price list.
+BASE_ENV = {**GIT_ENV, "LITELLM_LOCAL_MODEL_COST_MAP": "true"}
+Argv = Sequence[str | Path]
+
+
+# -- running --------------------------------------------------------------------------------------------------------
+def log(message: str) -> None:
+    """Progress on stderr, so stdout holds only the report."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(argv: Argv, *, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> str:
+    """Run a command, return its stdout; raise with its stderr on failure."""
+    proc = subprocess.run(
+        [str(a) for a in argv], cwd=cwd, capture_output=True, env={**os.environ, **BASE_ENV, **(env or {})}
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stderr.decode()}")
+    return proc.stdout.decode()
+
+
+def git(repo: Path, *args: str) -> str:
+    return run(["git", "-C", repo, *args])
+
+
+def git_bytes(repo: Path, *args: str) -> bytes:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True).stdout
+
+
+def dspyreg(*args: str | Path) -> list[str | Path]:
+    """The `dspyreg` console script installed beside this Python (what a user runs), else the one on PATH."""
+    beside = Path(sys.executable).parent / "dspyreg"
+    found = str(beside) if beside.exists() else shutil.which("dspyreg")
+    if not found:
+        raise SystemExit("dspyreg is not installed beside this python nor on PATH")
+    return [found, *args]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def require(condition: bool, message: str) -> None:
+    """A check of what a benchmark built (not an assert: it must hold under `python -O` too)."""
+    if not condition:
+        raise RuntimeError(f"check failed: {message}")
+
+
+# -- timing ---------------------------------------------------------------------------------------------------------
+class TimedOut(Exception):
+    """A benchmarked process ran past its time limit and was killed."""
+
+
+def timed(
+    argv: Argv, *, cwd: Path | None = None, env: Mapping[str, str] | None = None, limit: float | None = None
+) -> float:
+    """Wall time of one fresh process, stdout discarded (piped, as in CI); raises if it fails or runs past `limit`.
+
+    The process gets its own process group so that a timed-out run is killed together with its git children.
+    """
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(a) for a in argv],
+        cwd=cwd,
+        env={**os.environ, **BASE_ENV, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise TimedOut(" ".join(map(str, argv))) from None
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{stderr.decode()}")
+    return elapsed
+
+
+def seconds_of(call: Callable[[], object], repeats: int) -> list[float]:
+    """Wall seconds of `repeats` calls of `call`, in order."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median_seconds(call: Callable[[], object], repeats: int) -> float:
+    return statistics.median(seconds_of(call, repeats))
+
+
+# -- fresh registries -----------------------------------------------------------------------------------------------
+def example_states(folder: Path) -> Path:
+    """Optimize examples/ offline (deterministic DummyLM) once: qa-v1.0.json, qa-v1.1.json ... in `folder`."""
+    if not (folder / "qa-v1.0.json").is_file():
+        run([sys.executable, ROOT / "examples" / "optimize.py", folder])
+    return folder
+
+
+def publish_example(registry: str | Path, state: Path, version: str) -> list[str | Path]:
+    """The argv of `dspyreg publish` of examples/qa_program.py as `qa` (run it, or time it)."""
+    return dspyreg(
+        "publish",
+        EXAMPLE_PROGRAM,
+        "--state",
+        state,
+        "--name",
+        "qa",
+        "--version",
+        version,
+        "--optimizer",
+        "BootstrapFewShot",
+        "--dev-score",
+        "0.75",
+        "--trainset-size",
+        "8",
+        "--registry",
+        registry,
+    )
+
+
+def fresh_registry(
+    registry: str | Path, publishes: Sequence[tuple[str, Path]] = (), *, env: Mapping[str, str] | None = None
+) -> None:
+    """`dspyreg init`, then a real `dspyreg publish` of examples/qa_program.py for each (version, state)."""
+    run(dspyreg("init", registry), env=env)
+    for version, state in publishes:
+        run(publish_example(registry, state, version), env=env)
+
+
+# -- the machine ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Machine:
+    measured: str  # UTC
+    nproc: int
+    cpu: str
+    os: str
+    python: str
+    git: str
+    dspyreg_source: str  # commit of this checkout, and whether dspy_registry/ had uncommitted changes
+    loadavg: str
+
+
+def loadavg() -> str:
+    path = Path("/proc/loadavg")
+    return " ".join(path.read_text().split()[:3]) if path.exists() else "n/a"
+
+
+def machine() -> Machine:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    cpu = next((ln.split(":", 1)[1].strip() for ln in cpuinfo if ln.startswith("model name")), platform.processor())
+    head = git(ROOT, "rev-parse", "--short", "HEAD").strip()
+    dirty = bool(git(ROOT, "status", "--porcelain", "--", "dspy_registry").strip())
+    return Machine(
+        measured=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        nproc=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0,
+        cpu=cpu or "unknown",
+        os=f"{platform.system()} {platform.release()}",
+        python=platform.python_version(),
+        git=run(["git", "--version"]).strip().removeprefix("git version "),
+        dspyreg_source=head + (" + uncommitted changes in dspy_registry/" if dirty else ""),
+        loadavg=loadavg(),
+    )
+
+
+# -- report tables --------------------------------------------------------------------------------------------------
+def figure(value: float | None, fmt: str = "{:.3f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, numeric: Sequence[int] = ()) -> str:
+    """A markdown table; the columns at indexes `numeric` are right-aligned."""
+    align = ["---:" if i in numeric else "---" for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def facts_table(facts: Mapping[str, object]) -> str:
+    """Two columns: what was measured where and how (machine, settings)."""
+    return markdown_table(["", "value"], [(key, value) for key, value in facts.items()])
+
+
+def targets_table(targets: Sequence[tuple[str, str, bool]]) -> str:
+    """(target, measured, met) rows."""
+    return markdown_table(
+        ["target", "measured", "met"], [(t, m, "**met**" if ok else "**missed**") for t, m, ok in targets]
+    )
+
+
+def write_generated_block(name: str, script: str, section: str, block: str, path: Path = DOCS) -> None:
+    """Replace the block `name` that benchmarks/`script` generates in docs/performance.md (made under `section`
+    if missing). Text outside the block is written by hand and kept."""
+    begin = f"<!-- {name}:begin (generated by benchmarks/{script}; edits inside are overwritten) -->"
+    end = f"<!-- {name}:end -->"
+    generated = f"{begin}\n{block}\n{end}"
+    text = path.read_text() if path.exists() else "# Performance\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + generated + rest.split(end, 1)[1]
+    elif f"\n{section}\n" in f"\n{text}":
+        text = text.replace(section, f"{section}\n\n{generated}", 1)
+    else:
+        text = text.rstrip("\n") + f"\n\n{section}\n\n{generated}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
