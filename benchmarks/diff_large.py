@@ -54,7 +54,7 @@ def main() -> None:
     from rich.console import Console
 
     from dspy_registry.registry import diff_files
-    from dspy_registry.render import diff_markdown, diff_view
+    from dspy_registry.render_diff import diff_markdown, diff_view
 
     before, after = instructions(args.kilobytes)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,9 @@
-"""DSPy program + state -> bundle files, and bundle files -> a ready program. The only module that imports dspy.
+"""A live DSPy program + its state -> the files of a version (`<program>/` in its commit), manifest last.
 
-dspy is imported inside the functions, so importing this module stays cheap; commands that only read or move refs
-never call into it.
+Also where the program comes from (a program spec imported: `file.py:Attr` or `package.module:Attr`, with its source
+files) and how a state is checked against it and loaded into it. What the bundle's files hold is built by
+prompts.py (prompts.json, prompts/*.md) and interface.py (interface.json, examples/). dspy is imported inside the
+functions, so importing this module stays cheap; commands that only read or move refs never call into it.
 """
 
 from __future__ import annotations
@@ -9,20 +11,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import inspect
 import json
 import platform
 import re
 import sys
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BadProgramSpec, BadState, RegistryError
+from .interface import example_input, example_output, interface_inputs, interface_outputs
 from .manifest import Manifest, Optimization, ProgramInfo
-from .runtime.signature import forward_inputs as _forward_inputs
+from .prompts import program_prompts as program_prompts  # re-exported: registry.py reads prompts from here
+from .prompts import render_prompt, unrendered_demos
 from .runtime.signature import record_schemas
 from .saved_state import check_saved_state, invalid_text, saved_with, version_warning
 from .state import (
@@ -282,103 +284,7 @@ def current_state(program: dspy.Module) -> dict[str, Any]:
     return state
 
 
-# -- prompts -----------------------------------------------------------------------------------------------------
-def type_name(annotation: Any) -> str:
-    if isinstance(annotation, type) and not typing.get_args(annotation):
-        return annotation.__name__
-    return re.sub(r"\b(typing|builtins|collections\.abc)\.", "", repr(annotation))
-
-
-def _field_view(name: str, info: Any) -> dict[str, Any]:
-    extra = info.json_schema_extra or {}
-    desc = extra.get("desc", "")
-    return {
-        "name": name,
-        "type": type_name(info.annotation),
-        "description": "" if desc == f"${{{name}}}" else desc,
-        "prefix": extra.get("prefix", ""),
-    }
-
-
-def program_prompts(program: dspy.Module) -> dict[str, Any]:
-    """prompts.json: per predictor, DSPy's own names: signature, instructions, typed fields, demos, lm."""
-    prompts: dict[str, Any] = {}
-    for name, predictor in program.named_predictors():
-        sig = predictor.signature
-        prompts[name] = {
-            "signature": sig.signature,
-            "instructions": sig.instructions,
-            "inputs": [_field_view(n, f) for n, f in sig.input_fields.items()],
-            "outputs": [_field_view(n, f) for n, f in sig.output_fields.items()],
-            "demos": [_plain(d) for d in predictor.demos],
-            "lm": screen_lm_state(predictor.lm.dump_state()).kept if predictor.lm is not None else None,
-        }
-    return prompts
-
-
-def _plain(demo: Any) -> dict[str, Any]:
-    from dspy.adapters.utils import serialize_for_json
-
-    items = demo.toDict() if hasattr(demo, "toDict") else dict(demo)
-    return {k: serialize_for_json(v) for k, v in items.items()}
-
-
-def rendered_demos(predictor: Any) -> list[Any]:
-    """The demos DSPy's adapters put in the prompt: those with every field, or with at least one input and one
-    output field (the rule of dspy.adapters.base.Adapter.format_demos); the others are silently dropped."""
-    sig = predictor.signature
-    return [
-        demo
-        for demo in predictor.demos
-        if all(k in demo and demo[k] is not None for k in sig.fields)
-        or (any(k in demo for k in sig.input_fields) and any(k in demo for k in sig.output_fields))
-    ]
-
-
-_DEMO_BOOKKEEPING = frozenset({"augmented", "dspy_uuid", "dspy_split"})
-
-
-def unrendered_demos(program: Any) -> list[str]:
-    """One line per predictor whose demos DSPy would drop, naming the demo keys and the signature's fields."""
-    problems = []
-    for name, predictor in program.named_predictors():
-        kept = rendered_demos(predictor)
-        if len(kept) == len(predictor.demos):
-            continue
-        sig = predictor.signature
-        dropped = [d for d in predictor.demos if not any(d is k for k in kept)]
-        keys = sorted({str(k) for d in dropped for k in _plain(d)} - set(sig.fields) - _DEMO_BOOKKEEPING)
-        problems.append(
-            f"predictor {name!r}: {len(dropped)} of {len(predictor.demos)} demos would not be rendered by DSPy: "
-            f"their keys ({', '.join(keys) or 'none'}) do not match the signature's fields ({', '.join(sig.fields)})"
-        )
-    return problems
-
-
-def render_prompt(name: str, predictor: Any) -> str:
-    """The exact messages DSPy's ChatAdapter sends for `predictor`, with `{field}` placeholders for the inputs."""
-    import dspy
-
-    sig = predictor.signature
-    placeholders = {field: f"{{{field}}}" for field in sig.input_fields}
-    messages = dspy.ChatAdapter().format(sig, [dspy.Example(**_plain(d)) for d in predictor.demos], placeholders)
-    lines = [
-        f"# {name}",
-        "",
-        f"`{sig.signature}` — rendered by dspy.ChatAdapter with {len(rendered_demos(predictor))} demos; "
-        "`{field}` marks where each call's inputs go.",
-    ]
-    for i, message in enumerate(messages, 1):
-        content = message["content"] if isinstance(message["content"], str) else str(message["content"])
-        fence = "`" * max(3, _longest_backtick_run(content) + 1)
-        lines += ["", f"## {i}. {message['role']}", "", f"{fence}text", content, fence]
-    return "\n".join(lines) + "\n"
-
-
-def _longest_backtick_run(text: str) -> int:
-    return max((len(m) for m in re.findall(r"`+", text)), default=0)
-
-
+# -- prompt files ----------------------------------------------------------------------------------------------------
 def prompt_file(predictor_name: str) -> str:
     return f"{PROMPTS_DIR}/{_safe(predictor_name)}.md"
 
@@ -397,152 +303,6 @@ def prompt_files(predictor_names: list[str]) -> dict[str, str]:
         else f"{PROMPTS_DIR}/{_safe(name)}-{_digest(name)[:8]}.md"
         for name in predictor_names
     }
-
-
-# -- the program's interface and an example --------------------------------------------------------------------------
-def _known_fields(program: Any) -> dict[str, dict[str, Any]]:
-    """Every field name any predictor declares -> its view (the first declaration wins: inputs before outputs)."""
-    known: dict[str, dict[str, Any]] = {}
-    for _, predictor in program.named_predictors():
-        sig = predictor.signature
-        for name, info in (*sig.input_fields.items(), *sig.output_fields.items()):
-            known.setdefault(name, _field_view(name, info))
-    return known
-
-
-def _interface_field(known: Mapping[str, dict[str, Any]], name: str, annotation: Any, required: bool) -> dict[str, Any]:
-    field = dict(known.get(name) or {"name": name, "type": "Any", "description": ""})
-    field.pop("prefix", None)
-    if annotation is not inspect.Parameter.empty and annotation is not None:
-        field["type"] = annotation if isinstance(annotation, str) else type_name(annotation)
-    return {**field, "required": required}
-
-
-def interface_inputs(program: Any) -> list[dict[str, Any]]:
-    """The program's inputs: forward()'s parameters, typed and described by the predictor fields of the same name."""
-    known = _known_fields(program)
-    return [_interface_field(known, n, annotation, required) for n, annotation, required in _forward_inputs(program)]
-
-
-def interface_outputs(program: Any, example: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """What the program returns, found by running it once offline on `example` with a DummyLM that answers every
-    field with a value of its type; when that fails, the output fields of its last predictor. A field is typed as a
-    predictor declares it as an output, else by the value the program returned (ReAct's trajectory is a dict)."""
-    known = _known_fields(program)
-    declared, inputs = _declared_types(program)
-    returned = _probe_outputs(program, example)
-    if returned is None:
-        predictors = program.predictors()
-        returned = dict.fromkeys(predictors[-1].signature.output_fields) if predictors else {}
-    outputs = []
-    for name, value in returned.items():
-        annotation: Any = inspect.Parameter.empty  # the type `known` has for it
-        if name in declared:
-            annotation = declared[name]
-        elif value is not None and not (name in inputs and _fits(inputs[name], value)):
-            annotation = type(value)
-        outputs.append(_interface_field(known, name, annotation, True))
-    return outputs
-
-
-def _declared_types(program: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(output fields, input fields) that any predictor declares -> annotation; the first declaration wins."""
-    outputs: dict[str, Any] = {}
-    inputs: dict[str, Any] = {}
-    for _, predictor in program.named_predictors():
-        for name, info in predictor.signature.output_fields.items():
-            outputs.setdefault(name, info.annotation)
-        for name, info in predictor.signature.input_fields.items():
-            inputs.setdefault(name, info.annotation)
-    return outputs, inputs
-
-
-def _fits(annotation: Any, value: Any) -> bool:
-    """Is `value` of type `annotation`, as pydantic checks it without coercion?"""
-    from pydantic import TypeAdapter
-
-    try:
-        TypeAdapter(annotation).validate_python(value, strict=True)
-    except Exception:
-        return False
-    return True
-
-
-def _probe_outputs(program: Any, example: Mapping[str, Any]) -> dict[str, Any] | None:
-    import dspy
-    from dspy.utils import DummyLM
-
-    answer = {
-        name: _probe_answer(name, info.annotation)
-        for _, predictor in program.named_predictors()
-        for name, info in predictor.signature.output_fields.items()
-    }
-    probe = program.deepcopy()
-    for _, predictor in probe.named_predictors():
-        predictor.lm = None  # a predictor's own LM wins over the context: the probe must never reach a provider
-    try:
-        with dspy.context(lm=DummyLM([answer] * 200), track_usage=False):
-            prediction = probe(**example)
-    except Exception:
-        return None
-    return dict(prediction.items()) if isinstance(prediction, dspy.Prediction) else None
-
-
-def _probe_answer(name: str, annotation: Any) -> str:
-    """The probe's answer for one output field: a value of its type, as ChatAdapter parses it."""
-    from pydantic import TypeAdapter
-
-    from .fake_lm import answer_text
-
-    text = type_name(annotation)
-    if annotation in (str, int, float, bool) or typing.get_origin(annotation) is typing.Literal:
-        return answer_text(name, text)
-    try:
-        schema = TypeAdapter(annotation).json_schema()
-    except Exception:  # a type pydantic cannot describe: the fake LM's guess from its name
-        return answer_text(name, text)
-    return answer_text(name, text, schema)
-
-
-def example_input(program: Any, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """examples/input.json: the inputs of the first demo that has them all, else a sample value per input."""
-    names = [f["name"] for f in inputs]
-    required = [f["name"] for f in inputs if f["required"]]
-    for _, predictor in program.named_predictors():
-        for demo in map(_plain, predictor.demos):
-            if all(k in demo for k in required):
-                return {k: demo[k] for k in names if k in demo}
-    return {f["name"]: _sample(f["type"]) for f in inputs if f["required"]}
-
-
-def example_output(program: Any, example: Mapping[str, Any], outputs: list[str], record_with: Any) -> dict[str, Any]:
-    """examples/output.json: recorded by running the program when an LM is given; else taken (and labelled so)
-    from the demo that shares the example's inputs and holds most of the outputs."""
-    import dspy
-
-    if record_with is not None:
-        with dspy.context(lm=record_with):
-            prediction = program.deepcopy()(**example)
-        model = getattr(record_with, "model", type(record_with).__name__)
-        recorded = _plain({k: prediction.get(k) for k in outputs})
-        return {"source": f"recorded at publish with {model}", "output": recorded}
-    candidates = [
-        (name, demo)
-        for name, predictor in program.named_predictors()
-        for demo in map(_plain, predictor.demos)
-        if all(demo.get(k, v) == v for k, v in example.items()) and any(k in demo for k in outputs)
-    ]
-    if not candidates:
-        return {"source": "no LM at publish and no demo for this input: nothing recorded", "output": {}}
-    name, demo = max(candidates, key=lambda c: sum(k in c[1] for k in outputs))
-    return {
-        "source": f"taken from a demo of predictor {name}, not a recorded run",
-        "output": {k: demo[k] for k in outputs if k in demo},
-    }
-
-
-def _sample(type_text: str) -> Any:
-    return {"int": 1, "float": 0.5, "bool": True}.get(type_text, [] if type_text.startswith("list") else "example")
 
 
 # -- the bundle ------------------------------------------------------------------------------------------------------

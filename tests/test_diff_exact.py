@@ -15,7 +15,7 @@ from rich.console import Console
 from dspy_registry.bundle import import_program
 from dspy_registry.diff import Diff, FieldView, PredictorView, diff_views, view_from_state
 from dspy_registry.registry import Registry, diff_files
-from dspy_registry.render import diff_markdown, diff_view
+from dspy_registry.render_diff import diff_markdown, diff_view
 from dspy_registry.state import read_state_file
 
 from .conftest import EXAMPLE_SPEC, publish_example

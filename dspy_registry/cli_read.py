@@ -1,0 +1,212 @@
+"""The commands that read a registry (and change none): sync (the local cache of a remote registry), list, show,
+log, diff and verify. None of them imports dspy, litellm or fastapi (verify without --load; tests/test_imports.py).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from .cli_common import (
+    JsonOpt,
+    NameOpt,
+    RegistryOpt,
+    RequireSignedOpt,
+    TracebackOpt,
+    console_err,
+    console_out,
+    funnel,
+    one_line,
+    open_registry,
+    print_fitted,
+    print_json,
+)
+from .registry import Registry, diff_files, is_state_path
+
+
+class DiffFormat(str, Enum):
+    text = "text"
+    markdown = "markdown"
+    json = "json"
+
+
+def sync(
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Bring the local cache of a remote registry up to date (every command also does this for the refs it reads)."""
+    with funnel(traceback), open_registry(registry) as reg:
+        remote, versions = reg.store.remote, reg.versions()
+        if json_out:
+            print_json(
+                {
+                    "registry": reg.location,
+                    "remote": remote,
+                    "cache": str(reg.store.git_dir),
+                    "programs": reg.programs(),
+                    "versions": len(versions),
+                }
+            )
+        elif remote is None:
+            console_out().print(f"{reg.location} is a local registry: nothing to sync")
+        else:
+            console_out().print(
+                f"Synced {remote} into {reg.store.git_dir}: {len(reg.programs())} programs, {len(versions)} versions"
+            )
+
+
+PEOPLE_ROWS = 50
+
+
+def list_(
+    program: Annotated[Optional[str], typer.Argument(metavar="[PROGRAM]", help="Only this program.")] = None,
+    all_versions: Annotated[
+        bool, typer.Option("--all", help=f"Show every version, not only the newest {PEOPLE_ROWS} (--json has all).")
+    ] = False,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """List published versions and where each environment points."""
+    with funnel(traceback), open_registry(registry) as reg:
+        versions = reg.versions(program if program is not None else name)
+        if json_out:
+            print_json([v.to_json() for v in versions])
+        else:
+            from .render import versions_table
+
+            print_fitted(
+                lambda width: versions_table(versions, limit=None if all_versions else PEOPLE_ROWS, width=width)
+            )
+
+
+def show(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="v1.1, qa/v1.1, prod, qa/prod or a commit sha.")],
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Show one version: manifest, environments and predictors."""
+    with funnel(traceback), open_registry(registry) as reg:
+        detail = reg.show(ref, name)
+        _warn_moved_outside(reg, ref, name)
+        if json_out:
+            print_json(detail.to_json())
+        else:
+            from .render import detail_view
+
+            console_out().print(detail_view(detail))
+
+
+def _warn_moved_outside(reg: Registry, ref: str, name: str | None) -> None:
+    """An environment tag that disagrees with the journal (moved outside dspyreg) is shown with the warnings that
+    `verify` would give: reading it is not trusting it. Reads two refs and one blob: no bundle is checked."""
+    from .verify import verify_environments
+
+    resolved = reg.resolve(ref, name)
+    if resolved.environment is None:
+        return
+    for problem in verify_environments(reg, resolved.program, (resolved.environment,)):
+        console_err().print(f"[yellow]warning:[/yellow] {one_line(str(problem))} (see `dspyreg verify`)")
+
+
+def log(
+    program: Annotated[Optional[str], typer.Argument(metavar="[PROGRAM]", help="Only this program.")] = None,
+    env: Annotated[Optional[str], typer.Option("--env", help="Only this environment.")] = None,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Show the journal: every environment move, oldest first."""
+    with funnel(traceback), open_registry(registry) as reg:
+        entries = reg.log(program if program is not None else name, env)
+        if json_out:
+            print_json([e.to_json() for e in entries])
+        else:
+            from .render import log_table
+
+            print_fitted(lambda width: log_table(entries, width=width))
+
+
+def diff(
+    ref_a: Annotated[
+        str, typer.Argument(metavar="REF_A", help="Old side: a registry ref or a saved state .json file.")
+    ],
+    ref_b: Annotated[
+        str, typer.Argument(metavar="REF_B", help="New side: a registry ref or a saved state .json file.")
+    ],
+    output: Annotated[
+        DiffFormat, typer.Option("--format", help="text (colored), markdown (PR comments) or json.")
+    ] = DiffFormat.text,
+    program_spec: Annotated[
+        Optional[str],
+        typer.Option(
+            "--program", help="Program spec giving field names and types to two bare .json files (imports dspy)."
+        ),
+    ] = None,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Semantic diff of two versions: instructions, fields, demos, lm and metadata."""
+    with funnel(traceback):
+        if is_state_path(ref_a) and is_state_path(ref_b):
+            result = diff_files(ref_a, ref_b, program_spec)
+        else:
+            with open_registry(registry) as reg:
+                result = reg.diff(ref_a, ref_b, name, program_spec)
+        if json_out or output is DiffFormat.json:
+            print_json(result.to_json())
+        elif output is DiffFormat.markdown:
+            from .render_diff import diff_markdown
+
+            sys.stdout.write(diff_markdown(result))
+        else:
+            from .render_diff import diff_view
+
+            console = console_out()
+            console.print(diff_view(result, plain=console.color_system is None))
+
+
+def verify(
+    ref: Annotated[
+        Optional[str], typer.Argument(metavar="[REF]", help="One version or environment [default: every environment].")
+    ] = None,
+    all_versions: Annotated[bool, typer.Option("--all", help="Verify every published version.")] = False,
+    require_signed: RequireSignedOpt = False,
+    load: Annotated[
+        bool,
+        typer.Option(
+            "--load",
+            help="Also check that each program.json loads into its bundled code: runs that code, in a child process.",
+        ),
+    ] = False,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Check bundles against their manifests and environment tags against the journal, without running registry code
+    (unless --load); exit 1 on any problem."""
+    with funnel(traceback), open_registry(registry) as reg:
+        problems = reg.verify(ref, name, everything=all_versions, require_signed=require_signed, load=load)
+        if json_out:
+            print_json([{"subject": p.subject, "message": p.message} for p in problems])
+        else:
+            for problem in problems:
+                console_out().print(f"[red]problem:[/red] {one_line(str(problem))}", soft_wrap=True)
+            if not problems:
+                signed = "; every tag is signed by a key registry.toml allows" if require_signed else ""
+                console_out().print(
+                    f"[green]verified:[/green] every bundle matches its manifest and every tag the journal{signed}"
+                )
+        if problems:
+            raise typer.Exit(1)

@@ -1,0 +1,206 @@
+"""The commands that take a version out to run: export (a deployment folder), serve (HTTP and gRPC) and proto."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .cli_common import (
+    JsonOpt,
+    NameOpt,
+    NoVerifyOpt,
+    RegistryOpt,
+    RequireSignedOpt,
+    TracebackOpt,
+    console_err,
+    console_out,
+    funnel,
+    open_registry,
+    print_json,
+    resolve_checked,
+)
+from .errors import RegistryError
+
+
+def export(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="The version to export: v1.1, prod, qa/prod...")],
+    dest: Annotated[
+        Path, typer.Argument(metavar="DEST", help="Folder to write the deployment bundle to (new or empty).")
+    ],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Export into a folder that is not empty: replace the files of the bundle (and of the previous "
+            "export), keep every other file.",
+        ),
+    ] = False,
+    no_verify: NoVerifyOpt = False,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Write a version's deployment bundle: state, prompts, code, config, API server, Docker files, guide."""
+    with funnel(traceback), open_registry(registry) as reg:
+        resolved = resolve_checked(reg, ref, name, no_verify)
+        result = reg.export(resolved, dest, force=force)
+        folder, files = result.path, list(result.files)
+        if json_out:
+            print_json(
+                {
+                    "name": resolved.program,
+                    "version": resolved.version,
+                    "commit": resolved.commit,
+                    "path": str(folder),
+                    "files": files,
+                    "replaced": list(result.replaced),
+                    "removed": list(result.removed),
+                }
+            )
+        else:
+            from .render import export_summary
+
+            console_out().print(export_summary(resolved.program, resolved.version, result), soft_wrap=True)
+
+
+def serve(
+    ref: Annotated[
+        Optional[str],
+        typer.Argument(metavar="[REF]", help="Environment to follow, or a fixed version [default: prod]."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free port).")] = 8000,
+    poll_seconds: Annotated[
+        float, typer.Option("--poll-seconds", help="How often to look at the environment tag.")
+    ] = 2.0,
+    workers: Annotated[int, typer.Option("--workers", help="Server processes; each follows the tag.")] = 1,
+    threads: Annotated[int, typer.Option("--threads", help="Program calls in parallel per process.")] = 64,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Larger request bodies get 413.")] = 1 << 20,
+    max_batch: Annotated[
+        int,
+        typer.Option(
+            "--max-batch",
+            envvar="DSPYREG_MAX_BATCH",
+            help="Inputs per batch request; more get 413 (gRPC: RESOURCE_EXHAUSTED) before any runs.",
+        ),
+    ] = 64,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections",
+            envvar="DSPYREG_MAX_CONNECTIONS",
+            help="Open HTTP connections per process; more get 503 and are closed.",
+        ),
+    ] = 512,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            "--header-timeout",
+            envvar="DSPYREG_HEADER_TIMEOUT",
+            help="Seconds for a request's line and headers to arrive; slower connections are closed.",
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            envvar="DSPYREG_BODY_TIMEOUT",
+            help="Seconds for a request body to arrive; slower get 408.",
+        ),
+    ] = 30.0,
+    grpc_port: Annotated[
+        Optional[int],
+        typer.Option(
+            "--grpc-port",
+            help="Also serve gRPC on this port (same host, program and version; the .proto is `dspyreg proto REF`).",
+        ),
+    ] = None,
+    no_verify: NoVerifyOpt = False,
+    require_signed: RequireSignedOpt = False,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Serve a program over HTTP (and gRPC with --grpc-port); when REF is an environment, follow it and swap
+    versions without dropping requests."""
+    with funnel(traceback):
+        if workers < 1 or threads < 1 or not (0 < poll_seconds < math.inf) or max_body_bytes < 1:
+            raise RegistryError(
+                "--workers, --threads, --poll-seconds and --max-body-bytes must be positive (and finite)"
+            )
+        if max_batch < 1 or max_connections < 1 or not (0 < header_timeout < math.inf and 0 < body_timeout < math.inf):
+            raise RegistryError(
+                "--max-batch, --max-connections, --header-timeout and --body-timeout must be positive (and finite)"
+            )
+        if grpc_port is not None and not (0 < grpc_port < 65536 and grpc_port != port):
+            raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
+        _require_serve_extra()
+        with open_registry(registry) as reg:
+            target = ref or reg.production
+            resolved = resolve_checked(reg, target, name, no_verify, require_signed=require_signed)
+            location = reg.location
+        from .runtime.inference import check_lm_environment
+        from .serve import ServeConfig, _check_free
+        from .serve import serve as run_server
+
+        check_lm_environment()  # a server that cannot make its LM would run without ever swapping a version in
+        _check_free(host, port, "HTTP", "--port")  # a bad --host or a taken port: one line, not uvicorn's exit 3
+
+        config = ServeConfig(
+            location,
+            target,
+            resolved.program,
+            poll_seconds,
+            not no_verify,
+            threads,
+            max_body_bytes,
+            grpc_port,
+            require_signed=require_signed,
+            max_batch=max_batch,
+            body_timeout=body_timeout,
+            max_connections=max_connections,
+            header_timeout=header_timeout,
+        )
+        following = (
+            f"following {resolved.program}/{resolved.environment} every {poll_seconds:g} s"
+            if resolved.environment
+            else "fixed version"
+        )
+        grpc = f" and gRPC on {host}:{grpc_port}" if grpc_port is not None else ""
+        console_err().print(
+            f"Serving {resolved.program} {resolved.version} on http://{host}:{port}{grpc} "
+            f"({following}, {workers} worker(s))"
+        )
+        run_server(config, host=host, port=port, workers=workers)
+
+
+def _require_serve_extra() -> None:
+    """fastapi and uvicorn come with the `serve` extra: say how to get them rather than ModuleNotFoundError."""
+    for module in ("fastapi", "uvicorn"):
+        try:
+            __import__(module)
+        except ImportError as err:
+            raise RegistryError(
+                f"`dspyreg serve` needs {module}, which does not import here ({type(err).__name__}): "
+                "pip install 'dspy-registry[serve]'"
+            ) from None
+
+
+def proto(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="The version: v1.1, prod, qa/prod...")],
+    no_verify: NoVerifyOpt = False,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Print the typed gRPC .proto of a version (what `export` writes and `serve --grpc-port` serves)."""
+    with funnel(traceback), open_registry(registry) as reg:
+        from .proto import program_proto
+
+        resolved = resolve_checked(reg, ref, name, no_verify)
+        sys.stdout.write(program_proto(reg, resolved))
