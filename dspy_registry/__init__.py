@@ -8,6 +8,7 @@ program = dspy_registry.load("qa", "prod")
 from __future__ import annotations
 
 from .errors import ConflictError, RegistryError
+from .version import __version__ as __version__
 
 TYPE_CHECKING = False  # not typing's: importing typing here would delay the CLI's Ctrl-C handler (entry.py)
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ __all__ = [
     "load",
     "publish",
 ]
-__version__ = "0.1.0"
 
 
 def publish(

@@ -21,7 +21,8 @@ import typer.core
 from typer.core import TyperGroup
 
 from .errors import RegistryError
-from .registry import Registry, default_registry, diff_files, is_state_path
+from .registry import Registry, default_registry
+from .sides import diff_files, is_state_path
 
 # click's UsageError, wherever this typer takes click from (typer 0.28 vendors it as typer._click).
 _UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -86,7 +87,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .version import __version__
 
         sys.stdout.write(f"dspyreg {__version__}\n")
         raise typer.Exit()
@@ -575,11 +576,10 @@ def eval_(
         _warn_unverified(no_verify, ref)
         record = reg.evaluate(ref, devset, metric, name=name, threads=threads, verify=not no_verify, progress=start)
         if json_out:
-            _print_json(record)
+            _print_json(record.to_json())
         else:
             _out().print(
-                f"Recorded {record['metric']} = {record['score']:.3f} on {record['n']} examples "
-                f"({record['lm']}) for {ref}"
+                f"Recorded {record.metric} = {record.score:.3f} on {record.n} examples ({record.lm}) for {ref}"
             )
 
 
@@ -602,13 +602,13 @@ def bench(
         _warn_unverified(no_verify, ref)
         record = reg.bench(ref, inputs, name=name, n=n, concurrency=concurrency, verify=not no_verify, progress=start)
         if json_out:
-            _print_json(record)
+            _print_json(record.to_json())
         else:
             # litellm knows no price for some models: say the cost is unknown rather than "$unknown per query".
-            cost = "unknown" if record["cost_per_query"] is None else f"${record['cost_per_query']:.6f}"
+            cost = "unknown" if record.cost_per_query is None else f"${record.cost_per_query:.6f}"
             _out().print(
-                f"Recorded over {record['n']} queries: p50 {record['p50_ms']} ms, p95 {record['p95_ms']} ms, "
-                f"max {record['max_ms']} ms; per query {record['tokens_per_query']} tokens, cost {cost}"
+                f"Recorded over {record.n} queries: p50 {record.p50_ms} ms, p95 {record.p95_ms} ms, "
+                f"max {record.max_ms} ms; per query {record.tokens_per_query} tokens, cost {cost}"
             )
 
 
@@ -775,11 +775,11 @@ def serve(
             resolved = _checked(reg, target, name, no_verify, require_signed=require_signed)
             location = reg.location
         from .runtime.inference import check_lm_environment
-        from .serve import ServeConfig, _check_free
+        from .serve import ServeConfig, check_free
         from .serve import serve as run_server
 
         check_lm_environment()  # a server that cannot make its LM would run without ever swapping a version in
-        _check_free(host, port, "HTTP")  # a bad --host or a taken --port: one line now, not uvicorn's exit 3
+        check_free(host, port, "HTTP")  # a bad --host or a taken --port: one line now, not uvicorn's exit 3
 
         config = ServeConfig(
             location,
@@ -831,10 +831,8 @@ def proto(
 ) -> None:
     """Print the typed gRPC .proto of a version (what `export` writes and `serve --grpc-port` serves)."""
     with _funnel(traceback), _open(registry) as reg:
-        from .proto import program_proto
-
         resolved = _checked(reg, ref, name, no_verify)
-        sys.stdout.write(program_proto(reg, resolved))
+        sys.stdout.write(reg.proto(resolved))
 
 
 def _moved(result: Any, json_out: bool, *, what: str) -> None:

@@ -210,7 +210,7 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
     if config.grpc_port is not None:
         _require_grpc()
         if workers > 1:
-            _check_free(host, config.grpc_port)  # the workers share it: say it is taken before they start
+            check_free(host, config.grpc_port)  # the workers share it: say it is taken before they start
         config = replace(config, grpc_host=host, grpc_reuse_port=workers > 1)
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(asdict(config))
@@ -219,7 +219,7 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
         uvicorn.run(build_app(config), host=host, port=port, **options)
 
 
-def _check_free(host: str, port: int, what: str = "gRPC") -> None:
+def check_free(host: str, port: int, what: str = "gRPC") -> None:
     problem = port_problem(host, port)
     if problem is not None:
         raise RegistryError(f"cannot serve {what} on {host}:{port}: {problem}")
