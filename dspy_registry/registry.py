@@ -29,11 +29,12 @@ from .errors import (
     RegistryError,
     UnknownRef,
 )
-from .gitstore import BundleEntry, GitStore, RefUpdate, TreeEntry, utc_now
+from .gitstore import BundleEntry, GitStore, utc_now
 from .hints import cache_dir
-from .journal import payload_line, payload_version, tag_payload, typed
+from .journal import payload_version, tag_payload, typed
 from .manifest import BadManifest, Manifest, RegistryConfig
 from .opening import init_store, open_store, template_dir
+from .publishing import write_version
 from .records import latest_scores
 from .refs import (
     JOURNAL_REF,
@@ -42,7 +43,6 @@ from .refs import (
     ROLLBACK_ENV,
     SHA_RE,
     UNSET,
-    ZERO_SHA,
     RefSpec,
     check_environment,
     check_program,
@@ -99,7 +99,6 @@ __all__ = [
 ]
 
 DEFAULT_REGISTRY = "registry"
-PUBLISH_RETRIES = 5
 BUNDLE_LAYOUT = 3  # bump when export writes different files, so caches of older layouts are not reused
 
 
@@ -391,8 +390,6 @@ class Registry:
         )
         bundle = build_bundle(source, state, meta, origin=origin)
         warnings = bundle.warnings + self._interface_warnings(name, version, source.entrypoint, bundle.files)
-        blobs = self.store.write_blobs(bundle.files)
-        subtree = self.store.write_tree(None, {p: TreeEntry("100644", "blob", s) for p, s in blobs.items()})
         payload = {
             "created": created,
             "dev_score": dev_score,
@@ -400,28 +397,10 @@ class Registry:
             "trainset_size": trainset_size,
             "notes": notes,
         }
-        message = f"Publish {name} {version}\n\n" + (f"{notes}\n\n" if notes else "") + payload_line(payload)
-        tag_name = tag_ref(name, version)
-        for _attempt in range(PUBLISH_RETRIES):
-            parent = self.store.ref_value(MAIN_REF)
-            assert parent is not None  # Registry.open checked main
-            root = self.store.write_tree(parent, {name: TreeEntry("040000", "tree", subtree)})
-            commit = self.store.write_commit(root, [parent], message, who, now)
-            tag = self.store.write_tag(commit, f"{name}/{version}", message, who, now, signer)
-            try:
-                self.store.transaction([RefUpdate(MAIN_REF, commit, parent), RefUpdate(tag_name, tag, ZERO_SHA)])
-            except ConflictError:
-                self.store.sync()  # a remote registry: learn where main and the tag are now
-                if self.store.ref_value(tag_name) is not None:
-                    raise ConflictError(
-                        f"another writer published {name} {version} first; nothing was changed"
-                    ) from None
-                continue  # main moved (another publish): rebuild on the new tip
-            return PublishResult(name, version, commit, tuple(sorted(bundle.files)), warnings)
-        raise ConflictError(
-            f"main kept moving while publishing {name} {version} ({PUBLISH_RETRIES} tries); "
-            "nothing was changed: re-run the command"
+        commit = write_version(
+            self.store, name, version, bundle.files, payload, notes=notes, who=who, now=now, signer=signer
         )
+        return PublishResult(name, version, commit, tuple(sorted(bundle.files)), warnings)
 
     def _interface_warnings(
         self, name: str, version: str, entrypoint: str, files: Mapping[str, bytes]
