@@ -63,7 +63,7 @@ class ProgramSource:
     entrypoint: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PublishMeta:
     name: str
     version: str

@@ -773,14 +773,14 @@ def serve(
         check_free(host, port, "HTTP")  # a bad --host or a taken --port: one line now, not uvicorn's exit 3
 
         config = ServeConfig(
-            location,
-            target,
-            resolved.program,
-            poll_seconds,
-            not no_verify,
-            threads,
-            max_body_bytes,
-            grpc_port,
+            registry=location,
+            ref=target,
+            name=resolved.program,
+            poll_seconds=poll_seconds,
+            verify=not no_verify,
+            threads=threads,
+            max_body_bytes=max_body_bytes,
+            grpc_port=grpc_port,
             require_signed=require_signed,
             max_batch=max_batch,
             body_timeout=body_timeout,

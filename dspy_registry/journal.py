@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import CorruptRecord, RegistryError, UnknownRef
 from .gitstore import RefUpdate, TreeEntry
-from .refs import JOURNAL_REF, ROLLBACK_ENV, ZERO_SHA, is_version, tag_ref
-from .results import JournalEntry
+from .refs import JOURNAL_REF, ROLLBACK_ENV, UNSET, ZERO_SHA, is_version, split_tag_ref, tag_ref, version_key
+from .results import JournalEntry, VersionInfo
 from .signing import split_signature
 from .state import canonical_json
 
@@ -69,6 +69,43 @@ def typed(payload: Mapping[str, Any], key: str, kind: type) -> Any:
     if kind is float and isinstance(value, int):
         return float(value)
     return value if isinstance(value, kind) else None
+
+
+def version_infos(
+    rows: Iterable[list[str]], environments: tuple[str, ...], scores: Mapping[tuple[str, str], float]
+) -> list[VersionInfo]:
+    """The version tags among `rows` (refname, peeled commit, object type, message of each tag) as VersionInfos,
+    oldest first by semantic version, each with the environments whose tags' payloads name it (in `environments`'
+    order) and its latest evaluation score from `scores`."""
+    found: list[tuple[str, str, str, dict[str, Any]]] = []
+    envs: dict[tuple[str, str], list[str]] = {}
+    for refname, commit, kind, contents in rows:
+        parsed = split_tag_ref(refname)
+        if parsed is None or kind != "tag":
+            continue
+        prog, leaf = parsed
+        payload = tag_payload(contents.encode())
+        if is_version(leaf):
+            found.append((prog, leaf, commit, payload))
+        elif (to_version := payload_version(payload)) is not None:
+            envs.setdefault((prog, to_version), []).append(leaf)
+    order = {env: i for i, env in enumerate(environments)}
+    found.sort(key=lambda r: (r[0], version_key(r[1])))
+    return [
+        VersionInfo(
+            name=prog,
+            version=version,
+            commit=commit,
+            created=typed(payload, "created", str) or "",
+            environments=tuple(sorted(envs.get((prog, version), []), key=lambda e: order.get(e, 99))),
+            dev_score=typed(payload, "dev_score", float),
+            optimizer=typed(payload, "optimizer", str),
+            trainset_size=typed(payload, "trainset_size", int),
+            notes=typed(payload, "notes", str) or "",
+            eval_score=scores.get((prog, version)),
+        )
+        for prog, version, commit, payload in found
+    ]
 
 
 # -- per-environment files -------------------------------------------------------------------------------------------
@@ -177,6 +214,22 @@ def first_move_since(store: GitStore, since: str, program: str, env: str) -> Jou
     messages = list(store.messages(f"{since}..{now}"))
     entries = journal_entries(messages[-1]) if messages else []
     return next((e for e in entries if (e.program, e.env) == (program, env)), entries[0] if entries else None)
+
+
+def lost_to(store: GitStore, program: str, env: str, since: str | None, fallback: str) -> str:
+    """Say which move beat ours: the first journal commit after `since`, the journal commit ours was built on.
+    Later entries came after the winner (the latest one names the wrong move); when the journal did not move
+    from `since` (a tag moved by hand) or was rewritten, `fallback` names the ref that changed."""
+    winner = first_move_since(store, since, program, env) if since else None
+    if winner is None:
+        return fallback or f"another writer changed {tag_ref(program, env)} first; nothing was changed: re-run"
+    who = winner.actor.split(" <")[0]
+    where = f"{winner.program}/{winner.env}"
+    moved = f"{winner.action} {where} {winner.from_version or UNSET} -> {winner.to_version or UNSET}"
+    return (
+        f"another writer moved {where} first ({moved} by {who} at {winner.time}); "
+        "nothing was changed: re-run to apply yours"
+    )
 
 
 def move_updates(

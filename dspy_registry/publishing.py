@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConflictError, RegistryError
+from .errors import ConflictError, InvalidName, RegistryError
 from .gitstore import RefUpdate, TreeEntry
 from .journal import payload_line
-from .refs import MAIN_REF, ZERO_SHA, tag_ref
+from .refs import MAIN_REF, ZERO_SHA, check_text, tag_ref
 
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from .bundle import ProgramSource
+    from .bundle import ProgramSource, PublishMeta
     from .gitstore import GitStore, Identity
 
 PUBLISH_RETRIES = 5
@@ -81,20 +81,40 @@ def recording_lm(lm: Any) -> Any:
     return make_lm({"model": lm} if lm else {})
 
 
+def check_metadata(
+    *, dev_score: float | None, trainset_size: int | None, notes: str, optimizer: str | None, lm: Any
+) -> None:
+    """Refuse metadata that the manifest or a tag message could not hold as given, naming the option."""
+    if dev_score is not None and not 0.0 <= dev_score <= 1.0:
+        raise InvalidName(f"dev score {dev_score} is not a fraction in [0, 1] (divide a percentage by 100)")
+    if trainset_size is not None and not 0 <= trainset_size < 2**63:
+        raise InvalidName(f"trainset size {trainset_size} is not a count (0 to 2**63-1, what TOML can hold)")
+    check_text("--notes", notes, multiline=True)
+    for option, text in (("--optimizer", optimizer), ("--lm", (lm or {}).get("model"))):
+        if isinstance(text, str):
+            check_text(option, text)
+
+
 def write_version(
     store: GitStore,
-    name: str,
-    version: str,
+    meta: PublishMeta,
     files: Mapping[str, bytes],
-    payload: Mapping[str, Any],
     *,
-    notes: str,
     who: Identity,
     now: datetime,
     signer: Callable[[bytes], bytes] | None,
 ) -> str:
-    """Commit `files` as `name`'s folder on main and tag the commit `name/version`, in one transaction; rebuilt on
-    the new tip while another publish moves main. Returns the commit."""
+    """Commit `files` as the program's folder on main and tag the commit `name/version` (its message ends with the
+    payload `list` reads), in one transaction; rebuilt on the new tip while another publish moves main. Returns the
+    commit."""
+    name, version, notes = meta.name, meta.version, meta.notes
+    payload = {
+        "created": meta.created,
+        "dev_score": meta.dev_score,
+        "optimizer": meta.optimizer,
+        "trainset_size": meta.trainset_size,
+        "notes": notes,
+    }
     blobs = store.write_blobs(files)
     subtree = store.write_tree(None, {p: TreeEntry("100644", "blob", s) for p, s in blobs.items()})
     message = f"Publish {name} {version}\n\n" + (f"{notes}\n\n" if notes else "") + payload_line(payload)

@@ -31,10 +31,9 @@ from .errors import (
 )
 from .gitstore import BundleEntry, GitStore, utc_now
 from .hints import cache_dir
-from .journal import payload_version, tag_payload, typed
-from .manifest import BadManifest, Manifest, RegistryConfig
+from .manifest import Manifest, RegistryConfig
 from .opening import init_store, open_store, template_dir
-from .publishing import write_version
+from .publishing import check_metadata, write_version
 from .records import latest_scores
 from .refs import (
     JOURNAL_REF,
@@ -51,7 +50,6 @@ from .refs import (
     normalize_version,
     parse_ref,
     same_release,
-    split_tag_ref,
     tag_ref,
     version_key,
 )
@@ -246,36 +244,7 @@ class Registry:
         """Every published version (of one program, or all), oldest first by semantic version."""
         pattern = f"refs/tags/{self._known(program)}/" if program is not None else "refs/tags/"
         rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
-        found: list[tuple[str, str, str, dict[str, Any]]] = []
-        envs: dict[tuple[str, str], list[str]] = {}
-        for refname, commit, kind, contents in rows:
-            parsed = split_tag_ref(refname)
-            if parsed is None or kind != "tag":
-                continue
-            prog, leaf = parsed
-            payload = tag_payload(contents.encode())
-            if is_version(leaf):
-                found.append((prog, leaf, commit, payload))
-            elif (to_version := payload_version(payload)) is not None:
-                envs.setdefault((prog, to_version), []).append(leaf)
-        order = {env: i for i, env in enumerate((*self.config.environments, ROLLBACK_ENV))}
-        found.sort(key=lambda r: (r[0], version_key(r[1])))
-        scores = latest_scores(self.store)
-        return [
-            VersionInfo(
-                name=prog,
-                version=version,
-                commit=commit,
-                created=typed(payload, "created", str) or "",
-                environments=tuple(sorted(envs.get((prog, version), []), key=lambda e: order.get(e, 99))),
-                dev_score=typed(payload, "dev_score", float),
-                optimizer=typed(payload, "optimizer", str),
-                trainset_size=typed(payload, "trainset_size", int),
-                notes=typed(payload, "notes", str) or "",
-                eval_score=scores.get((prog, version)),
-            )
-            for prog, version, commit, payload in found
-        ]
+        return journal.version_infos(rows, (*self.config.environments, ROLLBACK_ENV), latest_scores(self.store))
 
     def show(self, ref: str, name: str | None = None) -> VersionDetail:
         resolved = self.resolve(ref, name)
@@ -364,14 +333,7 @@ class Registry:
 
         version = self.check_new_version(name, version)
         signer = self._signer(sign)
-        if dev_score is not None and not 0.0 <= dev_score <= 1.0:
-            raise InvalidName(f"dev score {dev_score} is not a fraction in [0, 1] (divide a percentage by 100)")
-        if trainset_size is not None and not 0 <= trainset_size < 2**63:
-            raise InvalidName(f"trainset size {trainset_size} is not a count (0 to 2**63-1, what TOML can hold)")
-        check_text("--notes", notes, multiline=True)
-        for option, text in (("--optimizer", optimizer), ("--lm", (lm or {}).get("model"))):
-            if isinstance(text, str):
-                check_text(option, text)
+        check_metadata(dev_score=dev_score, trainset_size=trainset_size, notes=notes, optimizer=optimizer, lm=lm)
         who, now = self.store.identity(), utc_now()
         created = now.isoformat().replace("+00:00", "Z")
         meta = PublishMeta(
@@ -390,16 +352,7 @@ class Registry:
         )
         bundle = build_bundle(source, state, meta, origin=origin)
         warnings = bundle.warnings + self._interface_warnings(name, version, source.entrypoint, bundle.files)
-        payload = {
-            "created": created,
-            "dev_score": dev_score,
-            "optimizer": optimizer,
-            "trainset_size": trainset_size,
-            "notes": notes,
-        }
-        commit = write_version(
-            self.store, name, version, bundle.files, payload, notes=notes, who=who, now=now, signer=signer
-        )
+        commit = write_version(self.store, meta, bundle.files, who=who, now=now, signer=signer)
         return PublishResult(name, version, commit, tuple(sorted(bundle.files)), warnings)
 
     def _interface_warnings(
@@ -570,22 +523,11 @@ class Registry:
             raise ConflictError(self._lost_to(program, env, journal_old, str(err))) from None
         return MoveResult(tuple(entry for _, entry in moves))
 
-    def _lost_to(self, program: str, env: str, since: str | None = None, fallback: str = "") -> str:
-        """Say which move beat ours: the first journal commit after `since`, the journal commit ours was built on.
-        Later entries came after the winner (the latest one names the wrong move); when the journal did not move
-        from `since` (a tag moved by hand) or was rewritten, `fallback` names the ref that changed."""
+    def _lost_to(self, program: str, env: str, since: str | None, fallback: str) -> str:
+        """Say which move beat ours (see journal.lost_to), read from the journal afresh."""
         self.store.sync()
-        self.store.close()  # read the journal afresh
-        winner = journal.first_move_since(self.store, since, program, env) if since else None
-        if winner is None:
-            return fallback or f"another writer changed {tag_ref(program, env)} first; nothing was changed: re-run"
-        who = winner.actor.split(" <")[0]
-        where = f"{winner.program}/{winner.env}"
-        moved = f"{winner.action} {where} {winner.from_version or UNSET} -> {winner.to_version or UNSET}"
-        return (
-            f"another writer moved {where} first ({moved} by {who} at {winner.time}); "
-            "nothing was changed: re-run to apply yours"
-        )
+        self.store.close()
+        return journal.lost_to(self.store, program, env, since, fallback)
 
     # -- quality records ----------------------------------------------------------------------------------------------
     def records(self, resolved: Resolved) -> Records:
@@ -652,43 +594,12 @@ class Registry:
         a bundle's code; `load` also checks that each program.json loads into its code, in a child process.
         `require_signed` also asks each of those version and environment tags for a signature by a key
         registry.toml allows (trust.py)."""
-        from .trust import signature_problems
-        from .verify import verify_environments, verify_version
+        from .checks import program_problems, ref_problems
 
-        problems: list[Problem] = []
-        all_envs = (*self.config.environments, ROLLBACK_ENV)
         if ref is not None:
-            resolved = self.resolve(ref, name)
-            problems = verify_version(self, resolved, load=load) + verify_environments(self, resolved.program)
-            if require_signed:
-                problems += signature_problems(
-                    self, resolved.program, versions=[resolved.version], environments=all_envs
-                )
-            return problems
+            return ref_problems(self, self.resolve(ref, name), require_signed=require_signed, load=load)
         programs = [self._known(name)] if name else self.programs()
-        seen: set[tuple[str, str]] = set()
-        for program in programs:
-            targets: list[Resolved | None]
-            if everything:
-                targets = [Resolved(v.name, v.version, v.commit) for v in self.versions(program)]
-            else:
-                targets = [self._env_target(program, env) for env in (*self.config.environments, ROLLBACK_ENV)]
-            for target in targets:
-                if target is not None and (target.version, target.commit) not in seen:
-                    seen.add((target.version, target.commit))
-                    problems += verify_version(self, target, load=load)
-                    if require_signed:
-                        problems += signature_problems(self, program, versions=[target.version])
-            problems += verify_environments(self, program)
-            if require_signed:
-                problems += signature_problems(self, program, environments=all_envs)
-        return problems
-
-    def _env_target(self, program: str, env: str) -> Resolved | None:
-        try:
-            return self.resolve(env, program)
-        except (UnknownRef, BadManifest):  # a tag moved to a commit without a sound manifest: verify_environments says
-            return None
+        return program_problems(self, programs, everything=everything, require_signed=require_signed, load=load)
 
     def checked(
         self, ref: str, name: str | None = None, *, verify: bool = True, require_signed: bool = False
@@ -696,21 +607,10 @@ class Registry:
         """Resolve `ref` for use (load, export, serve): refuse it when its version or its environment tag fails
         verification, or (`require_signed`, even without `verify`) is not signed by a key registry.toml allows,
         naming the file or ref at fault."""
-        from .trust import signature_problems
-        from .verify import VerificationFailed, verify_environments, verify_version
+        from .checks import check_for_use
 
         resolved = self.resolve(ref, name)
-        envs = (resolved.environment,) if resolved.environment else ()
-        problems: list[Problem] = []
-        if verify:
-            problems += verify_version(self, resolved, load=False)
-            problems += verify_environments(self, resolved.program, envs) if envs else []
-        if require_signed:
-            problems += signature_problems(
-                self, resolved.program, versions=[resolved.version], environments=envs, expect_commit=resolved.commit
-            )
-        if problems:
-            raise VerificationFailed(f"{resolved.program}/{resolved.environment or resolved.version}", problems)
+        check_for_use(self, resolved, verify=verify, require_signed=require_signed)
         return resolved
 
     def export(self, resolved: Resolved, dest: Path, *, force: bool = False) -> ExportResult:

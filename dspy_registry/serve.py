@@ -40,7 +40,7 @@ log = logging.getLogger("dspyreg.serve")
 CONFIG_ENV = "DSPYREG_SERVE_CONFIG"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ServeConfig:
     registry: str
     ref: str
