@@ -1,7 +1,7 @@
-"""DSPy program + state -> bundle files, and bundle files -> a ready program. The only module that imports dspy.
+"""DSPy program + state -> bundle files, and bundle files -> a ready program.
 
-dspy is imported inside the functions, so importing this module stays cheap; commands that only read or move refs
-never call into it.
+dspy is imported inside the functions (here as in quality.py, publishing.py and runtime/), so importing this module
+stays cheap; commands that only read or move refs never call into it.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .errors import RegistryError
+from .errors import CorruptRecord, RegistryError
 from .manifest import Manifest
 from .results import Records
 from .state import METADATA_KEY, canonical_json, is_predictor_state
@@ -88,6 +88,29 @@ def deployment_files(
         files[f"{manifest.program.name}.proto"] = proto.encode()
     files["Dockerfile"] = dockerfile(manifest, [*published, *files]).encode()
     return files
+
+
+def bundle_deployment(
+    published: Mapping[str, bytes], commit: str, records: Records, proto: str, *, where: str
+) -> dict[str, bytes]:
+    """Every file of the deployment bundle of version `where` (e.g. `qa v1.1`): its `published` files as read from
+    git, then deployment_files."""
+    manifest = Manifest.loads(published["manifest.toml"], where=f"{where}: manifest.toml")
+    state = bundle_json(published["program.json"], f"{where}: program.json")
+    interface = bundle_json(
+        published.get("interface.json", b'{"inputs": [], "outputs": []}'), f"{where}: interface.json"
+    )
+    example = bundle_json(published.get("examples/input.json", b"{}"), f"{where}: examples/input.json")
+    deploy = deployment_files(manifest, commit, state, interface, example, records, proto, published=published)
+    return {**published, **deploy}
+
+
+def bundle_json(data: bytes, what: str) -> Any:
+    """A JSON file of a published bundle; one that is not JSON (a commit made by hand) is CorruptRecord."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise CorruptRecord(f"{what} is not valid JSON: run `dspyreg verify` to see what else is wrong") from None
 
 
 def write_export(dest: Path, files: Mapping[str, bytes], *, force: bool = False) -> ExportResult:

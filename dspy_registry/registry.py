@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from . import journal
 from .errors import (
     ConflictError,
-    CorruptRecord,
     DuplicateVersion,
     ForgedTag,
     GateRefused,
@@ -29,10 +28,11 @@ from .errors import (
     RegistryError,
     UnknownRef,
 )
+from .export import bundle_json
 from .gitstore import BundleEntry, GitStore, utc_now
 from .hints import cache_dir
 from .manifest import Manifest, RegistryConfig
-from .opening import init_store, open_store, template_dir
+from .opening import init_store, open_store
 from .publishing import check_metadata, write_version
 from .records import latest_scores
 from .refs import (
@@ -75,28 +75,10 @@ if TYPE_CHECKING:
     from .export import ExportResult
     from .verify import Problem
 
-# Names that moved to the modules below, kept importable from here for callers of earlier releases.
-__all__ = [
-    "UNSET",
-    "BenchRecord",
-    "EvalRecord",
-    "JournalEntry",
-    "MoveResult",
-    "PublishResult",
-    "Records",
-    "Registry",
-    "Resolved",
-    "VersionDetail",
-    "VersionInfo",
-    "cache_dir",
-    "default_registry",
-    "diff_files",
-    "is_state_path",
-    "state_view",
-    "template_dir",
-]
+# Names that moved below, kept importable from here (`from dspy_registry.registry import Resolved, ...`).
+__all__ = ["JournalEntry", "MoveResult", "PublishResult", "Registry", "Resolved", "VersionDetail", "VersionInfo"]
+__all__ += ["Records", "cache_dir", "default_registry", "diff_files", "is_state_path", "state_view"]
 
-DEFAULT_REGISTRY = "registry"
 BUNDLE_LAYOUT = 3  # bump when export writes different files, so caches of older layouts are not reused
 
 
@@ -228,7 +210,7 @@ class Registry:
         return data
 
     def _json_file(self, resolved: Resolved, path: str) -> Any:
-        return _bundle_json(self._file(resolved, path), f"{resolved.program} {resolved.version}: {path}")
+        return bundle_json(self._file(resolved, path), f"{resolved.program} {resolved.version}: {path}")
 
     def environments_of(self, program: str) -> dict[str, str]:
         """env -> version for every environment of `program` that is set (rollback included)."""
@@ -623,20 +605,11 @@ class Registry:
     def deployment(self, resolved: Resolved) -> dict[str, bytes]:
         """Every file of the deployment bundle: the published ones, then what runs them (see export.py), and the
         typed gRPC interface (see proto.py)."""
-        from .export import deployment_files
+        from .export import bundle_deployment
 
         files = {e.path: self.store.blob(e.sha) for e in self.bundle(resolved)}
         where = f"{resolved.program} {resolved.version}"
-        manifest = Manifest.loads(files["manifest.toml"], where=f"{where}: manifest.toml")
-        state = _bundle_json(files["program.json"], f"{where}: program.json")
-        interface = _bundle_json(
-            files.get("interface.json", b'{"inputs": [], "outputs": []}'), f"{where}: interface.json"
-        )
-        example = _bundle_json(files.get("examples/input.json", b"{}"), f"{where}: examples/input.json")
-        records = self.records(resolved)
-        proto = self.proto(resolved)
-        deploy = deployment_files(manifest, resolved.commit, state, interface, example, records, proto, published=files)
-        return files | deploy
+        return bundle_deployment(files, resolved.commit, self.records(resolved), self.proto(resolved), where=where)
 
     def bundle(self, resolved: Resolved) -> list[BundleEntry]:
         """The files of `resolved`'s bundle, every path checked before anything is written (UnsafeTree names a
@@ -676,11 +649,3 @@ class Registry:
             raise RegistryError(
                 f"{resolved.program} {resolved.version} does not load: {type(err).__name__}: {err}"
             ) from None
-
-
-def _bundle_json(data: bytes, what: str) -> Any:
-    """A JSON file of a published bundle; one that is not JSON (a commit made by hand) is CorruptRecord."""
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError):
-        raise CorruptRecord(f"{what} is not valid JSON: run `dspyreg verify` to see what else is wrong") from None

@@ -1,4 +1,4 @@
-"""The only module that imports rich: tables for list/show/log, the diff view, and the markdown diff."""
+"""Tables for list/show/log, the diff view, and the markdown diff, drawn with rich (cli.py only opens its consoles)."""
 
 from __future__ import annotations
 
