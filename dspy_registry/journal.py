@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .errors import CorruptRecord, RegistryError, UnknownRef
+from .errors import CorruptRecord, NothingToRollBack, RegistryError, UnknownRef
 from .gitstore import RefUpdate, TreeEntry
 from .refs import JOURNAL_REF, ROLLBACK_ENV, UNSET, ZERO_SHA, is_version, split_tag_ref, tag_ref, version_key
 from .results import JournalEntry, VersionInfo
@@ -230,6 +230,38 @@ def lost_to(store: GitStore, program: str, env: str, since: str | None, fallback
         f"another writer moved {where} first ({moved} by {who} at {winner.time}); "
         "nothing was changed: re-run to apply yours"
     )
+
+
+def next_state(current: EnvState, program: str, env: str, version: str | None) -> tuple[str, tuple[str, ...]]:
+    """The version `env` moves to and its new history: `version` pushes the current one on the stack; None (a
+    rollback) pops the stack, which must not be empty."""
+    if version is None:
+        if not current.history:
+            raise NothingToRollBack(f"no earlier version of {program}/{env} in the journal: nothing to roll back to")
+        return current.history[-1], current.history[:-1]
+    return version, current.history + ((current.version,) if current.version else ())
+
+
+def rollback_follows(
+    store: GitStore, entry: JournalEntry, history: tuple[str, ...]
+) -> list[tuple[EnvState, JournalEntry]]:
+    """The move of the rollback tag that follows production's move `entry`: it names the top of production's new
+    history (none when that is what it names already)."""
+    rollback = env_state(store, entry.program, ROLLBACK_ENV, None)
+    new_rollback = history[-1] if history else None
+    if new_rollback == rollback.version:
+        return []
+    reason = f"previous {entry.env} version"
+    follow = replace(
+        entry,
+        env=ROLLBACK_ENV,
+        from_version=rollback.version,
+        to_version=new_rollback,
+        action="managed",
+        reason=reason,
+        override="",
+    )
+    return [(rollback, follow)]
 
 
 def move_updates(

@@ -24,7 +24,6 @@ from .errors import (
     ForgedTag,
     GateRefused,
     InvalidName,
-    NothingToRollBack,
     RegistryError,
     UnknownRef,
 )
@@ -467,14 +466,7 @@ class Registry:
         """
         journal_old = self.store.ref_value(JOURNAL_REF)
         current = journal.env_state(self.store, program, env, journal_old)
-        if action == "rollback":
-            if not current.history:
-                raise NothingToRollBack(
-                    f"no earlier version of {program}/{env} in the journal: nothing to roll back to"
-                )
-            version, history = current.history[-1], current.history[:-1]
-        else:
-            history = current.history + ((current.version,) if current.version else ())
+        version, history = journal.next_state(current, program, env, version)
         assert version is not None
         from .verify import version_tag_problems
 
@@ -486,18 +478,11 @@ class Registry:
         signer = self._signer(sign)
         who, now = self.store.identity(), utc_now()
         actor, when = f"{who.name} <{who.email}>", now.isoformat().replace("+00:00", "Z")
-        move = uuid.uuid4().hex[:16]
+        move = uuid.uuid4().hex[:16]  # one id for every entry of this transaction
         entry = JournalEntry(program, env, current.version, version, action, actor, when, reason, move, override)
         moves = [(current, entry)]
         if env == self.production:
-            rollback = journal.env_state(self.store, program, ROLLBACK_ENV, None)
-            new_rollback = history[-1] if history else None
-            if new_rollback != rollback.version:
-                reason = f"previous {env} version"
-                entry = JournalEntry(
-                    program, ROLLBACK_ENV, rollback.version, new_rollback, "managed", actor, when, reason, move
-                )
-                moves.append((rollback, entry))
+            moves += journal.rollback_follows(self.store, entry, history)
         updates = journal.move_updates(self.store, moves, history, journal_old, who, now, signer)
         try:
             self.store.transaction(updates)
