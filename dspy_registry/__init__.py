@@ -8,6 +8,7 @@ program = dspy_registry.load("qa", "prod")
 from __future__ import annotations
 
 from .errors import ConflictError, RegistryError
+from .version import __version__ as __version__
 
 TYPE_CHECKING = False  # not typing's: importing typing here would delay the CLI's Ctrl-C handler (entry.py)
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ __all__ = [
     "load",
     "publish",
 ]
-__version__ = "0.1.0"
 
 
 def publish(
@@ -68,40 +68,21 @@ def publish(
 
     `state` defaults to the program's own state (what `program.save("x.json")` writes); `lm` (a dspy.LM or a model
     name) defaults to the program's or dspy's configured LM, recorded without keys. With `record_example`, the program
-    runs once on its example input with that LM (a dspy.LM, or dspy's configured one), and examples/output.json
-    records what it answered. `sign` signs the version tag with git's user.signingkey (SSH keys; default:
-    registry.toml's `[signing] sign`, or git's tag.gpgSign).
-    records what it answered. Demos that DSPy would not render (their keys do not match the signature's fields) are
+    runs once on its example input with that LM (a dspy.LM; a model name, made with the DSPYREG_LM_* settings as
+    `dspyreg publish --lm` makes it; or dspy's configured one), and examples/output.json records what it answered.
+    `sign` signs the version tag with git's user.signingkey (SSH keys; default: registry.toml's `[signing] sign`, or
+    git's tag.gpgSign). Demos that DSPy would not render (their keys do not match the signature's fields) are
     refused, unless `allow_unrendered_demos` publishes them with a warning.
     """
-    import inspect
-    from pathlib import Path
-
-    import dspy
-
-    from .bundle import ProgramSource, current_state, lm_config
+    from .bundle import current_state
+    from .publishing import publish_inputs
     from .registry import Registry
 
-    cls = type(program)
-    if cls.__module__ == "__main__":
-        # Bundling the running script would make every `load` run the script again (and publish again).
-        raise RegistryError(
-            f"{cls.__qualname__} is defined in the script being run: define it in a module and import it"
-        )
-    source_file = inspect.getsourcefile(cls)
-    if source_file is None:
-        raise RegistryError(f"cannot find the source file of {cls.__qualname__}: define it in a .py file")
-    path = Path(source_file)
-    # A copy: publishing checks the state by loading it, which must not touch the caller's program (or its LMs).
-    source = ProgramSource(program.deepcopy(), {path.name: path.read_bytes()}, f"{path.stem}:{cls.__qualname__}")
-    recorder = None
-    if record_example:
-        recorder = lm if lm is not None and not isinstance(lm, str) else dspy.settings.lm
-        if recorder is None:
-            raise RegistryError("record_example needs an LM: pass lm=dspy.LM(...) or dspy.configure(lm=...) first")
+    no_lm = "record_example needs an LM: pass lm=dspy.LM(...) or dspy.configure(lm=...) first"
+    inputs = publish_inputs(program, lm=lm, record_example=record_example, no_lm=no_lm)
     with Registry.open(registry) as reg:
         return reg.publish(
-            source,
+            inputs.source,
             dict(state) if state is not None else current_state(program),
             name=name,
             version=version,
@@ -109,9 +90,9 @@ def publish(
             trainset_size=trainset_size,
             dev_score=dev_score,
             notes=notes,
-            lm=lm_config(lm) if lm is not None else None,
+            lm=inputs.lm,
             metrics=metrics,
-            record_with=recorder,
+            record_with=inputs.recorder,
             sign=sign,
             allow_unrendered_demos=allow_unrendered_demos,
         )

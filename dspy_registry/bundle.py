@@ -65,7 +65,7 @@ class ProgramSource:
     entrypoint: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PublishMeta:
     name: str
     version: str

@@ -85,7 +85,7 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .version import __version__
 
         sys.stdout.write(f"dspyreg {__version__}\n")
         raise typer.Exit()

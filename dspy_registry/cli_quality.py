@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
@@ -21,6 +21,9 @@ from .cli_common import (
     warn_unverified,
 )
 from .registry import Registry
+from .results import BenchRecord, EvalRecord
+
+Record = TypeVar("Record", EvalRecord, BenchRecord)
 
 
 def eval_(
@@ -40,9 +43,7 @@ def eval_(
         lambda reg, start: reg.evaluate(
             ref, devset, metric, name=name, threads=threads, verify=not no_verify, progress=start
         ),
-        lambda record: (
-            f"Recorded {record['metric']} = {record['score']:.3f} on {record['n']} examples ({record['lm']}) for {ref}"
-        ),
+        lambda record: f"Recorded {record.metric} = {record.score:.3f} on {record.n} examples ({record.lm}) for {ref}",
         ref=ref,
         no_verify=no_verify,
         registry=registry,
@@ -77,19 +78,19 @@ def bench(
     )
 
 
-def _bench_summary(record: dict[str, Any]) -> str:
+def _bench_summary(record: BenchRecord) -> str:
     # litellm knows no price for some models: say the cost is unknown rather than "$unknown per query".
-    cost = "unknown" if record["cost_per_query"] is None else f"${record['cost_per_query']:.6f}"
+    cost = "unknown" if record.cost_per_query is None else f"${record.cost_per_query:.6f}"
     return (
-        f"Recorded over {record['n']} queries: p50 {record['p50_ms']} ms, p95 {record['p95_ms']} ms, "
-        f"max {record['max_ms']} ms; per query {record['tokens_per_query']} tokens, cost {cost}"
+        f"Recorded over {record.n} queries: p50 {record.p50_ms} ms, p95 {record.p95_ms} ms, "
+        f"max {record.max_ms} ms; per query {record.tokens_per_query} tokens, cost {cost}"
     )
 
 
 def _record(
     doing: str,
-    measure: Callable[[Registry, Any], dict[str, Any]],
-    summary: Callable[[dict[str, Any]], str],
+    measure: Callable[[Registry, Any], Record],
+    summary: Callable[[Record], str],
     *,
     ref: str,
     no_verify: bool,
@@ -105,6 +106,6 @@ def _record(
         warn_unverified(no_verify, ref)
         record = measure(reg, start)
         if json_out:
-            print_json(record)
+            print_json(record.to_json())
         else:
             console_out().print(summary(record))

@@ -24,7 +24,8 @@ from .cli_common import (
     print_fitted,
     print_json,
 )
-from .registry import Registry, diff_files, is_state_path
+from .registry import Registry
+from .sides import diff_files, is_state_path
 
 
 class DiffFormat(str, Enum):

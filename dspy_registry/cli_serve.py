@@ -145,21 +145,21 @@ def serve(
             resolved = resolve_checked(reg, target, name, no_verify, require_signed=require_signed)
             location = reg.location
         from .runtime.inference import check_lm_environment
-        from .serve import ServeConfig, _check_free
+        from .serve import ServeConfig, check_free
         from .serve import serve as run_server
 
         check_lm_environment()  # a server that cannot make its LM would run without ever swapping a version in
-        _check_free(host, port, "HTTP", "--port")  # a bad --host or a taken port: one line, not uvicorn's exit 3
+        check_free(host, port, "HTTP", "--port")  # a bad --host or a taken port: one line, not uvicorn's exit 3
 
         config = ServeConfig(
-            location,
-            target,
-            resolved.program,
-            poll_seconds,
-            not no_verify,
-            threads,
-            max_body_bytes,
-            grpc_port,
+            registry=location,
+            ref=target,
+            name=resolved.program,
+            poll_seconds=poll_seconds,
+            verify=not no_verify,
+            threads=threads,
+            max_body_bytes=max_body_bytes,
+            grpc_port=grpc_port,
             require_signed=require_signed,
             max_batch=max_batch,
             body_timeout=body_timeout,
@@ -200,7 +200,5 @@ def proto(
 ) -> None:
     """Print the typed gRPC .proto of a version (what `export` writes and `serve --grpc-port` serves)."""
     with funnel(traceback), open_registry(registry) as reg:
-        from .proto import program_proto
-
         resolved = resolve_checked(reg, ref, name, no_verify)
-        sys.stdout.write(program_proto(reg, resolved))
+        sys.stdout.write(reg.proto(resolved))

@@ -89,7 +89,7 @@ def publish(
 ) -> None:
     """Publish an optimized program state as a new immutable version."""
     with funnel(traceback):
-        from .bundle import import_program
+        from .publishing import publish_inputs
         from .state import read_state_file
 
         _check_text_options({"--notes": notes, "--optimizer": optimizer, "--lm": lm})
@@ -97,10 +97,10 @@ def publish(
             # Cheap checks first: a bad state or version fails before the program is imported.
             state_dict = read_state_file(state)
             reg.check_new_version(name, version)
-            source = import_program(program_spec)
-            recorder = _recording_lm(lm) if record_example else None
+            no_lm = "--record-example needs an LM: pass --lm MODEL or set DSPYREG_LM_MODEL"
+            inputs = publish_inputs(program_spec, lm=lm, record_example=record_example, no_lm=no_lm)
             result = reg.publish(
-                source,
+                inputs.source,
                 state_dict,
                 name=name,
                 version=version,
@@ -108,9 +108,9 @@ def publish(
                 trainset_size=trainset_size,
                 dev_score=dev_score,
                 notes=notes,
-                lm={"model": lm} if lm else None,
+                lm=inputs.lm,
                 origin=str(state),
-                record_with=recorder,
+                record_with=inputs.recorder,
                 sign=sign,
                 allow_unrendered_demos=allow_unrendered_demos,
             )
@@ -140,15 +140,6 @@ def _check_text_options(options: dict[str, str | None]) -> None:
     for option, value in options.items():
         if value is not None and invalid_text(value):
             raise RegistryError(f"{option} is not valid Unicode (bytes that are not UTF-8?): pass UTF-8 text")
-
-
-def _recording_lm(model: str | None) -> Any:
-    from .runtime.inference import make_lm
-
-    lm = make_lm({"model": model} if model else {})
-    if lm is None:
-        raise RegistryError("--record-example needs an LM: pass --lm MODEL or set DSPYREG_LM_MODEL")
-    return lm
 
 
 def promote(

@@ -7,22 +7,24 @@ signature.py, calls.py and api.py (copied verbatim from dspy_registry/runtime), 
 
 `replace_owned` puts a bundle into a folder that holds other things too (a `.venv`, an `.env`): the folder's
 `.dspyreg-bundle.json` lists the files an export wrote, and only those (and the files the new bundle writes) are
-replaced; everything else stays.
+replaced; everything else stays. `write_export` is the one way a bundle reaches a folder: built aside first.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from .errors import RegistryError
+from .errors import CorruptRecord, RegistryError
 from .manifest import Manifest
-from .records import Records
+from .results import Records
 from .state import METADATA_KEY, canonical_json, is_predictor_state
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
@@ -86,6 +88,60 @@ def deployment_files(
         files[f"{manifest.program.name}.proto"] = proto.encode()
     files["Dockerfile"] = dockerfile(manifest, [*published, *files]).encode()
     return files
+
+
+def bundle_deployment(
+    published: Mapping[str, bytes], commit: str, records: Records, proto: str, *, where: str
+) -> dict[str, bytes]:
+    """Every file of the deployment bundle of version `where` (e.g. `qa v1.1`): its `published` files as read from
+    git, then deployment_files."""
+    manifest = Manifest.loads(published["manifest.toml"], where=f"{where}: manifest.toml")
+    state = bundle_json(published["program.json"], f"{where}: program.json")
+    interface = bundle_json(
+        published.get("interface.json", b'{"inputs": [], "outputs": []}'), f"{where}: interface.json"
+    )
+    example = bundle_json(published.get("examples/input.json", b"{}"), f"{where}: examples/input.json")
+    deploy = deployment_files(manifest, commit, state, interface, example, records, proto, published=published)
+    return {**published, **deploy}
+
+
+def bundle_json(data: bytes, what: str) -> Any:
+    """A JSON file of a published bundle; one that is not JSON (a commit made by hand) is CorruptRecord."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise CorruptRecord(f"{what} is not valid JSON: run `dspyreg verify` to see what else is wrong") from None
+
+
+def write_export(dest: Path, files: Mapping[str, bytes], *, force: bool = False) -> ExportResult:
+    """Write a deployment bundle's `files` to `dest`, built aside first. Into a new or empty folder it is renamed in
+    whole; `force` into a used folder replaces only the files the bundle owns (the previous export's list and the new
+    bundle's files) and keeps everything else, such as a .venv or an .env."""
+    if dest.exists() and not dest.is_dir():
+        raise RegistryError(f"{dest} exists and is not a folder: choose a folder to export to")
+    used = dest.is_dir() and any(dest.iterdir())
+    if used and not force:
+        raise RegistryError(
+            f"{dest} is not empty: choose an empty folder, or pass --force to replace the files of the bundle "
+            "(other files stay)"
+        )
+    files = {**files, OWNED_LIST: owned_list(files)}
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    except OSError as err:
+        raise RegistryError(f"cannot write to {dest}: {err.strerror or err}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the bundle private to this user
+    try:
+        write_inside(tmp, files)
+        if used:
+            return replace_owned(dest, tmp, files)
+        tmp.rename(dest)  # POSIX renames onto an empty folder
+        return ExportResult(dest, tuple(sorted(files)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def owned_files(folder: Path) -> set[str]:
@@ -194,9 +250,9 @@ def config(manifest: Manifest, commit: str, state: Mapping[str, Any], records: R
     evaluation = records.latest_evaluation if records else None
     benchmark = records.latest_benchmark if records else None
     performance = {
-        "dev_score": evaluation["score"] if evaluation else manifest.optimization.dev_score,
-        "avg_latency_ms": benchmark["mean_ms"] if benchmark else metrics.get("avg_latency_ms"),
-        "cost_per_query": benchmark["cost_per_query"] if benchmark else metrics.get("cost_per_query"),
+        "dev_score": evaluation.score if evaluation else manifest.optimization.dev_score,
+        "avg_latency_ms": benchmark.mean_ms if benchmark else metrics.get("avg_latency_ms"),
+        "cost_per_query": benchmark.cost_per_query if benchmark else metrics.get("cost_per_query"),
     }
     out["performance"] = {k: v for k, v in performance.items() if v is not None}
     return out

@@ -1,4 +1,5 @@
-"""Where a registry is when none is named, and hints for a folder that is not one: every hint works when followed.
+"""Where a registry is when none is named, where dspyreg keeps its cache, and hints for a folder that is not a
+registry: every hint works when followed.
 
 Imports nothing of ours; the checks are plain file tests, so a command that only reads refs
 stays as fast as before.
@@ -45,3 +46,12 @@ def init_elsewhere(taken: Path) -> str:
     """The hint for a folder that holds other things: a command that creates a registry there, then how to use it."""
     new = shlex.quote(str(new_registry_path(taken)))
     return f"create a registry in a new folder with `dspyreg init {new}` and use it with `--registry {new}`"
+
+
+def cache_dir() -> Path:
+    """DSPYREG_CACHE, else dspyreg/ in the user's cache folder: clones of remote registries, bundles, load checks."""
+    configured = os.environ.get("DSPYREG_CACHE")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "dspyreg"

@@ -14,8 +14,8 @@ tells a missing key from 0. A version published before schemas were recorded has
 Literals and lists of them are read from it, and a type it only names (a pydantic model) travels as JSON text. No
 version's code is ever imported here: `dspyreg proto` and `dspyreg export` run no registry code.
 
-Pure functions over interfaces, apart from `program_proto`, which reads them from the registry. No grpc here: the
-server side is grpc_api.py.
+Pure functions over interfaces: the registry reads them from git and hands them in (Registry.proto). No grpc here:
+the server side is grpc_api.py.
 """
 
 from __future__ import annotations
@@ -24,12 +24,9 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from .runtime.signature import ORDER, SCHEMA, UnknownType, annotation_from_text, interface_schema
-
-if TYPE_CHECKING:
-    from .registry import Registry, Resolved
 
 Kind = Literal["string", "int64", "double", "bool", "json", "enum", "message"]  # "json": JSON text in a string
 # Protobuf keeps 19000-19999 for itself.
@@ -527,18 +524,12 @@ def _reserved(numbers: list[int], names: list[str], indent: str) -> list[str]:
     return out
 
 
-# -- from the registry ------------------------------------------------------------------------------------------------
-def program_proto(reg: Registry, resolved: Resolved) -> str:
-    """The .proto of `resolved`: its signature, numbered by the interfaces of every published version up to it, all
-    read from git (interface.json); no version's code is imported."""
-    from .refs import version_key
-
-    program, target = resolved.program, version_key(resolved.version)
-    history = [(v.version, v.commit) for v in reg.versions(program) if version_key(v.version) < target]
-    history.append((resolved.version, resolved.commit))
+# -- a program's history ---------------------------------------------------------------------------------------------
+def program_proto(program: str, interfaces: Sequence[bytes | None]) -> str:
+    """The .proto of the last of `interfaces`, the raw interface.json of each published version of `program` up to
+    it in semantic-version order: the earlier ones number its fields."""
     signatures = []
-    for _, commit in history:
-        raw = reg.store.read_blob(commit, f"{program}/interface.json")
+    for raw in interfaces:
         try:
             interface = json.loads(raw) if raw else {}
         except ValueError:

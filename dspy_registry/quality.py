@@ -1,8 +1,10 @@
-"""Running a version on data: `dspyreg eval` (dspy.Evaluate with a metric) and `dspyreg bench` (latency, tokens, cost).
+"""Running a version on data, and what registry.toml's gates decide from the results.
 
-Both read JSON lines; a line's keys that are parameters of the program's forward() are its inputs, the others are
-labels for the metric (bench ignores them). The LM is created with DSPy's cache off, so every query reaches it.
-Errors carry the line number. Imports dspy (inside the functions).
+`dspyreg eval` (dspy.Evaluate with a metric) and `dspyreg bench` (latency, tokens, cost) run a materialized bundle
+and append an EvalRecord or BenchRecord to the version's records (records.py). Both read JSON lines; a line's keys
+that are parameters of the program's forward() are its inputs, the others are labels for the metric (bench ignores
+them). The LM is created with DSPy's cache off, so every query reaches it. Errors carry the line number. Imports dspy
+(inside the functions). `gate_refusals` is pure: the registry hands it the scores it read.
 """
 
 from __future__ import annotations
@@ -16,9 +18,16 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import RegistryError
+from .errors import InvalidName, RegistryError
+from .results import BenchRecord, EvalRecord
+
+if TYPE_CHECKING:
+    from .gitstore import GitStore
+    from .results import Resolved
+
+Progress = Callable[[int], Callable[[], None]]  # told the total, returns what to call after each query
 
 
 class BadData(RegistryError):
@@ -183,3 +192,128 @@ def bench(
         tuple(o[1] for o in outcomes),
         tuple(o[2] for o in outcomes),
     )
+
+
+# -- recording -------------------------------------------------------------------------------------------------------
+def record_evaluation(
+    store: GitStore,
+    resolved: Resolved,
+    materialize: Callable[[], Path],
+    devset: Path,
+    metric_spec: str,
+    *,
+    threads: int,
+    progress: Progress,
+) -> EvalRecord:
+    """Run `resolved`'s bundle (`materialize` writes it, once the metric imports) on a dev set with dspy.Evaluate
+    and record the score."""
+    from . import records
+    from .runtime.inference import PipelineServer
+
+    metric = import_metric(metric_spec)
+    server = PipelineServer(materialize())
+    rows = read_jsonl(devset, inputs=server.inputs, required=server.required)
+    if server.lm is None:
+        raise RegistryError(
+            "no LM to evaluate with: set DSPYREG_LM_MODEL (and DSPYREG_LM_API_KEY or DSPYREG_LM_API_BASE)"
+        )
+    score, n = evaluate(
+        server.program,
+        server.lm,
+        rows,
+        server.inputs,
+        metric,
+        metric_spec,
+        threads=threads,
+        advance=progress(len(rows.lines)),
+    )
+    record = {
+        "metric": metric_spec,
+        "score": score,
+        "n": n,
+        "devset": devset.name,
+        "devset_sha256": rows.sha256,
+        "dspy_version": _dspy_version(),
+        "lm": server.lm.model,
+        "commit": resolved.commit,
+    }
+    return EvalRecord.from_json(records.append(store, resolved.program, resolved.version, "evaluations", record))
+
+
+def record_benchmark(
+    store: GitStore,
+    resolved: Resolved,
+    bundle: Path,
+    inputs: Path,
+    *,
+    n: int | None,
+    concurrency: int,
+    progress: Progress,
+) -> BenchRecord:
+    """Call the materialized `bundle` of `resolved` `n` times on the inputs and record latency, tokens and cost."""
+    from . import records
+    from .runtime.inference import PipelineServer
+
+    server = PipelineServer(bundle)
+    rows = read_jsonl(inputs, inputs=server.inputs, required=server.required)
+    if server.lm is None:
+        raise RegistryError("no LM to benchmark: set DSPYREG_LM_MODEL (and DSPYREG_LM_API_KEY or DSPYREG_LM_API_BASE)")
+    count = n or len(rows.lines)
+    if count < 1 or concurrency < 1:
+        raise InvalidName("-n and --concurrency must be at least 1")
+    result = bench(server.run, rows, server.inputs, n=count, concurrency=concurrency, advance=progress(count))
+    record = {
+        **result.record(),
+        "inputs": inputs.name,
+        "inputs_sha256": rows.sha256,
+        "dspy_version": _dspy_version(),
+        "lm": server.lm.model,
+        "commit": resolved.commit,
+    }
+    return BenchRecord.from_json(records.append(store, resolved.program, resolved.version, "benchmarks", record))
+
+
+def _dspy_version() -> str:
+    from importlib.metadata import version
+
+    return version("dspy")
+
+
+# -- gates -----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Incumbent:
+    """The version an environment points at now, and its score (latest evaluation, else dev score)."""
+
+    version: str
+    score: float | None
+
+
+def gate_refusals(
+    gates: Mapping[str, Any],
+    env: str,
+    name: str,
+    score: float | None,
+    *,
+    evaluated: bool,
+    incumbent: Incumbent | None,
+) -> list[str]:
+    """What `gates` ([gates.<env>] of registry.toml) say against moving `env` to the candidate `name` scoring `score`
+    (its latest evaluation, else its dev score); empty when they allow it. `incumbent` is `env`'s current version,
+    when it is another one."""
+    refusals = []
+    if gates.get("require_eval") and not evaluated:
+        refusals.append(f"{name} has no evaluation record (require_eval): run `dspyreg eval`")
+    minimum = gates.get("min_dev_score")
+    if minimum is not None and (score is None or score < float(minimum)):
+        refusals.append(f"{name} scores {_fmt(score)}, below min_dev_score {float(minimum):.3f}")
+    if gates.get("no_regression") and incumbent is not None:
+        theirs = incumbent.score
+        if theirs is not None and (score is None or score < theirs):
+            refusals.append(
+                f"{name} scores {_fmt(score)}, below {env}'s {incumbent.version} at {theirs:.3f} (no_regression)"
+            )
+    return refusals
+
+
+def _fmt(score: float | None) -> str:
+    return "nothing (no evaluation, no dev score)" if score is None else f"{score:.3f}"

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConflictError, CorruptRecord
 from .gitstore import RefUpdate, TreeEntry, utc_now
 from .refs import ZERO_SHA
+from .results import BenchRecord, EvalRecord, Records
 from .state import canonical_json
 
 if TYPE_CHECKING:
@@ -26,27 +26,6 @@ if TYPE_CHECKING:
 RECORDS_REF = "refs/heads/dspyreg/records"
 KINDS = ("evaluations", "benchmarks")
 APPEND_RETRIES = 5
-
-
-@dataclass(frozen=True)
-class Records:
-    """One version's records, oldest first."""
-
-    evaluations: tuple[Mapping[str, Any], ...] = ()
-    benchmarks: tuple[Mapping[str, Any], ...] = ()
-
-    @property
-    def latest_evaluation(self) -> Mapping[str, Any] | None:
-        return self.evaluations[-1] if self.evaluations else None
-
-    @property
-    def latest_benchmark(self) -> Mapping[str, Any] | None:
-        return self.benchmarks[-1] if self.benchmarks else None
-
-    @property
-    def latest_score(self) -> float | None:
-        latest = self.latest_evaluation
-        return float(latest["score"]) if latest is not None else None
 
 
 def append(store: GitStore, program: str, version: str, kind: str, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,7 +59,10 @@ def read(store: GitStore, program: str, version: str) -> Records:
             data = store.read_blob(RECORDS_REF, f"{program}/{version}/{kind}/{name}")
             if data is not None:
                 found[kind].append(_checked(data, f"{program}/{version}/{kind}/{name}", kind))
-    return Records(tuple(found["evaluations"]), tuple(found["benchmarks"]))
+    return Records(
+        tuple(EvalRecord.from_json(r) for r in found["evaluations"]),
+        tuple(BenchRecord.from_json(r) for r in found["benchmarks"]),
+    )
 
 
 def latest_scores(store: GitStore) -> dict[tuple[str, str], float]:

@@ -27,6 +27,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _LINE_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 ROLLBACK_ENV = "rollback"
+UNSET = "unset"  # the one word for an environment that points nowhere, in every command's output
 DEFAULT_ENVIRONMENTS = ("staging", "prod")
 TAG_PREFIX = "refs/tags/"
 MAIN_REF = "refs/heads/main"

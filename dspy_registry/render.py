@@ -14,7 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .export import ExportResult
-from .registry import UNSET, JournalEntry, MoveResult, PublishResult, VersionDetail, VersionInfo
+from .refs import UNSET
+from .results import JournalEntry, MoveResult, PublishResult, VersionDetail, VersionInfo
 
 ENV_STYLE = {"prod": "bold green", "staging": "yellow", "rollback": "magenta"}
 
@@ -189,25 +190,16 @@ def detail_view(d: VersionDetail) -> Group:
         for column in ("time", "metric", "score", "n", "devset", "lm"):
             evals.add_column(column, overflow="fold")
         for r in d.records.evaluations:
-            _row(evals, r["time"], r["metric"], _score(r["score"]), r["n"], r.get("devset", ""), r.get("lm", ""))
+            _row(evals, r.time, r.metric, _score(r.score), r.n, r.devset or "", r.lm or "")
         parts += [Text(), evals]
     if d.records.benchmarks:
         benches = Table(box=None, header_style="bold", pad_edge=False, title="benchmarks", title_justify="left")
         for column in ("time", "n", "concurrency", "p50 ms", "p95 ms", "max ms", "tokens/query", "cost/query", "lm"):
             benches.add_column(column, overflow="fold")
-        for r in d.records.benchmarks:
-            cost = "-" if r.get("cost_per_query") is None else f"${r['cost_per_query']:.6f}"
+        for b in d.records.benchmarks:
+            cost = "-" if b.cost_per_query is None else f"${b.cost_per_query:.6f}"
             _row(
-                benches,
-                r["time"],
-                r["n"],
-                r["concurrency"],
-                r["p50_ms"],
-                r["p95_ms"],
-                r["max_ms"],
-                r["tokens_per_query"],
-                cost,
-                r.get("lm", ""),
+                benches, b.time, b.n, b.concurrency, b.p50_ms, b.p95_ms, b.max_ms, b.tokens_per_query, cost, b.lm or ""
             )
         parts += [Text(), benches]
     return Group(*parts)

@@ -40,7 +40,7 @@ log = logging.getLogger("dspyreg.serve")
 CONFIG_ENV = "DSPYREG_SERVE_CONFIG"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ServeConfig:
     registry: str
     ref: str
@@ -210,7 +210,7 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
     if config.grpc_port is not None:
         _require_grpc()
         if workers > 1:
-            _check_free(host, config.grpc_port)  # the workers share it: say it is taken before they start
+            check_free(host, config.grpc_port)  # the workers share it: say it is taken before they start
         config = replace(config, grpc_host=host, grpc_reuse_port=workers > 1)
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(asdict(config))
@@ -219,7 +219,7 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
         uvicorn.run(build_app(config), host=host, port=port, **options)
 
 
-def _check_free(host: str, port: int, what: str = "gRPC", option: str = "--grpc-port") -> None:
+def check_free(host: str, port: int, what: str = "gRPC", option: str = "--grpc-port") -> None:
     problem = port_problem(host, port)
     if problem is not None:
         raise RegistryError(

@@ -7,18 +7,14 @@ usual verification (verify.py). Who may sign what is registry.toml's [signing] o
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from .refs import ROLLBACK_ENV, tag_ref
 from .signing import check_signature
-from .verify import Problem
-
-if TYPE_CHECKING:
-    from .registry import Registry
+from .verify import Problem, RegistryReader
 
 
 def signature_problems(
-    reg: Registry,
+    reg: RegistryReader,
     program: str,
     *,
     versions: Iterable[str] = (),
@@ -42,7 +38,7 @@ def signature_problems(
 
 
 def _tag_problem(
-    reg: Registry, ref: str, env: str | None, kind: str, data: bytes, expect_commit: str | None
+    reg: RegistryReader, ref: str, env: str | None, kind: str, data: bytes, expect_commit: str | None
 ) -> Problem | None:
     listed = reg.production if env == ROLLBACK_ENV else env  # the rollback tag moves with production
     what = "version tags ([signing] versions)" if env is None else f"{env} ([signing.environments] {listed})"

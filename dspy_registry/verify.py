@@ -23,16 +23,35 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import RegistryError, UnsafeTree
+from .journal import journal_version, payload_version, tag_payload
 from .manifest import BadManifest, Manifest
-from .refs import JOURNAL_REF, MAIN_REF, ROLLBACK_ENV, tag_ref
+from .refs import JOURNAL_REF, MAIN_REF, ROLLBACK_ENV, UNSET, tag_ref
 from .runtime.inference import EntrypointError, entrypoint_module
 from .state import lm_findings, parse_state, secret_findings
 
 if TYPE_CHECKING:
-    from .registry import Registry, Resolved
+    from .gitstore import BundleEntry, GitStore
+    from .manifest import RegistryConfig
+    from .results import Resolved
+
+
+class RegistryReader(Protocol):
+    """What verification reads of a registry (the Registry is one): handed in, so this module never imports it."""
+
+    @property
+    def store(self) -> GitStore: ...
+
+    @property
+    def config(self) -> RegistryConfig: ...
+
+    @property
+    def production(self) -> str: ...
+
+    def bundle(self, resolved: Resolved) -> list[BundleEntry]: ...
+
 
 # How long `verify --load` waits for one version's child (importing dspy alone takes seconds on a busy machine).
 LOAD_TIMEOUT_SECONDS = 300.0
@@ -59,7 +78,7 @@ class VerificationFailed(RegistryError):
 
 
 def verify_version(
-    reg: Registry, resolved: Resolved, *, load: bool = False, timeout: float = LOAD_TIMEOUT_SECONDS
+    reg: RegistryReader, resolved: Resolved, *, load: bool = False, timeout: float = LOAD_TIMEOUT_SECONDS
 ) -> list[Problem]:
     """Problems of the bundle at `resolved.commit` and of its version's tag (empty when sound), read statically; with
     `load`, also whether program.json loads into the bundled code, checked in a child process that may run that code."""
@@ -67,7 +86,7 @@ def verify_version(
     return tag + _bundle_problems(reg, resolved, load=load, timeout=timeout)
 
 
-def version_tag_problems(reg: Registry, program: str, version: str) -> list[Problem]:
+def version_tag_problems(reg: RegistryReader, program: str, version: str) -> list[Problem]:
     """A version tag is honest when it is annotated and points at a commit on main whose manifest names that
     program and version: a tag moved (or made) by hand to any other commit is reported. None for a version that is
     not published (a commit given by sha)."""
@@ -92,7 +111,7 @@ def version_tag_problems(reg: Registry, program: str, version: str) -> list[Prob
     return problems
 
 
-def _bundle_problems(reg: Registry, resolved: Resolved, *, load: bool, timeout: float) -> list[Problem]:
+def _bundle_problems(reg: RegistryReader, resolved: Resolved, *, load: bool, timeout: float) -> list[Problem]:
     program, commit = resolved.program, resolved.commit
     where = f"{program}/{resolved.version}"
     try:  # first of all: a forged path is refused before anything reads or writes the bundle's files
@@ -179,7 +198,7 @@ def _load_problems(
     dspy_registry.load_check`) on a copy of code/ and program.json in a temporary folder under the cache, never in
     this one; the child's failure, crash or timeout is the problem."""
     from .export import write_inside
-    from .registry import cache_dir
+    from .hints import cache_dir
 
     subject = f"{where}:program.json"
     base = cache_dir() / "verify"
@@ -219,17 +238,15 @@ def _without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
     return {name: value for name, value in environ.items() if not any(word in name.upper() for word in secret)}
 
 
-def verify_environments(reg: Registry, program: str, envs: tuple[str, ...] | None = None) -> list[Problem]:
+def verify_environments(reg: RegistryReader, program: str, envs: tuple[str, ...] | None = None) -> list[Problem]:
     """Problems of `program`'s environment tags (all, or `envs`): each must be dspyreg's, on a published version's
     commit, and agree with the journal."""
-    from .registry import _payload_version, _tag_payload
-
     journal = reg.store.ref_value(JOURNAL_REF)
     problems = []
     for env in envs or (*reg.config.environments, ROLLBACK_ENV):
         ref = tag_ref(program, env)
         try:
-            expected = _journal_version(reg, journal, program, env)
+            expected = journal_version(reg.store, journal, program, env, reg.production)
         except (ValueError, RecursionError, KeyError, TypeError, IndexError, AttributeError):
             state_env = reg.production if env == ROLLBACK_ENV else env
             corrupt = Problem(f"{JOURNAL_REF}:{program}/{state_env}.json", "is corrupt: not the JSON dspyreg writes")
@@ -243,7 +260,7 @@ def verify_environments(reg: Registry, program: str, envs: tuple[str, ...] | Non
         if tag.type != "tag":
             problems.append(Problem(ref, "is not an annotated tag written by dspyreg (moved by hand?)"))
             continue
-        version = _payload_version(_tag_payload(tag.data))
+        version = payload_version(tag_payload(tag.data))
         commit = reg.store.peel_to_commit(ref)
         if not version:
             problems.append(Problem(ref, "its message has no dspyreg record (moved by hand?)"))
@@ -262,28 +279,13 @@ def verify_environments(reg: Registry, program: str, envs: tuple[str, ...] | Non
                 )
             )
         if version != expected:
-            problems.append(Problem(ref, f"names {version}, but the journal says {expected or 'unset'}"))
+            problems.append(Problem(ref, f"names {version}, but the journal says {expected or UNSET}"))
     return problems
 
 
-def _version_at(reg: Registry, commit: str | None, program: str) -> str | None:
+def _version_at(reg: RegistryReader, commit: str | None, program: str) -> str | None:
     raw = reg.store.read_blob(commit, f"{program}/manifest.toml") if commit else None
     try:
         return Manifest.loads(raw.decode()).program.version if raw else None
     except (BadManifest, UnicodeDecodeError):
         return None
-
-
-def _journal_version(reg: Registry, journal: str | None, program: str, env: str) -> str | None:
-    """Where the journal says `env` points; for rollback, the top of production's history."""
-    if journal is None:
-        return None
-    state_env = reg.production if env == ROLLBACK_ENV else env
-    blob = reg.store.read_blob(journal, f"{program}/{state_env}.json")
-    if blob is None:
-        return None
-    state = json.loads(blob)
-    if env == ROLLBACK_ENV:
-        return state["history"][-1] if state["history"] else None
-    version = state.get("version")
-    return version if isinstance(version, str) else None
