@@ -15,7 +15,7 @@ the HTTP door: it reads bodies and maps each CallFailure kind to a status in one
 run in a bounded thread pool, off the event loop, so slow LM calls proceed in parallel. Each request runs on the
 version that was current when it arrived, even if a swap happens meanwhile. Errors are JSON, never a traceback:
 401 without the DSPYREG_API_TOKEN bearer token, 413 above the body limit or a batch above --max-batch, 408 when a
-body does not arrive within --body-timeout, 422 for a body that does not fit (server_limits.strict_json: no NaN, no
+body does not arrive within --body-timeout, 422 for a body that does not fit (strict_json: no NaN, no
 1e999999, no deep nesting, no lone surrogates), 502 when the LM fails or answers something unparseable, 503 when not
 ready or when the process already holds --max-connections connections (LimitedH11Protocol, which also
 closes a connection whose request head has not arrived within --header-timeout).
@@ -40,41 +40,15 @@ from fastapi.responses import JSONResponse
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 try:  # inside the dspyreg package
-    from . import calls
-    from .calls import CallFailure, access_log, models
-    from .inference import PipelineServer
-    from .server_limits import (
-        DEFAULT_BODY_TIMEOUT,
-        DEFAULT_KEEP_ALIVE,
-        DEFAULT_MAX_BATCH,
-        ENV_BODY_TIMEOUT,
-        ENV_MAX_BATCH,
-        MAX_HEAD_BYTES,
-        ConnectionLimits,
-        JsonRefused,
-        port_problem,
-        strict_json,
-    )
+    from . import calls, inference, server_limits
 except ImportError:  # in an exported bundle, beside calls.py, inference.py, server_limits.py and signature.py
     import calls  # type: ignore[no-redef]
-    from calls import CallFailure, access_log, models  # type: ignore[no-redef]
-    from inference import PipelineServer  # type: ignore[no-redef]
-    from server_limits import (  # type: ignore[no-redef]
-        DEFAULT_BODY_TIMEOUT,
-        DEFAULT_KEEP_ALIVE,
-        DEFAULT_MAX_BATCH,
-        ENV_BODY_TIMEOUT,
-        ENV_MAX_BATCH,
-        MAX_HEAD_BYTES,
-        ConnectionLimits,
-        JsonRefused,
-        port_problem,
-        strict_json,
-    )
+    import inference  # type: ignore[no-redef]
+    import server_limits  # type: ignore[no-redef]
 
 DEFAULT_MAX_BODY = 1 << 20
 DEFAULT_THREADS = 64
-# Each CallFailure kind as (HTTP status, the "error" of the JSON body): the one place REST says how calls fail.
+# Each calls.CallFailure kind as (HTTP status, the "error" of the JSON body): the one place REST says how calls fail.
 REST_ERRORS = {
     calls.UNAUTHORIZED: (401, "unauthorized"),
     calls.INVALID_JSON: (422, "invalid_json"),
@@ -95,7 +69,7 @@ class Backend(Protocol):
 
     environment: str | None
 
-    def current(self) -> PipelineServer | None: ...
+    def current(self) -> inference.PipelineServer | None: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -106,9 +80,9 @@ class StaticBackend:
     environment: str | None = None
 
     def __init__(self, bundle_dir: str | Path) -> None:
-        self.server = PipelineServer(bundle_dir)
+        self.server = inference.PipelineServer(bundle_dir)
 
-    def current(self) -> PipelineServer:
+    def current(self) -> inference.PipelineServer:
         return self.server
 
     def status(self) -> dict[str, Any]:
@@ -118,13 +92,13 @@ class StaticBackend:
         return {"ready": True, "version": self.server.version}
 
 
-def failure_body(failure: CallFailure) -> tuple[int, dict[str, Any]]:
+def failure_body(failure: calls.CallFailure) -> tuple[int, dict[str, Any]]:
     """A failed call as REST answers it: (status, {"error": ..., "detail": ...})."""
     status, error = REST_ERRORS[failure.kind]
     return status, {"error": error, "detail": failure.body_detail}
 
 
-def failure_response(failure: CallFailure) -> Any:
+def failure_response(failure: calls.CallFailure) -> Any:
     status, body = failure_body(failure)
     response = JSONResponse(body, status_code=status)
     if failure.kind == calls.UNAUTHORIZED:
@@ -141,8 +115,8 @@ def create_app(
     threads: int = DEFAULT_THREADS,
     max_body_bytes: int = DEFAULT_MAX_BODY,
     token: str | None = None,
-    max_batch: int = DEFAULT_MAX_BATCH,
-    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    max_batch: int = server_limits.DEFAULT_MAX_BATCH,
+    body_timeout: float = server_limits.DEFAULT_BODY_TIMEOUT,
 ) -> Any:
     token = calls.configured_token(token)
     limiter = anyio.CapacityLimiter(threads)
@@ -158,14 +132,14 @@ def create_app(
         try:
             open_path = request.url.path in open_paths
             if token and not open_path and not calls.authorized(request.headers.get("authorization", ""), token):
-                raise CallFailure(calls.UNAUTHORIZED, "send Authorization: Bearer <DSPYREG_API_TOKEN>")
+                raise calls.CallFailure(calls.UNAUTHORIZED, "send Authorization: Bearer <DSPYREG_API_TOKEN>")
             if int(request.headers.get("content-length") or 0) > max_body_bytes:
-                raise CallFailure(calls.TOO_LARGE, f"the body is over {max_body_bytes} bytes")
+                raise calls.CallFailure(calls.TOO_LARGE, f"the body is over {max_body_bytes} bytes")
             response = await call_next(request)
-        except CallFailure as failure:
+        except calls.CallFailure as failure:
             response = failure_response(failure)
         except Exception as err:  # never a traceback to the client
-            response = failure_response(CallFailure.internal(err))
+            response = failure_response(calls.CallFailure.internal(err))
         calls.log_call(request.method, request.url.path, {"status": response.status_code}, started, server)
         return response
 
@@ -176,21 +150,21 @@ def create_app(
                 async for chunk in request.stream():
                     size += len(chunk)
                     if size > max_body_bytes:  # a chunked body has no Content-Length to refuse it by
-                        raise CallFailure(calls.TOO_LARGE, f"the body is over {max_body_bytes} bytes")
+                        raise calls.CallFailure(calls.TOO_LARGE, f"the body is over {max_body_bytes} bytes")
                     chunks.append(chunk)
         except TimeoutError:
-            raise CallFailure(calls.BODY_TIMEOUT, f"the body did not arrive within {body_timeout:g} s") from None
+            raise calls.CallFailure(calls.BODY_TIMEOUT, f"the body did not arrive within {body_timeout:g} s") from None
         try:
-            return strict_json(b"".join(chunks) or b"null")
-        except JsonRefused as err:
-            raise CallFailure(calls.INVALID_JSON, str(err)) from None
+            return server_limits.strict_json(b"".join(chunks) or b"null")
+        except server_limits.JsonRefused as err:
+            raise calls.CallFailure(calls.INVALID_JSON, str(err)) from None
 
-    async def answer(server: PipelineServer, inputs: dict[str, Any]) -> dict[str, Any]:
-        """The response body for one input, run off the event loop; a failure raises CallFailure."""
+    async def answer(server: inference.PipelineServer, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The response body for one input, run off the event loop; a failure raises calls.CallFailure."""
         answered: calls.Answer = await anyio.to_thread.run_sync(calls.run, server, inputs, limiter=limiter)
         return answered.body
 
-    def served(server: PipelineServer, body: dict[str, Any]) -> Any:
+    def served(server: inference.PipelineServer, body: dict[str, Any]) -> Any:
         return JSONResponse(body, headers={"X-Dspyreg-Version": server.version})
 
     @app.post("/predict", summary="Run the program on one input")
@@ -200,7 +174,7 @@ def create_app(
             if server is None:
                 raise calls.not_ready(backend.status())
             return served(server, await answer(server, calls.validated(server, await read_json(request))))
-        except CallFailure as failure:
+        except calls.CallFailure as failure:
             return failure_response(failure)
 
     @app.post("/predict/batch", summary="Run the program on several inputs, in parallel, on one version")
@@ -211,17 +185,17 @@ def create_app(
                 raise calls.not_ready(backend.status())
             data = await read_json(request)
             if not isinstance(data, dict) or set(data) != {"inputs"} or not isinstance(data["inputs"], list):
-                raise CallFailure(calls.INVALID_INPUT, 'expected {"inputs": [{...}, ...]}')
+                raise calls.CallFailure(calls.INVALID_INPUT, 'expected {"inputs": [{...}, ...]}')
             calls.check_batch(len(data["inputs"]), max_batch)
             batch = [calls.validated(server, item, f"inputs[{i}]") for i, item in enumerate(data["inputs"])]
-        except CallFailure as failure:
+        except calls.CallFailure as failure:
             return failure_response(failure)
         results: list[dict[str, Any]] = [{} for _ in batch]
 
         async def one(i: int, inputs: dict[str, Any]) -> None:
             try:
                 results[i] = await answer(server, inputs)
-            except CallFailure as failure:  # one failed input does not fail the others
+            except calls.CallFailure as failure:  # one failed input does not fail the others
                 status, body = failure_body(failure)
                 results[i] = {"error": body, "status": status}
 
@@ -259,7 +233,7 @@ def create_app(
         server = backend.current()
         if server is None:
             return schema
-        request_model, response_model = models(server)
+        request_model, response_model = calls.models(server)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for model in (request_model, response_model):
             model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -353,7 +327,7 @@ class LimitedH11Protocol(NoDelayH11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.limits = ConnectionLimits.from_env()
+        self.limits = server_limits.ConnectionLimits.from_env()
         self._head_deadline: Any = None
 
     def connection_made(self, transport: Any) -> None:
@@ -393,26 +367,26 @@ class LimitedH11Protocol(NoDelayH11Protocol):
             self.transport.close()
 
 
-def uvicorn_options(module: str = __name__, limits: ConnectionLimits | None = None) -> dict[str, Any]:
+def uvicorn_options(module: str = __name__, limits: server_limits.ConnectionLimits | None = None) -> dict[str, Any]:
     """What every server of ours passes to uvicorn.run; workers import the protocol by name, and read `limits`
     (exported to the environment here) when they build it."""
-    (limits or ConnectionLimits.from_env()).export_to_env()
+    (limits or server_limits.ConnectionLimits.from_env()).export_to_env()
     return {
         "http": f"{module}:LimitedH11Protocol",
         "access_log": False,
         "log_level": "warning",
-        "timeout_keep_alive": DEFAULT_KEEP_ALIVE,
-        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+        "timeout_keep_alive": server_limits.DEFAULT_KEEP_ALIVE,
+        "h11_max_incomplete_event_size": server_limits.MAX_HEAD_BYTES,
     }
 
 
 def configure_access_log() -> None:
-    if not access_log.handlers:
+    if not calls.access_log.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
-        access_log.setLevel(logging.INFO)
-        access_log.propagate = False
+        calls.access_log.addHandler(handler)
+        calls.access_log.setLevel(logging.INFO)
+        calls.access_log.propagate = False
 
 
 def bundle_app() -> Any:
@@ -423,8 +397,8 @@ def bundle_app() -> Any:
         StaticBackend(bundle),
         threads=int(os.environ.get("DSPYREG_THREADS", DEFAULT_THREADS)),
         max_body_bytes=int(os.environ.get("DSPYREG_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
-        max_batch=int(os.environ.get(ENV_MAX_BATCH) or DEFAULT_MAX_BATCH),
-        body_timeout=float(os.environ.get(ENV_BODY_TIMEOUT) or DEFAULT_BODY_TIMEOUT),
+        max_batch=int(os.environ.get(server_limits.ENV_MAX_BATCH) or server_limits.DEFAULT_MAX_BATCH),
+        body_timeout=float(os.environ.get(server_limits.ENV_BODY_TIMEOUT) or server_limits.DEFAULT_BODY_TIMEOUT),
     )
 
 
@@ -439,11 +413,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes (each loads the bundle)")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS, help="concurrent program calls per process")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
-    defaults = ConnectionLimits.from_env()
+    defaults = server_limits.ConnectionLimits.from_env()
     parser.add_argument(
         "--max-batch",
         type=int,
-        default=int(os.environ.get(ENV_MAX_BATCH) or DEFAULT_MAX_BATCH),
+        default=int(os.environ.get(server_limits.ENV_MAX_BATCH) or server_limits.DEFAULT_MAX_BATCH),
         help="inputs per /predict/batch request; more get 413 (env DSPYREG_MAX_BATCH)",
     )
     parser.add_argument(
@@ -461,7 +435,7 @@ def main() -> None:
     parser.add_argument(
         "--body-timeout",
         type=float,
-        default=float(os.environ.get(ENV_BODY_TIMEOUT) or DEFAULT_BODY_TIMEOUT),
+        default=float(os.environ.get(server_limits.ENV_BODY_TIMEOUT) or server_limits.DEFAULT_BODY_TIMEOUT),
         help="seconds for a request body to arrive; slower gets 408 (env DSPYREG_BODY_TIMEOUT)",
     )
     args = parser.parse_args()
@@ -470,11 +444,11 @@ def main() -> None:
     os.environ.setdefault("DSPYREG_BUNDLE_DIR", str(Path(__file__).resolve().parent))
     os.environ["DSPYREG_THREADS"] = str(args.threads)
     os.environ["DSPYREG_MAX_BODY_BYTES"] = str(args.max_body_bytes)
-    os.environ[ENV_MAX_BATCH] = str(args.max_batch)
-    os.environ[ENV_BODY_TIMEOUT] = str(args.body_timeout)
+    os.environ[server_limits.ENV_MAX_BATCH] = str(args.max_batch)
+    os.environ[server_limits.ENV_BODY_TIMEOUT] = str(args.body_timeout)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     module = Path(__file__).stem
-    problem = port_problem(args.host, args.port)
+    problem = server_limits.port_problem(args.host, args.port)
     if problem is not None:
         parser.exit(1, f"error: cannot serve on {args.host}:{args.port}: {problem}: stop what uses it or pass --port\n")
     bundle = os.environ["DSPYREG_BUNDLE_DIR"]
@@ -492,7 +466,7 @@ def main() -> None:
         host=args.host,
         port=args.port,
         workers=args.workers,
-        **uvicorn_options(module, ConnectionLimits(args.max_connections, args.header_timeout)),
+        **uvicorn_options(module, server_limits.ConnectionLimits(args.max_connections, args.header_timeout)),
     )
 
 
