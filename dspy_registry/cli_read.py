@@ -102,7 +102,7 @@ def show(
         else:
             from .render import detail_view
 
-            console_out().print(detail_view(detail))
+            print_fitted(lambda width: detail_view(detail))
 
 
 def _warn_moved_outside(reg: Registry, ref: str, name: str | None) -> None:

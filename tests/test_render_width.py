@@ -61,7 +61,7 @@ def test_wide_terminals_keep_one_row_per_version() -> None:
     assert len(lines) == 3 and "optimizer" in lines[0] and "notes" in lines[0]
 
 
-def test_piped_list_and_log_have_no_trailing_padding(
+def test_piped_list_log_and_show_have_no_trailing_padding(
     registry_path: Path, states: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from .conftest import publish_example
@@ -70,8 +70,8 @@ def test_piped_list_and_log_have_no_trailing_padding(
         publish_example(reg, states["v1.0"], "v1.0", optimizer="MIPROv2", notes="short")
         reg.promote("v1.0", name="qa")
     monkeypatch.setenv("COLUMNS", "80")
-    for command in ("list", "log"):
-        result = CliRunner().invoke(app, [command, "--registry", str(registry_path)], catch_exceptions=False)
+    for command in (["list"], ["log"], ["show", "v1.0"]):
+        result = CliRunner().invoke(app, [*command, "--registry", str(registry_path)], catch_exceptions=False)
         assert result.exit_code == 0
         lines = result.stdout.splitlines()
         assert len(lines) >= 2 and all(line == line.rstrip() for line in lines), result.stdout
