@@ -21,10 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .errors import ConflictError, GitError, LockedRef, RegistryError
 from .locks import FRESH_LOCK_PATIENCE, is_lock_error, lock_errors, present_locks, stale_lock_message
-from .refs import ZERO_SHA
-
-if TYPE_CHECKING:
-    from .gitstore import RefUpdate
+from .refs import ZERO_SHA, RefUpdate
 
 _URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")
 _SCP_RE = re.compile(r"^[\w.-]+@[\w.-]+:")

@@ -30,7 +30,7 @@ from .locks import (
     present_locks,
     stale_lock_message,
 )
-from .refs import ZERO_SHA
+from .refs import ZERO_SHA, RefUpdate
 
 _GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -56,15 +56,6 @@ class Identity:
 
     def signature(self, when: datetime) -> str:
         return f"{self.name} <{self.email}> {int(when.timestamp())} +0000"
-
-
-@dataclass(frozen=True)
-class RefUpdate:
-    """Move `ref` from `old` to `new`; ZERO_SHA as old means "must not exist", as new means "delete"."""
-
-    ref: str
-    new: str
-    old: str
 
 
 @dataclass(frozen=True)

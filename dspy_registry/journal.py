@@ -15,8 +15,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import CorruptRecord, NothingToRollBack, RegistryError, UnknownRef
-from .gitstore import RefUpdate, TreeEntry
-from .refs import JOURNAL_REF, ROLLBACK_ENV, UNSET, ZERO_SHA, is_version, split_tag_ref, tag_ref, version_key
+from .gitstore import TreeEntry
+from .refs import JOURNAL_REF, ROLLBACK_ENV, UNSET, ZERO_SHA, RefUpdate, is_version, split_tag_ref, tag_ref, version_key
 from .results import JournalEntry, VersionInfo
 from .signing import split_signature
 from .state import canonical_json

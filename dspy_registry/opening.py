@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import NotARegistry, RegistryError
-from .gitstore import GitStore, RefUpdate, TreeEntry, is_url, utc_now
+from .gitstore import GitStore, TreeEntry, is_url, utc_now
 from .hints import cache_dir, init_elsewhere
 from .manifest import RegistryConfig
-from .refs import JOURNAL_REF, MAIN_REF, ZERO_SHA
+from .refs import JOURNAL_REF, MAIN_REF, ZERO_SHA, RefUpdate
 
 TEMPLATE_DIR_NAMES = ("registry_template", "../registry-template")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConflictError, InvalidName, RegistryError
-from .gitstore import RefUpdate, TreeEntry
+from .gitstore import TreeEntry
 from .journal import payload_line
-from .refs import MAIN_REF, ZERO_SHA, check_text, tag_ref
+from .refs import MAIN_REF, ZERO_SHA, RefUpdate, check_text, tag_ref
 
 if TYPE_CHECKING:
     from datetime import datetime

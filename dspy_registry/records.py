@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConflictError, CorruptRecord
-from .gitstore import RefUpdate, TreeEntry, utc_now
-from .refs import ZERO_SHA
+from .gitstore import TreeEntry, utc_now
+from .refs import ZERO_SHA, RefUpdate
 from .results import BenchRecord, EvalRecord, Records
 from .state import canonical_json
 

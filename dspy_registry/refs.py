@@ -148,3 +148,12 @@ def parse_ref(text: str, program: str | None = None) -> RefSpec:
 
 def _invalid(message: str) -> InvalidName:
     return InvalidName(message)
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    """Move `ref` from `old` to `new`; ZERO_SHA as old means "must not exist", as new means "delete"."""
+
+    ref: str
+    new: str
+    old: str

@@ -29,7 +29,7 @@ def _envs(envs: Sequence[str]) -> Text:
     return text
 
 
-def _row(table: Table, *cells: Any) -> None:
+def add_row(table: Table, *cells: Any) -> None:
     """Add a row whose plain strings stay plain: `MIPROv2[light]` or `list[str]` are not rich markup."""
     table.add_row(*(cell if isinstance(cell, Text | Group | Table) else Text(str(cell)) for cell in cells))
 
@@ -77,8 +77,8 @@ def _versions_grid(versions: Sequence[VersionInfo], *, with_notes: int | None) -
     for column in columns:
         table.add_column(column, no_wrap=True)
     for v in versions:
-        notes = () if with_notes is None else (Text(_short(v.notes, with_notes)),)
-        _row(table, *_version_cells(v), *notes)
+        notes = () if with_notes is None else (Text(shorten(v.notes, with_notes)),)
+        add_row(table, *_version_cells(v), *notes)
     return table
 
 
@@ -113,7 +113,7 @@ def _stacked_versions(versions: Sequence[VersionInfo], width: int) -> Group:
         rows.append([_text(c) for c in (name, version, envs, dev, evals, commit)])
         lines: list[Text | Padding] = [_cut(Text(f"  optimizer {optimizer} · created {created}", style="dim"), width)]
         if v.notes:
-            lines.append(Padding(Text(_short(v.notes, 120)), (0, 0, 0, 2)))  # wraps, indented: notes are read
+            lines.append(Padding(Text(shorten(v.notes, 120)), (0, 0, 0, 2)))  # wraps, indented: notes are read
         below.append(lines)
     aligned = _columns([header, *rows])
     out: list[Text | Padding] = [_cut(aligned[0], width)]
@@ -170,19 +170,19 @@ def detail_view(d: VersionDetail) -> Group:
     if m.program.notes:
         rows.append(("notes", Text(m.program.notes)))
     for key, value in rows:
-        _row(head, key, value)
+        add_row(head, key, value)
     preds = Table(box=None, header_style="bold", pad_edge=False, title="predictors", title_justify="left")
     for column in ("predictor", "signature", "demos", "instructions"):
         preds.add_column(column, overflow="fold")
     for name, p in d.predictors.items():
         boot = sum(1 for demo in p.get("demos", []) if demo.get("augmented"))
         count = len(p.get("demos", []))
-        _row(
+        add_row(
             preds,
             name,
             Text(p.get("signature", "")),
             f"{count} ({boot} bootstrapped)",
-            Text(_short(p.get("instructions", ""), 160)),
+            Text(shorten(p.get("instructions", ""), 160)),
         )
     parts: list[Any] = [head, Text(), preds]
     if d.records.evaluations:
@@ -190,7 +190,7 @@ def detail_view(d: VersionDetail) -> Group:
         for column in ("time", "metric", "score", "n", "devset", "lm"):
             evals.add_column(column, overflow="fold")
         for r in d.records.evaluations:
-            _row(evals, r.time, r.metric, _score(r.score), r.n, r.devset or "", r.lm or "")
+            add_row(evals, r.time, r.metric, _score(r.score), r.n, r.devset or "", r.lm or "")
         parts += [Text(), evals]
     if d.records.benchmarks:
         benches = Table(box=None, header_style="bold", pad_edge=False, title="benchmarks", title_justify="left")
@@ -198,7 +198,7 @@ def detail_view(d: VersionDetail) -> Group:
             benches.add_column(column, overflow="fold")
         for b in d.records.benchmarks:
             cost = "-" if b.cost_per_query is None else f"${b.cost_per_query:.6f}"
-            _row(
+            add_row(
                 benches, b.time, b.n, b.concurrency, b.p50_ms, b.p95_ms, b.max_ms, b.tokens_per_query, cost, b.lm or ""
             )
         parts += [Text(), benches]
@@ -241,7 +241,7 @@ def log_table(entries: Sequence[JournalEntry], *, width: int | None = None) -> T
     for column in ("time", "program", "env", "action", "from", "to", "actor", "reason"):
         table.add_column(column, no_wrap=column != "reason", overflow="fold")
     for e in entries:
-        _row(table, *_move_cells(e), Text(e.actor.split(" <")[0]), Text(e.reason))
+        add_row(table, *_move_cells(e), Text(e.actor.split(" <")[0]), Text(e.reason))
     if width is None or _natural_width(table) <= width:
         return table
     header = [Text(c, style="bold") for c in ("time", "program", "env", "action", "from", "to")]
@@ -306,6 +306,6 @@ def publish_summary(result: PublishResult) -> Text:
     return text
 
 
-def _short(text: str, limit: int) -> str:
+def shorten(text: str, limit: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

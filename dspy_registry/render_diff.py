@@ -27,7 +27,7 @@ from .diff import (
     with_context,
 )
 from .interface_diff import InterfaceChanges
-from .render import _row, _short
+from .render import add_row, shorten
 
 
 # -- diff as rich text -------------------------------------------------------------------------------------------------
@@ -55,12 +55,12 @@ def _demo_line(demo: Mapping[str, Any], limit: int = 100, inputs: Sequence[str] 
     shown = {k: v for k, v in demo.items() if k not in ("augmented", "dspy_uuid", "dspy_split")}
 
     def fmt(keys: Sequence[str]) -> str:
-        return ", ".join(f"{k}={_short(json.dumps(shown[k], ensure_ascii=False), 48)}" for k in keys)
+        return ", ".join(f"{k}={shorten(json.dumps(shown[k], ensure_ascii=False), 48)}" for k in keys)
 
     first = [k for k in inputs if k in shown]
     rest = [k for k in shown if k not in first]
     line = f"{fmt(first)} -> {fmt(rest)}" if first and rest else fmt(first or rest)
-    return _short(line, limit)
+    return shorten(line, limit)
 
 
 def _field_desc(f: FieldView) -> str:
@@ -77,13 +77,13 @@ def _fields_table(changes: FieldChanges) -> Table:
     table.add_column(width=2)
     table.add_column(overflow="fold")
     for f in changes.added:
-        _row(table, Text("+", style="green"), Text(f"{f.role} {_field_desc(f)}", style="green"))
+        add_row(table, Text("+", style="green"), Text(f"{f.role} {_field_desc(f)}", style="green"))
     for f in changes.removed:
-        _row(table, Text("-", style="red"), Text(f"{f.role} {_field_desc(f)}", style="red"))
+        add_row(table, Text("-", style="red"), Text(f"{f.role} {_field_desc(f)}", style="red"))
     for c in changes.renamed:
-        _row(table, Text("~", style="yellow"), f"renamed {c.before} -> {c.after}")
+        add_row(table, Text("~", style="yellow"), f"renamed {c.before} -> {c.after}")
     for label, c in changes.changed:
-        _row(table, Text("~", style="yellow"), f"{label}: {field_change(c)}")
+        add_row(table, Text("~", style="yellow"), f"{label}: {field_change(c)}")
     return table
 
 
@@ -138,15 +138,15 @@ def _demos_table(d: DemoChanges, plain: bool) -> Group:
     table.add_column(overflow="fold")
     names = d.input_names
     for demo in d.removed:
-        _row(table, Text("-", style="red"), Text(_demo_line(demo, 240, names), style="red"))
+        add_row(table, Text("-", style="red"), Text(_demo_line(demo, 240, names), style="red"))
     for demo in d.added:
-        _row(table, Text("+", style="green"), Text(_demo_line(demo, 240, names), style="green"))
+        add_row(table, Text("+", style="green"), Text(_demo_line(demo, 240, names), style="green"))
     for c in d.changed:
         lines = Text(_demo_line({k: c.after[k] for k in names if k in c.after} or c.after, 240, names))
         for key, change in demo_field_changes(c):
             lines.append(f"\n  {key}: ")
             lines.append_text(_value_change(change, plain))
-        _row(table, Text("~", style="yellow"), lines)
+        add_row(table, Text("~", style="yellow"), lines)
     return Group(counts, table)
 
 
@@ -218,7 +218,7 @@ def diff_view(diff: Diff, *, plain: bool = False) -> Group:
         for column in ("key", "before", "after"):
             table.add_column(column, overflow="fold")
         for key, c in diff.metadata.items():
-            _row(table, key, Text(_value(c.before), style="red"), Text(_value(c.after), style="green"))
+            add_row(table, key, Text(_value(c.before), style="red"), Text(_value(c.after), style="green"))
         parts.append(table)
     return Group(*parts)
 
