@@ -138,7 +138,9 @@ def _runtime_config_error() -> tuple[type[Exception], ...]:
 def one_line(text: str) -> str:
     from rich.markup import escape
 
-    return escape(" ".join(text.split()))
+    from .gitremote import hide_userinfo
+
+    return escape(hide_userinfo(" ".join(text.split())))
 
 
 def open_registry(registry: str | None) -> Registry:

@@ -24,6 +24,7 @@ from .cli_common import (
     print_fitted,
     print_json,
 )
+from .gitremote import hide_userinfo
 from .registry import Registry
 from .sides import diff_files, is_state_path
 
@@ -46,7 +47,7 @@ def sync(
             print_json(
                 {
                     "registry": reg.location,
-                    "remote": remote,
+                    "remote": hide_userinfo(remote) if remote else remote,
                     "cache": str(reg.store.git_dir),
                     "programs": reg.programs(),
                     "versions": len(versions),
@@ -56,7 +57,8 @@ def sync(
             console_out().print(f"{reg.location} is a local registry: nothing to sync")
         else:
             console_out().print(
-                f"Synced {remote} into {reg.store.git_dir}: {len(reg.programs())} programs, {len(versions)} versions"
+                f"Synced {hide_userinfo(remote)} into {reg.store.git_dir}: "
+                f"{len(reg.programs())} programs, {len(versions)} versions"
             )
 
 

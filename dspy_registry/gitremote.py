@@ -24,6 +24,7 @@ from .locks import FRESH_LOCK_PATIENCE, is_lock_error, lock_errors, present_lock
 from .refs import ZERO_SHA, RefUpdate
 
 _URL_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")
+_USERINFO_RE = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@")
 _SCP_RE = re.compile(r"^[\w.-]+@[\w.-]+:")
 _LOCKED_REF_RE = re.compile(r"cannot lock ref '([^']+)'")
 _VANISHED_RE = re.compile(r"couldn't find remote ref (\S+)")
@@ -74,7 +75,7 @@ class GitRemote:
     def cache_of(cls: type[_Store], url: str, cache_root: Path, settings: tuple[tuple[str, str], ...] = ()) -> _Store:
         """The one cache clone of `url` under `cache_root` (a bare repository made on first use, never re-cloned).
         `settings` (see `network_settings`) apply to its git commands and are never written into it."""
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://")[-1]).strip("_")[-60:]
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", hide_userinfo(url).split("://")[-1]).strip("_")[-60:]
         path = cache_root / "remotes" / f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
         if not (path / "HEAD").exists():
             probe = cls(cache_root, url)
@@ -258,3 +259,9 @@ def _fsck_refusal(stderr: str) -> str | None:
 def _last_line(err: GitError) -> str:
     lines = [ln for ln in err.stderr.splitlines() if ln.strip()]
     return lines[-1] if lines else str(err)
+
+
+def hide_userinfo(text: str) -> str:
+    """`https://x-access-token:TOKEN@host/...` -> `https://***@host/...` wherever a URL appears in `text`: a token in a
+    registry URL is never printed nor written into a folder name."""
+    return _USERINFO_RE.sub(r"\1***@", text)
