@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -58,7 +58,37 @@ def _text(value: Any) -> str | None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalRecord:
+class Measurement:
+    """What every quality record says of where it was taken: DSPy's version, the LM, the registry commit measured,
+    the record's id and time. EvalRecord and BenchRecord add what they measured."""
+
+    dspy_version: str | None = None
+    lm: str | None = None
+    commit: str | None = None
+    id: str | None = None
+    time: str = ""
+
+    ALWAYS: ClassVar[frozenset[str]] = frozenset()  # fields written even when None (None says "unknown")
+
+    @classmethod
+    def common(cls, record: Mapping[str, Any], *text: str) -> dict[str, Any]:
+        """The keyword arguments every record takes from its checked JSON, plus the optional `text` fields."""
+        return {
+            "time": record["time"],
+            **{f: _text(record.get(f)) for f in (*text, "dspy_version", "lm", "commit", "id")},
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        # What was measured first, then where (the key order of records written before this class existed).
+        ordered = sorted(fields(self), key=lambda f: f.name in _MEASUREMENT_FIELDS)
+        return {f.name: v for f in ordered if (v := getattr(self, f.name)) is not None or f.name in self.ALWAYS}
+
+
+_MEASUREMENT_FIELDS = frozenset(f.name for f in fields(Measurement))
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalRecord(Measurement):
     """One `dspyreg eval` of a version: the metric, the score as a fraction, and what it ran on."""
 
     metric: str
@@ -66,11 +96,6 @@ class EvalRecord:
     n: int
     devset: str | None = None
     devset_sha256: str | None = None
-    dspy_version: str | None = None
-    lm: str | None = None
-    commit: str | None = None
-    id: str | None = None
-    time: str = ""
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> EvalRecord:
@@ -79,16 +104,12 @@ class EvalRecord:
             metric=record["metric"],
             score=float(record["score"]),
             n=record["n"],
-            time=record["time"],
-            **{f: _text(record.get(f)) for f in ("devset", "devset_sha256", "dspy_version", "lm", "commit", "id")},
+            **cls.common(record, "devset", "devset_sha256"),
         )
-
-    def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclass(frozen=True, kw_only=True)
-class BenchRecord:
+class BenchRecord(Measurement):
     """One `dspyreg bench` of a version: latency percentiles in ms, tokens and cost per query (None: unknown)."""
 
     n: int
@@ -101,11 +122,8 @@ class BenchRecord:
     cost_per_query: float | None
     inputs: str | None = None
     inputs_sha256: str | None = None
-    dspy_version: str | None = None
-    lm: str | None = None
-    commit: str | None = None
-    id: str | None = None
-    time: str = ""
+
+    ALWAYS: ClassVar[frozenset[str]] = frozenset({"cost_per_query"})  # None there means the cost is unknown
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> BenchRecord:
@@ -120,13 +138,8 @@ class BenchRecord:
             tokens_per_query=record["tokens_per_query"],
             cost_per_query=record["cost_per_query"],
             mean_ms=mean if isinstance(mean, (int, float)) and not isinstance(mean, bool) else None,
-            time=record["time"],
-            **{f: _text(record.get(f)) for f in ("inputs", "inputs_sha256", "dspy_version", "lm", "commit", "id")},
+            **cls.common(record, "inputs", "inputs_sha256"),
         )
-
-    def to_json(self) -> dict[str, Any]:
-        always = {"cost_per_query"}  # None there means the cost is unknown, and says so
-        return {f.name: v for f in fields(self) if (v := getattr(self, f.name)) is not None or f.name in always}
 
 
 @dataclass(frozen=True)
