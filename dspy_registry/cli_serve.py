@@ -39,6 +39,46 @@ def export(
             "export), keep every other file.",
         ),
     ] = False,
+    k8s: Annotated[
+        bool,
+        typer.Option(
+            "--k8s",
+            help="Also write k8s/: a Deployment of `dspyreg serve` replicas that follow an environment on the remote "
+            "registry, a Service, a kustomization.yaml and the image's Dockerfile (docs/deployment.md).",
+        ),
+    ] = False,
+    k8s_registry: Annotated[
+        Optional[str],
+        typer.Option(
+            "--k8s-registry",
+            help="Git URL the pods follow (no credentials in it) [default: --registry, when it is a URL].",
+        ),
+    ] = None,
+    k8s_env: Annotated[
+        Optional[str],
+        typer.Option("--k8s-env", help="Environment the pods follow [default: REF's environment, else prod]."),
+    ] = None,
+    image: Annotated[
+        Optional[str],
+        typer.Option(
+            "--image", help="Image the pods run, built from k8s/Dockerfile [default: <program>-serve:<version>]."
+        ),
+    ] = None,
+    k8s_replicas: Annotated[int, typer.Option("--k8s-replicas", help="Replicas (the minimum with an autoscaler).")] = 2,
+    k8s_max_replicas: Annotated[
+        Optional[int],
+        typer.Option("--k8s-max-replicas", help="Also write a HorizontalPodAutoscaler scaling up to this many."),
+    ] = None,
+    k8s_poll_seconds: Annotated[
+        float, typer.Option("--k8s-poll-seconds", help="How often each replica looks at the environment tag.")
+    ] = 5.0,
+    k8s_secret: Annotated[
+        Optional[str],
+        typer.Option(
+            "--k8s-secret",
+            help="Secret holding api-token and lm-api-key, referenced by name [default: <program>-dspyreg].",
+        ),
+    ] = None,
     no_verify: NoVerifyOpt = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
@@ -47,8 +87,40 @@ def export(
 ) -> None:
     """Write a version's deployment bundle: state, prompts, code, config, API server, Docker files, guide."""
     with funnel(traceback), open_registry(registry) as reg:
+        k8s_given = {
+            "--k8s-registry": k8s_registry,
+            "--k8s-env": k8s_env,
+            "--image": image,
+            "--k8s-max-replicas": k8s_max_replicas,
+            "--k8s-secret": k8s_secret,
+        }
+        if not k8s and any(value is not None for value in k8s_given.values()):
+            given = ", ".join(option for option, value in k8s_given.items() if value is not None)
+            raise RegistryError(f"{given} only make sense with --k8s")
         resolved = resolve_checked(reg, ref, name, no_verify)
-        result = reg.export(resolved, dest, force=force)
+        options = None
+        if k8s:
+            from .k8s import k8s_options
+
+            environment = k8s_env or resolved.environment or reg.production
+            if environment not in reg.config.environments:
+                raise RegistryError(
+                    f"--k8s-env {environment!r} is not one of this registry's environments: "
+                    f"{', '.join(reg.config.environments)}"
+                )
+            options = k8s_options(
+                program=resolved.program,
+                version=resolved.version,
+                registry_location=reg.location,
+                registry_url=k8s_registry,
+                environment=environment,
+                image=image,
+                replicas=k8s_replicas,
+                max_replicas=k8s_max_replicas,
+                poll_seconds=k8s_poll_seconds,
+                secret=k8s_secret,
+            )
+        result = reg.export(resolved, dest, force=force, k8s=options)
         folder, files = result.path, list(result.files)
         if json_out:
             print_json(

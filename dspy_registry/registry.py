@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from .bundle import ProgramSource
     from .diff import Diff, ProgramView
     from .export import ExportResult
+    from .k8s import K8sOptions
     from .verify import Problem
 
 # Names that moved below, kept importable from here (`from dspy_registry.registry import Resolved, ...`).
@@ -580,12 +581,20 @@ class Registry:
         check_for_use(self, resolved, verify=verify, require_signed=require_signed)
         return resolved
 
-    def export(self, resolved: Resolved, dest: Path, *, force: bool = False) -> ExportResult:
+    def export(
+        self, resolved: Resolved, dest: Path, *, force: bool = False, k8s: K8sOptions | None = None
+    ) -> ExportResult:
         """Write the deployment bundle of `resolved` to `dest` (see export.write_export): into a new or empty folder,
-        or with `force` into a used one, replacing only the files the bundle owns."""
+        or with `force` into a used one, replacing only the files the bundle owns. With `k8s`, also the Kubernetes
+        manifests of replicas that follow an environment (see k8s.py)."""
         from .export import write_export
 
-        return write_export(dest, self.deployment(resolved), force=force)
+        files = self.deployment(resolved)
+        if k8s is not None:
+            from .k8s import kubernetes_files
+
+            files.update(kubernetes_files(files, k8s))
+        return write_export(dest, files, force=force)
 
     def deployment(self, resolved: Resolved) -> dict[str, bytes]:
         """Every file of the deployment bundle: the published ones, then what runs them (see export.py), and the
