@@ -9,6 +9,7 @@ captured: it is refused, naming it. Pure apart from reading the cells; the calle
 """
 
 from __future__ import annotations
+import __future__
 
 import ast
 import importlib
@@ -51,11 +52,10 @@ def capture_main_class(cls: type) -> CapturedModule:
     module_name = NOTEBOOK_MODULE if sources.in_ipython else SCRIPT_MODULE
     capture = _Capture(cls.__qualname__, namespace, sources)
     capture.visit(cls.__qualname__, cls)
-    header = (
-        f'"""{cls.__qualname__}, captured by dspyreg from {"a notebook" if sources.in_ipython else "a script"} '
-        'with what it uses there."""'
-    )
-    blocks = [header, "\n".join(capture.imports), "\n".join(capture.literals)]
+    header = f'"""{cls.__qualname__}, captured by dspyreg from the {sources.where} with what it uses there."""'
+    # Annotations the cells left unevaluated (a type imported only for checkers) must stay unevaluated.
+    future = "from __future__ import annotations" if namespace.get("annotations") is __future__.annotations else ""
+    blocks = [header, future, "\n".join(capture.imports), "\n".join(capture.literals)]
     text = "\n\n".join(b for b in blocks if b) + "\n\n\n" + "\n\n".join(capture.definitions)
     return CapturedModule(f"{module_name}.py", text, f"{module_name}:{cls.__qualname__}")
 
@@ -81,6 +81,7 @@ class _SourceFinder:
     def __init__(self, namespace: Mapping[str, Any]) -> None:
         shell = _ipython_shell()
         self.in_ipython = shell is not None
+        self.where = "notebook" if shell is not None else "script"
         if shell is not None:
             numbered = getattr(shell.compile, "_filename_map", {})
             self.files = sorted(numbered, key=lambda name: numbered[name])
@@ -138,8 +139,8 @@ class _Capture:
 
     def refuse(self, name: str, why: str, what: str) -> CaptureError:
         return CaptureError(
-            f"cannot capture {self.target} from the notebook: it uses {name!r}, {why}; {what}, or define it "
-            "in a .py module and import it"
+            f"cannot capture {self.target} from the {self.sources.where}: it uses {name!r}, {why}; {what}, or "
+            "define it in a .py module and import it"
         )
 
     def visit(self, name: str, value: Any) -> None:
@@ -154,6 +155,8 @@ class _Capture:
             self.imports.append(line)
         elif _is_literal(value):
             self.literals.append(f"{name} = {value!r}")
+        elif isinstance(value, type):  # e.g. dspy.Signature("question -> answer"): no class statement to copy
+            raise self.refuse(name, "a class made at run time, not by a class statement", "make it inside the class")
         else:
             raise self.refuse(
                 name,
@@ -163,15 +166,13 @@ class _Capture:
 
     def _definition(self, name: str, value: type | types.FunctionType) -> None:
         if value.__name__ == "<lambda>":
-            raise self.refuse(name, "a lambda defined in the notebook", "write it as a def")
+            raise self.refuse(name, f"a lambda defined in the {self.sources.where}", "write it as a def")
         if value.__qualname__ != name:
             raise self.refuse(
                 name, f"another name for {value.__qualname__}", f"use {value.__qualname__} by its own name"
             )
-        if isinstance(value, type):
-            code = next((f.__code__ for f in _functions(value)), None)
-        else:
-            code = value.__code__
+        # A class's source is found through one of its methods' code; a class without one (a Signature) by name.
+        code = next((f.__code__ for f in _functions(value)), None) if isinstance(value, type) else value.__code__
         source = self.sources.definition(name, code)
         if source is None:
             raise self.refuse(name, "whose source is in no cell run in this session", "re-run the cell defining it")
@@ -209,7 +210,12 @@ def _import_module_line(name: str, module: types.ModuleType) -> str:
 def _import_object_line(name: str, value: Any) -> str | None:
     """`from module import name` when `value` is what that import gives (a class or function from a module)."""
     module_name, qualname = getattr(value, "__module__", None), getattr(value, "__qualname__", None)
-    if not isinstance(module_name, str) or not isinstance(qualname, str) or "." in qualname or module_name == "__main__":
+    if (
+        not isinstance(module_name, str)
+        or not isinstance(qualname, str)
+        or "." in qualname
+        or module_name == "__main__"
+    ):
         return None
     module = sys.modules.get(module_name)
     if module is None:
@@ -254,6 +260,7 @@ def check_captured(captured: CapturedModule, program: Any, where: str) -> None:
     folder = Path(where)
     file = folder / captured.filename
     file.write_text(captured.text, encoding="utf-8")
+    where_from = "notebook" if captured.filename == f"{NOTEBOOK_MODULE}.py" else "script"
     module_name, _, attr = captured.entrypoint.partition(":")
     unique = f"dspyreg_captured_{module_name}_{id(file):x}"
     try:
@@ -262,14 +269,14 @@ def check_captured(captured: CapturedModule, program: Any, where: str) -> None:
         same = _without_lm(program_prompts(rebuilt)) == _without_lm(program_prompts(program))
     except Exception as err:  # the user's code may raise anything while it rebuilds
         raise CaptureError(
-            f"{attr} captured from the notebook does not rebuild: {type(err).__name__}: {err}".splitlines()[0]
+            f"{attr} captured from the {where_from} does not rebuild: {type(err).__name__}: {err}".splitlines()[0]
             + "; define it in a .py module and import it"
         ) from None
     finally:
         sys.modules.pop(unique, None)
     if not same:
         raise CaptureError(
-            f"{attr} captured from the notebook renders other prompts than the live program (a cell was edited "
+            f"{attr} captured from the {where_from} renders other prompts than the live program (a cell was edited "
             "after it ran?): re-run the cells that define it and its signatures, then publish again"
         )
 

@@ -55,10 +55,12 @@ class TidyQA(dspy.Module):
 COMPILE_CELL = """
 trainset = [
     dspy.Example(question=q, answer=a).with_inputs("question")
-    for q, a in [("What is DSPy?", "A framework."), ("Please, what is git?", "A version store."), ("Why JSON?", "Safe.")]
+    for q, a in [("What is DSPy?", "A framework."), ("Please, what is git?", "A store."), ("Why JSON?", "Safe.")]
 ]
 teacher_lm = DummyLM([{"answer": f"Scripted answer {i}."} for i in range(20)])
-optimizer = dspy.BootstrapFewShot(metric=lambda ex, pred, trace=None: bool(pred.answer), max_bootstrapped_demos=2, max_labeled_demos=2)
+optimizer = dspy.BootstrapFewShot(
+    metric=lambda ex, pred, trace=None: bool(pred.answer), max_bootstrapped_demos=2, max_labeled_demos=2
+)
 with dspy.context(lm=teacher_lm):
     program = optimizer.compile(TidyQA(), trainset=trainset)
 assert len(program.respond.demos) == 2
@@ -87,7 +89,9 @@ def run_notebook(cells: list[str], folder: Path, kernel: str) -> list[str]:
     nbformat.write(notebook, path)
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=120, kernel_name=kernel, resources={"metadata": {"path": str(folder)}}).execute()
-    return ["".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream") for cell in notebook.cells]
+    return [
+        "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream") for cell in notebook.cells
+    ]
 
 
 def test_a_program_defined_in_notebook_cells_publishes_and_loads_in_a_fresh_process(
