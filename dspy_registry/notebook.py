@@ -264,9 +264,20 @@ def check_captured(captured: CapturedModule, program: Any, where: str) -> None:
     module_name, _, attr = captured.entrypoint.partition(":")
     unique = f"dspyreg_captured_{module_name}_{id(file):x}"
     try:
-        rebuilt = instantiate(import_file(file, unique), attr, f"the captured {attr}")
+        module = import_file(file, unique)
+        try:
+            rebuilt = instantiate(module, attr, f"the captured {attr}")
+        except TypeError as err:
+            cause = err.__cause__ or err
+            raise CaptureError(
+                f"load makes {attr} with no arguments, and {attr}() fails: {type(cause).__name__}: "
+                f"{(str(cause).splitlines() or [''])[0]}; "
+                "give the arguments of its __init__ defaults"
+            ) from None
         rebuilt.load_state({k: v for k, v in program.dump_state().items() if k != "metadata"})
         same = _without_lm(program_prompts(rebuilt)) == _without_lm(program_prompts(program))
+    except CaptureError:
+        raise
     except Exception as err:  # the user's code may raise anything while it rebuilds
         raise CaptureError(
             f"{attr} captured from the {where_from} does not rebuild: {type(err).__name__}: {err}".splitlines()[0]

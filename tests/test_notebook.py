@@ -183,3 +183,40 @@ def test_a_notebook_class_using_a_runtime_object_is_refused_naming_it(
         "write it as a def, or define it in a .py module and import it",
     ]
     assert ref_snapshot(registry_path) == before
+
+
+def test_a_script_class_that_cannot_rebuild_is_refused_in_one_line(registry_path: Path, tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import sys
+        import dspy, dspy_registry
+
+        Made = dspy.Signature("question -> answer", "Answer.")
+
+        class UsesMade(dspy.Module):
+            def __init__(self):
+                super().__init__()
+                self.respond = dspy.Predict(Made)
+
+        class NeedsK(dspy.Module):
+            def __init__(self, k):
+                super().__init__()
+                self.respond = dspy.Predict("question -> answer")
+
+        for made in (UsesMade(), NeedsK(3)):
+            try:
+                dspy_registry.publish(made, registry={str(registry_path)!r}, name="made", version="v1")
+            except dspy_registry.RegistryError as err:
+                print(err)
+        """)
+    )
+    before = ref_snapshot(registry_path)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False)
+    assert proc.stdout.splitlines() == [
+        "cannot capture UsesMade from the script: it uses 'Made', a class made at run time, not by a class statement; "
+        "make it inside the class, or define it in a .py module and import it",
+        "load makes NeedsK with no arguments, and NeedsK() fails: TypeError: NeedsK.__init__() missing 1 required "
+        "positional argument: 'k'; give the arguments of its __init__ defaults",
+    ], proc.stderr
+    assert ref_snapshot(registry_path) == before
