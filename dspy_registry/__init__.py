@@ -64,7 +64,8 @@ def publish(
     sign: bool | None = None,
     allow_unrendered_demos: bool = False,
 ) -> PublishResult:
-    """Publish a live (optimized) program as `name` `version`; its class's source file becomes the bundle's code/.
+    """Publish a live (optimized) program as `name` `version`; its class's source file becomes the bundle's code/
+    (a class defined in a notebook cell or the running script is captured with what it uses there, notebook.py).
 
     `state` defaults to the program's own state (what `program.save("x.json")` writes); `lm` (a dspy.LM or a model
     name) defaults to the program's or dspy's configured LM, recorded without keys. With `record_example`, the program

@@ -55,16 +55,27 @@ def live_source(program: Any) -> ProgramSource:
 
     cls = type(program)
     if cls.__module__ == "__main__":
-        # Bundling the running script would make every `load` run the script again (and publish again).
-        raise RegistryError(
-            f"{cls.__qualname__} is defined in the script being run: define it in a module and import it"
-        )
+        return main_source(program)
     source_file = inspect.getsourcefile(cls)
     if source_file is None:
         raise RegistryError(f"cannot find the source file of {cls.__qualname__}: define it in a .py file")
     path = Path(source_file)
     # A copy: publishing checks the state by loading it, which must not touch the caller's program (or its LMs).
     return ProgramSource(program.deepcopy(), {path.name: path.read_bytes()}, f"{path.stem}:{cls.__qualname__}")
+
+
+def main_source(program: Any) -> ProgramSource:
+    """A program whose class is defined in a notebook cell or the script being run: the class and what it uses there,
+    captured as one module (bundling the script itself would make every `load` run it again, and publish again)."""
+    import tempfile
+
+    from .bundle import ProgramSource
+    from .notebook import capture_main_class, check_captured
+
+    captured = capture_main_class(type(program))
+    with tempfile.TemporaryDirectory(prefix="dspyreg-capture-") as where:
+        check_captured(captured, program, where)
+    return ProgramSource(program.deepcopy(), {captured.filename: captured.text.encode()}, captured.entrypoint)
 
 
 def recording_lm(lm: Any) -> Any:

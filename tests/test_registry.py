@@ -236,7 +236,8 @@ def test_python_publish_api(registry_path: Path, states: dict[str, Path]) -> Non
     assert loaded.check.lm is not None and "api_key" not in loaded.check.lm.kwargs
 
 
-def test_python_publish_refuses_a_class_from_the_running_script(registry_path: Path, tmp_path: Path) -> None:
+def test_python_publish_captures_a_class_from_the_running_script(registry_path: Path, tmp_path: Path) -> None:
+    # Was refused ("defined in the script being run"); now the class is captured, not the script (which publishes).
     import subprocess
     import sys
 
@@ -249,7 +250,12 @@ def test_python_publish_refuses_a_class_from_the_running_script(registry_path: P
         f"dspy_registry.publish(Tiny(), name='tiny', version='v1', registry={str(registry_path)!r})\n"
     )
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
-    assert proc.returncode != 0 and "defined in the script being run" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    code = git(registry_path, "show", "main:tiny/code/script_program.py")
+    assert "class Tiny(dspy.Module):" in code and "dspy_registry.publish" not in code
+    with Registry.open(registry_path) as reg:
+        assert reg.manifest(reg.resolve("v1", "tiny")).program.entrypoint == "script_program:Tiny"
+        assert reg.load("v1", "tiny").p.signature.signature == "q -> a"
 
 
 def test_secrets_are_stripped_with_a_warning(registry: Registry, states: dict[str, Path], tmp_path: Path) -> None:
