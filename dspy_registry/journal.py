@@ -293,10 +293,25 @@ def move_updates(
             target, f"{program}/{entry.env}", message + payload_line(entry.to_json()), who, now, signer
         )
         updates.append(RefUpdate(ref, tag, state.raw))
-    blob = store.write_blobs({"h": canonical_json({"version": version, "history": list(history)})})["h"]
-    tree = store.write_tree(journal_old, {f"{program}/{env}.json": TreeEntry("100644", "blob", blob)})
-    summary = f"{first.action} {program}/{env}: {first.from_version or '-'} -> {version}\n\n"
-    body = "".join(payload_line(entry.to_json()) for _, entry in moves)
-    journal = store.write_commit(tree, [journal_old] if journal_old else [], summary + body, who, now)
-    updates.append(RefUpdate(JOURNAL_REF, journal, journal_old or ZERO_SHA))
+    summary = f"{first.action} {program}/{env}: {first.from_version or '-'} -> {version or UNSET}"
+    state = {f"{program}/{env}.json": {"version": version, "history": list(history)}}
+    updates.append(journal_commit(store, journal_old, state, [e for _, e in moves], summary, who, now))
     return updates
+
+
+def journal_commit(
+    store: GitStore,
+    journal_old: str | None,
+    files: Mapping[str, Any],
+    entries: Iterable[JournalEntry],
+    summary: str,
+    who: Identity,
+    now: datetime,
+) -> RefUpdate:
+    """The journal's ref update for one change: a commit on `journal_old` writing `files` (path -> JSON value) and
+    holding one payload line per entry, expected to land on the journal as it was read."""
+    blobs = store.write_blobs({path: canonical_json(value) for path, value in files.items()})
+    tree = store.write_tree(journal_old, {path: TreeEntry("100644", "blob", sha) for path, sha in blobs.items()})
+    body = "".join(payload_line(entry.to_json()) for entry in entries)
+    journal = store.write_commit(tree, [journal_old] if journal_old else [], f"{summary}\n\n{body}", who, now)
+    return RefUpdate(JOURNAL_REF, journal, journal_old or ZERO_SHA)

@@ -6,6 +6,7 @@ without importing the registry.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -228,3 +229,38 @@ class PublishResult:
     commit: str
     files: tuple[str, ...]
     warnings: tuple[str, ...] = field(default=())
+
+
+# -- lifecycle -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class Yank:
+    """A version withdrawn from use: still resolvable by its exact ref, hidden from `list`, refused by promote."""
+
+    version: str
+    reason: str
+    actor: str
+    time: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Approval:
+    """Someone's approval of a version for an environment; `signature` is an SSH signature over the approval's
+    canonical JSON (without it), when signing is configured."""
+
+    version: str
+    env: str
+    actor: str
+    time: str
+    reason: str = ""
+    signature: str | None = None
+
+    def payload(self) -> bytes:
+        """The bytes a signature covers: every field but the signature, as canonical JSON."""
+        body = {k: v for k, v in vars(self).items() if k != "signature"}
+        return (json.dumps(body, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
