@@ -43,7 +43,7 @@ def eval_(
         lambda reg, start: reg.evaluate(
             ref, devset, metric, name=name, threads=threads, verify=not no_verify, progress=start
         ),
-        lambda record: f"Recorded {record.metric} = {record.score:.3f} on {record.n} examples ({record.lm}) for {ref}",
+        lambda record: _eval_summary(record, ref),
         ref=ref,
         no_verify=no_verify,
         registry=registry,
@@ -76,6 +76,16 @@ def bench(
         json_out=json_out,
         traceback=traceback,
     )
+
+
+def _eval_summary(record: EvalRecord, ref: str) -> str:
+    line = f"Recorded {record.metric} = {record.score:.3f} on {record.n} examples ({record.lm}) for {ref}"
+    if record.leakage:  # the score is inflated by examples the program was shown as demos: say which
+        line += (
+            f"\n[yellow]warning:[/yellow] {record.leakage} of {record.n} dev examples appear among {ref}'s demos "
+            f"(leakage): {', '.join(record.leaked_ids or ())}"
+        )
+    return line
 
 
 def _bench_summary(record: BenchRecord) -> str:

@@ -57,9 +57,24 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+@dataclass(frozen=True)
+class ExampleScore:
+    """One dev example's score in an evaluation: its stable id (leakage.example_id), the score as a fraction, and
+    its inputs (the labels are not kept), so `diff --examples` can show them without the dev set at hand."""
+
+    id: str
+    score: float
+    inputs: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "inputs": dict(self.inputs)}
+
+
 @dataclass(frozen=True, kw_only=True)
 class EvalRecord:
-    """One `dspyreg eval` of a version: the metric, the score as a fraction, and what it ran on."""
+    """One `dspyreg eval` of a version: the metric, the score as a fraction, and what it ran on; since per-example
+    records, each example's score (None for an older record) and the dev examples found among the version's demos
+    (leakage: their count; leaked_ids: their ids)."""
 
     metric: str
     score: float
@@ -71,20 +86,40 @@ class EvalRecord:
     commit: str | None = None
     id: str | None = None
     time: str = ""
+    leakage: int | None = None
+    leaked_ids: tuple[str, ...] | None = None
+    examples: tuple[ExampleScore, ...] | None = None
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> EvalRecord:
         """A record whose shape records.py has checked; keys dspyreg does not write are left out."""
+        examples = record.get("examples")
+        leaked = record.get("leaked_ids")
         return cls(
             metric=record["metric"],
             score=float(record["score"]),
             n=record["n"],
             time=record["time"],
+            leakage=record.get("leakage"),
+            leaked_ids=tuple(leaked) if leaked is not None else None,
+            examples=tuple(ExampleScore(e["id"], float(e["score"]), e["inputs"]) for e in examples)
+            if examples is not None
+            else None,
             **{f: _text(record.get(f)) for f in ("devset", "devset_sha256", "dspy_version", "lm", "commit", "id")},
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.name == "examples":
+                value = [e.to_json() for e in value]
+            elif f.name == "leaked_ids":
+                value = list(value)
+            out[f.name] = value
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
