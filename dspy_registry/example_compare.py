@@ -131,8 +131,7 @@ def why_not_comparable(a_name: str, b_name: str, a: Sequence[EvalRecord], b: Seq
     if not any((r.devset_sha256, r.metric) in metrics_a for r in shared):
         return f"{a_name} and {b_name} were evaluated on the same dev set with different metrics: use the same metric"
     return (
-        f"the evaluations of {a_name} and {b_name} on the same dev set predate per-example scores: "
-        "evaluate both again"
+        f"the evaluations of {a_name} and {b_name} on the same dev set predate per-example scores: evaluate both again"
     )
 
 

@@ -27,11 +27,7 @@ def example_id(inputs: Mapping[str, Any]) -> str:
 
 
 def is_example_id(value: Any) -> bool:
-    return (
-        isinstance(value, str)
-        and len(value) == EXAMPLE_ID_LENGTH
-        and all(c in "0123456789abcdef" for c in value)
-    )
+    return isinstance(value, str) and len(value) == EXAMPLE_ID_LENGTH and all(c in "0123456789abcdef" for c in value)
 
 
 def normalized(value: Any) -> str:
@@ -53,11 +49,17 @@ def demo_inputs(prompts: Any, state: Any) -> list[dict[str, str]]:
                 continue
             names: set[str] | None = None
             if typed and isinstance(predictor.get("inputs"), list):
-                names = {f["name"] for f in predictor["inputs"] if isinstance(f, dict) and isinstance(f.get("name"), str)}
+                names = {
+                    f["name"] for f in predictor["inputs"] if isinstance(f, dict) and isinstance(f.get("name"), str)
+                }
             for demo in predictor["demos"]:
                 if isinstance(demo, dict):
                     found.append(
-                        {k: normalized(v) for k, v in demo.items() if isinstance(k, str) and (names is None or k in names)}
+                        {
+                            k: normalized(v)
+                            for k, v in demo.items()
+                            if isinstance(k, str) and (names is None or k in names)
+                        }
                     )
     return found
 

@@ -334,6 +334,17 @@ def gate_refusals(
     check recorded). `comparison`: the candidate against `env`'s current version example by example, or why they
     do not compare (None: no other version to compare with, or the gate is not set)."""
     refusals = []
+    if gates.get("require_eval") and not evaluated:
+        refusals.append(f"{name} has no evaluation record (require_eval): run `dspyreg eval`")
+    minimum = gates.get("min_dev_score")
+    if minimum is not None and (score is None or score < float(minimum)):
+        refusals.append(f"{name} scores {_fmt(score)}, below min_dev_score {float(minimum):.3f}")
+    if gates.get("no_regression") and incumbent is not None:
+        theirs = incumbent.score
+        if theirs is not None and (score is None or score < theirs):
+            refusals.append(
+                f"{name} scores {_fmt(score)}, below {env}'s {incumbent.version} at {theirs:.3f} (no_regression)"
+            )
     most = gates.get("max_leakage")
     if most is not None:
         if leakage is None:
@@ -350,17 +361,6 @@ def gate_refusals(
             f"{name} changes the score on {comparison.a} by {comparison.delta:+.3f}, 95% interval "
             f"[{comparison.ci_low:+.3f}, {comparison.ci_high:+.3f}]: its low end is not above min_delta_ci_low {low}"
         )
-    if gates.get("require_eval") and not evaluated:
-        refusals.append(f"{name} has no evaluation record (require_eval): run `dspyreg eval`")
-    minimum = gates.get("min_dev_score")
-    if minimum is not None and (score is None or score < float(minimum)):
-        refusals.append(f"{name} scores {_fmt(score)}, below min_dev_score {float(minimum):.3f}")
-    if gates.get("no_regression") and incumbent is not None:
-        theirs = incumbent.score
-        if theirs is not None and (score is None or score < theirs):
-            refusals.append(
-                f"{name} scores {_fmt(score)}, below {env}'s {incumbent.version} at {theirs:.3f} (no_regression)"
-            )
     return refusals
 
 

@@ -446,7 +446,10 @@ class Registry:
         b_records = b_records or self.records(b)
         try:
             return compare(
-                f"{a.program}/{a.version}", f"{b.program}/{b.version}", self.records(a).evaluations, b_records.evaluations
+                f"{a.program}/{a.version}",
+                f"{b.program}/{b.version}",
+                self.records(a).evaluations,
+                b_records.evaluations,
             )
         except NotComparable as err:
             return str(err)

@@ -70,7 +70,13 @@ def test_diff_examples_lists_exactly_the_flips_with_a_deterministic_interval(
     assert result.exit_code == 0, result.output
     compared = json.loads(result.stdout)
     assert compared["flipped"] == [
-        {"id": example_id({"question": f"q{i}?"}), "change": change, "before": b, "after": a, "inputs": {"question": f"q{i}?"}}
+        {
+            "id": example_id({"question": f"q{i}?"}),
+            "change": change,
+            "before": b,
+            "after": a,
+            "inputs": {"question": f"q{i}?"},
+        }
         for i, change, b, a in [
             (0, "pass -> fail", 1.0, 0.0),
             (1, "pass -> fail", 1.0, 0.0),
@@ -88,9 +94,9 @@ def test_diff_examples_lists_exactly_the_flips_with_a_deterministic_interval(
 
     text = cli(published, "diff", "v1.0", "v1.1", "--examples").stdout
     assert f"delta -0.500, 95% interval [{low:+.3f}, {high:+.3f}]" in text
-    assert "4 of 4 examples changed" in text and 'fail -> pass  ' in text and '{"question": "q2?"}' in text
+    assert "4 of 4 examples changed" in text and "fail -> pass  " in text and '{"question": "q2?"}' in text
     markdown = cli(published, "diff", "v1.0", "v1.1", "--examples", "--format", "markdown").stdout
-    assert f"| fail -> pass | `{example_id({'question': 'q2?'})}` | 0 | 1 | {{\"question\": \"q2?\"}} |" in markdown
+    assert f'| fail -> pass | `{example_id({"question": "q2?"})}` | 0 | 1 | {{"question": "q2?"}} |' in markdown
 
 
 def test_paired_bootstrap_is_seeded_and_holds_the_mean() -> None:
@@ -107,7 +113,8 @@ def test_diff_examples_imports_no_dspy(published: Registry, fake_lm: Any, devset
     evaluate(published, fake_lm, "v1.1", devset, "Pickle")
     probe = (
         "import json, sys\nfrom dspy_registry.cli import app\ntry:\n    app(sys.argv[1:], standalone_mode=False)\n"
-        "except SystemExit:\n    pass\nprint('HEAVY=' + json.dumps([m for m in ('dspy', 'litellm') if m in sys.modules]))\n"
+        "except SystemExit:\n    pass\n"
+        "print('HEAVY=' + json.dumps([m for m in ('dspy', 'litellm') if m in sys.modules]))\n"
     )
     command = ["diff", "v1.0", "v1.1", "--examples", "--registry", published.location]
     proc = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True)
@@ -140,9 +147,7 @@ def test_not_comparable_evaluations_exit_1_in_one_line(
     assert ref_snapshot(Path(published.location)) == before
 
 
-def test_min_delta_ci_low_refuses_then_accepts(
-    published: Registry, fake_lm: Any, tmp_path: Path
-) -> None:
+def test_min_delta_ci_low_refuses_then_accepts(published: Registry, fake_lm: Any, tmp_path: Path) -> None:
     set_gates(published, tmp_path, "\n[gates.prod]\nmin_delta_ci_low = 0\n")
     all_json = write_jsonl(tmp_path / "all.jsonl", [{"question": f"q{i}?", "answer": "JSON"} for i in range(6)])
     assert cli(published, "promote", "v1.0", "--to", "prod").exit_code == 0  # nothing in prod to compare with
@@ -183,7 +188,7 @@ def test_gate_values_are_checked_by_type(published: Registry, tmp_path: Path) ->
     assert result.exit_code == 1 and "[gates.prod] min_delta_ci_low must be a score difference" in result.stderr
 
 
-# -- leakage ------------------------------------------------------------------------------------------------------------
+# -- leakage -----------------------------------------------------------------------------------------------------------
 def test_a_planted_leak_is_caught_shown_and_gated(published: Registry, fake_lm: Any, tmp_path: Path) -> None:
     with Registry.open(published.location) as reg:
         demo_questions = [d["question"] for d in reg.show("v1.1").predictors["generate_query"]["demos"]]
@@ -233,7 +238,7 @@ def test_a_clean_devset_leaks_nothing_and_an_unevaluated_version_is_not_let_thro
     assert cli(published, "promote", "v1.1").exit_code == 0
 
 
-# -- records forged by hand ---------------------------------------------------------------------------------------------
+# -- records forged by hand --------------------------------------------------------------------------------------------
 GOOD = {"question": "q0?"}
 
 
