@@ -354,13 +354,15 @@ def gate_refusals(
                 f"{name}'s latest evaluation found {leakage} dev examples among its demos, above max_leakage {most}"
             )
     low = gates.get("min_delta_ci_low")
-    if low is not None and isinstance(comparison, str):
-        refusals.append(f"min_delta_ci_low {low} cannot be checked: {comparison}")
-    elif low is not None and comparison is not None and not comparison.ci_low > low:
-        refusals.append(
-            f"{name} changes the score on {comparison.a} by {comparison.delta:+.3f}, 95% interval "
-            f"[{comparison.ci_low:+.3f}, {comparison.ci_high:+.3f}]: its low end is not above min_delta_ci_low {low}"
-        )
+    if low is not None and comparison is not None:
+        if isinstance(comparison, str):
+            refusals.append(f"min_delta_ci_low {low} cannot be checked: {comparison}")
+        elif not comparison.ci_low > low:
+            refusals.append(
+                f"{name} changes the score on {comparison.a} by {comparison.delta:+.3f}, 95% interval "
+                f"[{comparison.ci_low:+.3f}, {comparison.ci_high:+.3f}]: its low end is not above "
+                f"min_delta_ci_low {low}"
+            )
     return refusals
 
 
