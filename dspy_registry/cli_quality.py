@@ -78,7 +78,13 @@ def _measuring(
 
 
 def _eval_summary(record: EvalRecord, ref: str) -> str:
-    return f"Recorded {record.metric} = {record.score:.3f} on {record.n} examples ({record.lm}) for {ref}"
+    line = f"Recorded {record.metric} = {record.score:.3f} on {record.n} examples ({record.lm}) for {ref}"
+    if record.leakage:  # the score is inflated by examples the program was shown as demos: say which
+        line += (
+            f"\n[yellow]warning:[/yellow] {record.leakage} of {record.n} dev examples appear among {ref}'s demos "
+            f"(leakage): {', '.join(record.leaked_ids or ())}"
+        )
+    return line
 
 
 @_measuring("evaluating", _eval_summary)

@@ -154,12 +154,23 @@ def diff(
             "--program", help="Program spec giving field names and types to two bare .json files (imports dspy)."
         ),
     ] = None,
+    examples: Annotated[
+        bool,
+        typer.Option(
+            "--examples",
+            help="Compare the two versions' evaluations on one dev set example by example: what flipped, and the "
+            "score delta with a paired bootstrap 95% interval.",
+        ),
+    ] = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
 ) -> None:
     """Semantic diff of two versions: instructions, fields, demos, lm and metadata."""
+    if examples:
+        _diff_examples(ref_a, ref_b, "json" if json_out else output.value, name, registry, traceback)
+        return
     with funnel(traceback):
         if is_state_path(ref_a) and is_state_path(ref_b):
             result = diff_files(ref_a, ref_b, program_spec)
@@ -177,6 +188,29 @@ def diff(
 
             console = console_out()
             console.print(diff_view(result, plain=console.color_system is None))
+
+
+def _diff_examples(
+    ref_a: str, ref_b: str, output: str, name: str | None, registry: str | None, traceback: bool
+) -> None:
+    """`diff --examples`: read from the two versions' evaluation records only (no dspy, no dev set needed)."""
+    from .errors import InvalidName
+
+    with funnel(traceback):
+        if is_state_path(ref_a) or is_state_path(ref_b):
+            raise InvalidName("--examples compares the evaluations of two registry versions; a state file has none")
+        with open_registry(registry) as reg:
+            comparison = reg.compare_examples(ref_a, ref_b, name)
+        if output == "json":
+            print_json(comparison.to_json())
+        elif output == "markdown":
+            from .render_examples import examples_markdown
+
+            sys.stdout.write(examples_markdown(comparison))
+        else:
+            from .render_examples import examples_text
+
+            console_out().print(examples_text(comparison), soft_wrap=True, highlight=False)
 
 
 def verify(

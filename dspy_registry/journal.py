@@ -294,8 +294,8 @@ def move_updates(
         )
         updates.append(RefUpdate(ref, tag, state.raw))
     summary = f"{first.action} {program}/{env}: {first.from_version or '-'} -> {version or UNSET}"
-    state = {f"{program}/{env}.json": {"version": version, "history": list(history)}}
-    updates.append(journal_commit(store, journal_old, state, [e for _, e in moves], summary, who, now))
+    env_file = {f"{program}/{env}.json": {"version": version, "history": list(history)}}
+    updates.append(journal_commit(store, journal_old, env_file, [e for _, e in moves], summary, who, now))
     return updates
 
 

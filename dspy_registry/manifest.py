@@ -216,11 +216,23 @@ def _boolean(where: str, value: Any) -> None:
         raise BadManifest(f"{where} must be true or false, got {value!r}")
 
 
+def _count(where: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadManifest(f"{where} must be a whole number of examples (0 or more), got {value!r}")
+
+
+def _delta(where: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1 <= value <= 1:
+        raise BadManifest(f"{where} must be a score difference in [-1, 1], got {value!r}")
+
+
 # Every key a [gates.<env>] table may hold, with its check; a new gate adds its key here.
 GATE_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "min_dev_score": _fraction,
     "no_regression": _boolean,
     "require_eval": _boolean,
+    "max_leakage": _count,  # dev examples found among the demos (a count: 0 means none may leak)
+    "min_delta_ci_low": _delta,  # low end of the paired bootstrap 95% interval against the current version
 }
 
 

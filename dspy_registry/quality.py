@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidName, RegistryError
+from .leakage import demo_inputs, example_id, leaked_ids
 from .results import BenchRecord, EvalRecord
 
 if TYPE_CHECKING:
+    from .example_compare import ExampleComparison
     from .gitstore import GitStore
     from .results import Resolved
 
@@ -88,8 +90,9 @@ def evaluate(
     *,
     threads: int,
     advance: Callable[[], None] = lambda: None,
-) -> tuple[float, int]:
-    """(score as a fraction in [0, 1], n) of `program` on `rows` with dspy.Evaluate. Any failure raises BadData."""
+) -> tuple[float, int, tuple[float, ...]]:
+    """(score as a fraction in [0, 1], n, each example's score in dev-set order) of `program` on `rows` with
+    dspy.Evaluate. Any failure raises BadData."""
     import dspy
 
     examples = [dspy.Example(**row).with_inputs(*(k for k in inputs if k in row)) for _, row in rows.lines]
@@ -124,9 +127,17 @@ def evaluate(
     errors = [r for r in getattr(result, "results", []) if isinstance(r[1], dspy.Prediction) and not r[1].keys()]
     if errors:
         raise BadData(f"the program failed on {len(errors)} of {len(examples)} examples (is the LM reachable?)")
-    # DSPy reports a percentage rounded to two places; the fraction comes from the per-example scores themselves.
-    score = sum(float(s) for *_, s in result.results) / len(examples)
-    return round(score, 6), len(examples)
+    # DSPy reports a percentage rounded to two places; the fraction comes from the per-example scores themselves,
+    # kept in dev-set order (matched by identity: the examples Evaluate hands back are the ones it was given).
+    by_example = {id(example): float(s) for example, _, s in result.results}
+    scores = tuple(round(by_example[id(example)], 6) for example in examples)
+    for example, value in zip(examples, scores):
+        if not 0 <= value <= 1:
+            raise BadData(
+                f"metric {metric_name} scored line {line_of[id(example)]} {value}: a score must be in [0, 1] "
+                "(true/false, or a fraction)"
+            )
+    return round(sum(scores) / len(examples), 6), len(examples), scores
 
 
 @dataclass(frozen=True)
@@ -217,7 +228,7 @@ def record_evaluation(
         raise RegistryError(
             "no LM to evaluate with: set DSPYREG_LM_MODEL (and DSPYREG_LM_API_KEY or DSPYREG_LM_API_BASE)"
         )
-    score, n = evaluate(
+    score, n, scores = evaluate(
         server.program,
         server.lm,
         rows,
@@ -227,6 +238,8 @@ def record_evaluation(
         threads=threads,
         advance=progress(len(rows.lines)),
     )
+    inputs = [{k: v for k, v in row.items() if k in server.inputs} for _, row in rows.lines]
+    leaked = leaked_ids(inputs, version_demos(store, resolved))
     record = {
         "metric": metric_spec,
         "score": score,
@@ -236,8 +249,24 @@ def record_evaluation(
         "dspy_version": _dspy_version(),
         "lm": server.lm.model,
         "commit": resolved.commit,
+        "leakage": len(leaked),
+        "leaked_ids": leaked,
+        "examples": [{"id": example_id(i), "score": s, "inputs": i} for i, s in zip(inputs, scores)],
     }
     return EvalRecord.from_json(records.append(store, resolved.program, resolved.version, "evaluations", record))
+
+
+def version_demos(store: GitStore, resolved: Resolved) -> list[dict[str, str]]:
+    """The normalized inputs of every demo of `resolved`, read from its prompts.json and program.json in git (the
+    version's code is not imported for this)."""
+    files = []
+    for name in ("prompts.json", "program.json"):
+        data = store.read_blob(resolved.commit, f"{resolved.program}/{name}")
+        try:
+            files.append(json.loads(data) if data is not None else None)
+        except (ValueError, RecursionError):
+            files.append(None)
+    return demo_inputs(*files)
 
 
 def record_benchmark(
@@ -296,10 +325,14 @@ def gate_refusals(
     *,
     evaluated: bool,
     incumbent: Incumbent | None,
+    leakage: int | None = None,
+    comparison: ExampleComparison | str | None = None,
 ) -> list[str]:
     """What `gates` ([gates.<env>] of registry.toml) say against moving `env` to the candidate `name` scoring `score`
     (its latest evaluation, else its dev score); empty when they allow it. `incumbent` is `env`'s current version,
-    when it is another one."""
+    when it is another one. `leakage`: the dev examples the latest evaluation found among the demos (None: no such
+    check recorded). `comparison`: the candidate against `env`'s current version example by example, or why they
+    do not compare (None: no other version to compare with, or the gate is not set)."""
     refusals = []
     if gates.get("require_eval") and not evaluated:
         refusals.append(f"{name} has no evaluation record (require_eval): run `dspyreg eval`")
@@ -311,6 +344,24 @@ def gate_refusals(
         if theirs is not None and (score is None or score < theirs):
             refusals.append(
                 f"{name} scores {_fmt(score)}, below {env}'s {incumbent.version} at {theirs:.3f} (no_regression)"
+            )
+    most = gates.get("max_leakage")
+    if most is not None:
+        if leakage is None:
+            refusals.append(f"{name} has no leakage check (max_leakage {most}): run `dspyreg eval` on it")
+        elif leakage > most:
+            refusals.append(
+                f"{name}'s latest evaluation found {leakage} dev examples among its demos, above max_leakage {most}"
+            )
+    low = gates.get("min_delta_ci_low")
+    if low is not None and comparison is not None:
+        if isinstance(comparison, str):
+            refusals.append(f"min_delta_ci_low {low} cannot be checked: {comparison}")
+        elif not comparison.ci_low > low:
+            refusals.append(
+                f"{name} changes the score on {comparison.a} by {comparison.delta:+.3f}, 95% interval "
+                f"[{comparison.ci_low:+.3f}, {comparison.ci_high:+.3f}]: its low end is not above "
+                f"min_delta_ci_low {low}"
             )
     return refusals
 

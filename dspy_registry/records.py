@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConflictError, CorruptRecord
 from .gitstore import TreeEntry, utc_now
+from .leakage import example_id, is_example_id
 from .refs import ZERO_SHA, RefUpdate
 from .results import BenchRecord, EvalRecord, Records
 from .state import canonical_json
@@ -114,9 +115,42 @@ def _checked(data: bytes, path: str, kind: str) -> Mapping[str, Any]:
     ]
     if kind == "evaluations" and "score" not in wrong and not 0 <= record["score"] <= 1:
         wrong.append("score")
+    if kind == "evaluations" and not wrong:
+        wrong += _per_example_problems(record)
     if wrong:
         raise _corrupt(path, f"bad or missing {', '.join(wrong)}")
     return record
+
+
+def _is_fraction(value: Any) -> bool:
+    return isinstance(value, _NUMBER) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _per_example_problems(record: Mapping[str, Any]) -> list[str]:
+    """The per-example keys of an evaluation (absent from records older than them) that are not as dspyreg writes
+    them: one entry per example of the dev set, each id the hash of its inputs; the leak count matching its ids."""
+    wrong = []
+    examples = record.get("examples")
+    if examples is not None and not (
+        isinstance(examples, list)
+        and len(examples) == record["n"]
+        and all(
+            isinstance(e, dict)
+            and isinstance(e.get("inputs"), dict)
+            and _is_fraction(e.get("score"))
+            and is_example_id(e.get("id"))
+            and e["id"] == example_id(e["inputs"])
+            for e in examples
+        )
+    ):
+        wrong.append("examples")
+    leakage, leaked = record.get("leakage"), record.get("leaked_ids")
+    if leakage is not None or leaked is not None:
+        if isinstance(leakage, bool) or not isinstance(leakage, int) or not 0 <= leakage <= record["n"]:
+            wrong.append("leakage")
+        elif not (isinstance(leaked, list) and len(leaked) == leakage and all(is_example_id(i) for i in leaked)):
+            wrong.append("leaked_ids")
+    return wrong
 
 
 def _corrupt(path: str, problem: str) -> CorruptRecord:

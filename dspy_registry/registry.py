@@ -71,6 +71,7 @@ if TYPE_CHECKING:
 
     from .bundle import ProgramSource
     from .diff import Diff, ProgramView
+    from .example_compare import ExampleComparison
     from .export import ExportResult
     from .k8s import K8sOptions
     from .verify import Problem
@@ -424,14 +425,44 @@ class Registry:
         incumbent = None
         if gates.get("no_regression") and current and current != candidate.version:
             incumbent = Incumbent(current, self._score(self.resolve(current, program)))
+        comparison = None
+        if gates.get("min_delta_ci_low") is not None and current and current != candidate.version:
+            comparison = self._comparison(self.resolve(current, program), candidate, records)
+        latest = records.latest_evaluation
         return gate_refusals(
             gates,
             env,
             f"{program} {candidate.version}",
             self._score(candidate, records),
-            evaluated=records.latest_evaluation is not None,
+            evaluated=latest is not None,
             incumbent=incumbent,
+            leakage=latest.leakage if latest is not None else None,
+            comparison=comparison,
         )
+
+    def _comparison(self, a: Resolved, b: Resolved, b_records: Records | None = None) -> ExampleComparison | str:
+        """`a` against `b` example by example, or why they do not compare (one line)."""
+        from .example_compare import NotComparable, compare
+
+        b_records = b_records or self.records(b)
+        try:
+            return compare(
+                f"{a.program}/{a.version}",
+                f"{b.program}/{b.version}",
+                self.records(a).evaluations,
+                b_records.evaluations,
+            )
+        except NotComparable as err:
+            return str(err)
+
+    def compare_examples(self, a: str, b: str, name: str | None = None) -> ExampleComparison:
+        """`diff --examples`: the two versions' evaluations on one dev set, example by example (records only)."""
+        from .example_compare import NotComparable
+
+        result = self._comparison(self.resolve(a, name), self.resolve(b, name))
+        if isinstance(result, str):
+            raise NotComparable(result)
+        return result
 
     def _score(self, resolved: Resolved, records: Records | None = None) -> float | None:
         """What the gates compare: the latest evaluation's score, else the dev score given at publish."""

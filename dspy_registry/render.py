@@ -187,10 +187,12 @@ def detail_view(d: VersionDetail) -> Group:
     parts: list[Any] = [head, Text(), preds]
     if d.records.evaluations:
         evals = Table(box=None, header_style="bold", pad_edge=False, title="evaluations", title_justify="left")
-        for column in ("time", "metric", "score", "n", "devset", "lm"):
+        for column in ("time", "metric", "score", "n", "devset", "lm", "leaked"):
             evals.add_column(column, overflow="fold")
         for r in d.records.evaluations:
-            add_row(evals, r.time, r.metric, _score(r.score), r.n, r.devset or "", r.lm or "")
+            # leaked: dev examples found among the demos (their ids in `show --json`); "-": not checked (older record)
+            leaked = "-" if r.leakage is None else str(r.leakage)
+            add_row(evals, r.time, r.metric, _score(r.score), r.n, r.devset or "", r.lm or "", leaked)
         parts += [Text(), evals]
     if d.records.benchmarks:
         benches = Table(box=None, header_style="bold", pad_edge=False, title="benchmarks", title_justify="left")

@@ -58,6 +58,19 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+@dataclass(frozen=True)
+class ExampleScore:
+    """One dev example's score in an evaluation: its stable id (leakage.example_id), the score as a fraction, and
+    its inputs (the labels are not kept), so `diff --examples` can show them without the dev set at hand."""
+
+    id: str
+    score: float
+    inputs: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "inputs": dict(self.inputs)}
+
+
 @dataclass(frozen=True, kw_only=True)
 class Measurement:
     """What every quality record says of where it was taken: DSPy's version, the LM, the registry commit measured,
@@ -90,23 +103,43 @@ _MEASUREMENT_FIELDS = frozenset(f.name for f in fields(Measurement))
 
 @dataclass(frozen=True, kw_only=True)
 class EvalRecord(Measurement):
-    """One `dspyreg eval` of a version: the metric, the score as a fraction, and what it ran on."""
+    """One `dspyreg eval` of a version: the metric, the score as a fraction, and what it ran on; since per-example
+    records, each example's score (None for an older record) and the dev examples found among the version's demos
+    (leakage: their count; leaked_ids: their ids)."""
 
     metric: str
     score: float
     n: int
     devset: str | None = None
     devset_sha256: str | None = None
+    leakage: int | None = None
+    leaked_ids: tuple[str, ...] | None = None
+    examples: tuple[ExampleScore, ...] | None = None
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any]) -> EvalRecord:
         """A record whose shape records.py has checked; keys dspyreg does not write are left out."""
+        examples = record.get("examples")
+        leaked = record.get("leaked_ids")
         return cls(
             metric=record["metric"],
             score=float(record["score"]),
             n=record["n"],
+            leakage=record.get("leakage"),
+            leaked_ids=tuple(leaked) if leaked is not None else None,
+            examples=tuple(ExampleScore(e["id"], float(e["score"]), e["inputs"]) for e in examples)
+            if examples is not None
+            else None,
             **cls.common(record, "devset", "devset_sha256"),
         )
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        if self.examples is not None:
+            out["examples"] = [e.to_json() for e in self.examples]
+        if self.leaked_ids is not None:
+            out["leaked_ids"] = list(self.leaked_ids)
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -109,6 +109,7 @@ def _records_metadata(records: Records) -> dict[str, Any]:
     if records.latest_evaluation:
         meta["eval.score"] = records.latest_evaluation.score
         meta["eval.metric"] = records.latest_evaluation.metric
+        meta["eval.leakage"] = records.latest_evaluation.leakage  # dev examples found among the demos
     if bench := records.latest_benchmark:
         meta |= {
             "bench.p50_ms": bench.p50_ms,
