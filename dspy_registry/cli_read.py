@@ -1,5 +1,6 @@
 """The commands that read a registry (and change none): sync (the local cache of a remote registry), list, show,
-log, diff, textconv and verify. None of them imports dspy, litellm or fastapi (verify without --load; tests/test_imports.py).
+log, diff, textconv and verify. None of them imports dspy, litellm or fastapi (verify without --load;
+tests/test_imports.py).
 """
 
 from __future__ import annotations

@@ -50,9 +50,10 @@ def git_setup(
     """Make plain git diff, git log -p and git show print dspyreg's view of program.json and prompts.json.
 
     Commits the diff driver's lines to .gitattributes on main when they are missing (a registry made before
-    dspyreg had the driver; `init` writes them), and names the driver's command (`dspyreg textconv`) in the local git config:
-    of the registry, of the cache clone of a remote one, and of your own clone when --registry names it. git never
-    copies config from a remote, so run it once in each clone: `dspyreg git-setup --registry .` inside it."""
+    dspyreg had the driver; `init` writes them), and names the driver's command (`dspyreg textconv`) in the local
+    git config: of the registry, of the cache clone of a remote one, and of your own clone when --registry names
+    it. git never copies config from a remote, so run it once in each clone: `dspyreg git-setup --registry .`
+    inside it."""
     with funnel(traceback):
         with open_registry(registry) as reg:
             result = reg.git_setup()

@@ -22,7 +22,9 @@ from .refs import MAIN_REF, RefUpdate
 
 DRIVER = "dspyreg"
 ATTRIBUTE_LINES = (f"*/program.json diff={DRIVER}", f"*/prompts.json diff={DRIVER}")
-ATTRIBUTES_COMMENT = "# program.json and prompts.json: git diff, log -p and show print dspyreg's view (dspyreg git-setup)."
+ATTRIBUTES_COMMENT = (
+    "# program.json and prompts.json: git diff, log -p and show print dspyreg's view (dspyreg git-setup)."
+)
 COMMIT_MESSAGE = "Name dspyreg's diff driver for program.json and prompts.json in .gitattributes\n"
 
 

@@ -19,7 +19,6 @@ from .diff import (
     DemoChanges,
     Diff,
     FieldChanges,
-    FieldView,
     PredictorDiff,
     WordOp,
     field_desc,

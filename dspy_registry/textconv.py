@@ -126,9 +126,10 @@ def write_textconv(path: Path, out: BinaryIO) -> None:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO with no writer must not hang
     except OSError as err:
         raise BadState(f"cannot read {path}: {err.strerror or err}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BadState(f"{path} is not a regular file: pass a program.json or prompts.json")
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BadState(f"{path} is not a regular file: pass a program.json or prompts.json")
         try:
             limit = max_state_bytes()
         except BadState:  # a bad DSPYREG_MAX_STATE_BYTES must not fail a git diff either

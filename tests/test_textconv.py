@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from dspy_registry.git_setup import ATTRIBUTE_LINES
 from dspy_registry.registry import Registry
 
 from .conftest import git, publish_example, ref_snapshot
 
 DSPYREG = [sys.executable, "-m", "dspy_registry"]
+ATTRIBUTE_LINES = ("*/program.json diff=dspyreg", "*/prompts.json diff=dspyreg")
 
 
 def dspyreg(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[bytes]:
@@ -100,9 +100,7 @@ def test_git_setup_commits_the_attributes_once_on_an_older_registry(
     assert changed == [".gitattributes"]
     assert set(ATTRIBUTE_LINES) <= set(git(registry_path, "show", "main:.gitattributes").splitlines())
     predictor, instructions = changed_instructions(registry_path)
-    assert_semantic(
-        git(registry_path, "diff", "qa/v1.0", "qa/v1.1", "--", "qa/prompts.json"), predictor, instructions
-    )
+    assert_semantic(git(registry_path, "diff", "qa/v1.0", "qa/v1.1", "--", "qa/prompts.json"), predictor, instructions)
     snapshot = ref_snapshot(registry_path)
     again = dspyreg("git-setup", "--registry", str(registry_path))
     assert again.returncode == 0, again.stderr
