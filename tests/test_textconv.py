@@ -175,3 +175,34 @@ def test_a_missing_file_is_one_red_line(published: Registry, registry_path: Path
     assert bad.returncode == 1 and bad.stderr.decode().count("\n") == 1
     assert not (tmp_path / "no-registry").exists()
     assert ref_snapshot(registry_path) == snapshot
+
+
+def test_diff_masks_a_credential_named_predictor_key(tmp_path: Path) -> None:
+    """The view textconv prints is `dspyreg diff`'s: a key named like a credential is masked there too."""
+    old, new = secret_state(), secret_state()
+    new["qa"]["client_secret"] = "hunter3-hunter3"
+    (tmp_path / "a.json").write_text(json.dumps(old))
+    (tmp_path / "b.json").write_text(json.dumps(new))
+    proc = dspyreg("diff", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
+    assert "hunter" not in out
+
+
+def test_a_remote_registry_is_set_up_in_its_cache_clone(daemon: str, states: dict[str, Path], tmp_path: Path) -> None:
+    with Registry.init(daemon) as reg:
+        cache = reg.store.git_dir
+    with Registry.open(daemon) as reg:
+        publish_example(reg, states["v1.0"], "v1.0")
+        publish_example(reg, states["v1.1"], "v1.1")
+    predictor, instructions = changed_instructions(cache)
+    assert_semantic(git(cache, "diff", "qa/v1.0", "qa/v1.1", "--", "qa/prompts.json"), predictor, instructions)
+    # Another machine's cache has no driver until git-setup names it there; the remote gets no new commit.
+    other = tmp_path / "other-cache"
+    server = tmp_path / "server" / "registry.git"
+    snapshot = ref_snapshot(server)
+    proc = dspyreg("git-setup", "--registry", daemon, DSPYREG_CACHE=str(other))
+    assert proc.returncode == 0, proc.stderr
+    assert ref_snapshot(server) == snapshot
+    (other_cache,) = (other / "remotes").iterdir()
+    assert_semantic(git(other_cache, "diff", "qa/v1.0", "qa/v1.1", "--", "qa/prompts.json"), predictor, instructions)
