@@ -104,12 +104,14 @@ def _root(
 # Every command, in the order `dspyreg --help` and docs/cli.md list them.
 for _name, _command in (
     ("init", cli_write.init),
+    ("git-setup", cli_write.git_setup),
     ("sync", cli_read.sync),
     ("publish", cli_write.publish),
     ("list", cli_read.list_),
     ("show", cli_read.show),
     ("log", cli_read.log),
     ("diff", cli_read.diff),
+    ("textconv", cli_read.textconv),
     ("promote", cli_write.promote),
     ("rollback", cli_write.rollback),
     ("eval", cli_quality.eval_),

@@ -1,5 +1,6 @@
 """The commands that read a registry (and change none): sync (the local cache of a remote registry), list, show,
-log, diff and verify. None of them imports dspy, litellm or fastapi (verify without --load; tests/test_imports.py).
+log, diff, textconv and verify. None of them imports dspy, litellm or fastapi (verify without --load;
+tests/test_imports.py).
 """
 
 from __future__ import annotations
@@ -211,6 +212,24 @@ def _diff_examples(
             from .render_examples import examples_text
 
             console_out().print(examples_text(comparison), soft_wrap=True, highlight=False)
+
+
+def textconv(
+    file: Annotated[str, typer.Argument(metavar="FILE", help="A program.json or prompts.json (git passes a copy).")],
+    traceback: TracebackOpt = False,
+) -> None:
+    """Print dspyreg's per-predictor view of a program.json or prompts.json: the diff driver git runs.
+
+    Instructions, fields with their types, lm (masked as `diff` masks it) and demos as blocks, as plain lines for
+    git's own diff. Any other content (not JSON, an unknown shape, a file over DSPYREG_MAX_STATE_BYTES) is printed
+    unchanged, so a `git diff` never fails. `dspyreg init` and `dspyreg git-setup` set git up to run it."""
+    from pathlib import Path
+
+    from .textconv import write_textconv
+
+    with funnel(traceback):
+        write_textconv(Path(file), sys.stdout.buffer)
+        sys.stdout.flush()
 
 
 def verify(

@@ -1,4 +1,4 @@
-"""The commands that change a registry: init, publish, and the journaled moves promote and rollback."""
+"""The commands that change a registry: init, git-setup, publish, and the journaled moves promote and rollback."""
 
 from __future__ import annotations
 
@@ -41,6 +41,27 @@ def init(
         with Registry.init(where, bare=bare):
             pass
         console_out().print(f"Initialized dspyreg registry in {where}")
+
+
+def git_setup(
+    registry: RegistryOpt = None,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Make plain git diff, git log -p and git show print dspyreg's view of program.json and prompts.json.
+
+    Commits the diff driver's lines to .gitattributes on main when they are missing (a registry made before
+    dspyreg had the driver; `init` writes them), and names the driver's command (`dspyreg textconv`) in the local
+    git config: of the registry, of the cache clone of a remote one, and of your own clone when --registry names
+    it. git never copies config from a remote, so run it once in each clone: `dspyreg git-setup --registry .`
+    inside it."""
+    with funnel(traceback):
+        with open_registry(registry) as reg:
+            result = reg.git_setup()
+        out = console_out()
+        if result.commit is not None:
+            out.print(f"Committed .gitattributes on main ({result.commit[:7]}): `git pull` it into your clones")
+        for git_dir in result.configured:
+            out.print(f"git diff, log -p and show in {git_dir} print dspyreg's view of program.json and prompts.json")
 
 
 def publish(

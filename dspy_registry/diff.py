@@ -94,7 +94,7 @@ def view_from_bundle(
             input_names=tuple(f["name"] for f in p.get("inputs", [])),
             other=_other_keys(entry, BUNDLE_PREDICTOR_KEYS),
         )
-    params = {k: mask_credentials(v) for k, v in state.items() if k != METADATA_KEY and k not in prompts}
+    params = {k: _masked(k, v) for k, v in state.items() if k != METADATA_KEY and k not in prompts}
     return ProgramView(label, predictors, params, meta, entrypoint, interface)
 
 
@@ -106,10 +106,15 @@ BUNDLE_PREDICTOR_KEYS = frozenset({"demos", "signature", "lm"}) | LEGACY_PREDICT
 
 def _other_keys(entry: Mapping[str, Any], read: frozenset[str]) -> dict[str, Any]:
     return {
-        k: v if k in EXAMPLE_KEYS else mask_credentials(v)  # examples are user data, shown like demos
+        k: v if k in EXAMPLE_KEYS else _masked(str(k), v)  # examples are user data, shown like demos
         for k, v in entry.items()
         if k not in read
     }
+
+
+def _masked(key: str, value: Any) -> Any:
+    """A value fit to print under its key: all of it masked when the key is named like a credential."""
+    return MASK if is_credential_name(key) else mask_credentials(value)
 
 
 def view_from_state(
@@ -122,7 +127,7 @@ def view_from_state(
         if name == METADATA_KEY:
             continue
         if not is_predictor_state(entry):
-            params[name] = mask_credentials(entry)
+            params[name] = _masked(name, entry)
             continue
         predictors[name] = _predictor_from_state(entry, typed.get(name) if typed else None)
     # What saved the file, named as a bundle's manifest names it ([saved_with]), so a file and a ref compare.
@@ -364,6 +369,16 @@ def value_diff(before: Any, after: Any) -> tuple[WordOp, ...]:
 def _ordered(value: Any) -> str:
     """Equal only for equal values with their dicts' keys in the same order (Python's == ignores the order)."""
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def field_desc(f: FieldView) -> str:
+    """`question: str — The user question.`: a field as the diff's views name it."""
+    parts = [f.name or f.prefix or "?"]
+    if f.type:
+        parts.append(f": {f.type}")
+    if f.description:
+        parts.append(f" — {f.description}")
+    return "".join(parts)
 
 
 def _field_label(f: FieldView, index: int) -> str:

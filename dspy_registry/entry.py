@@ -12,6 +12,12 @@ from . import interrupts
 def main() -> None:
     interrupts.install()
     try:
+        args = sys.argv[1:]
+        if len(args) == 2 and args[0] == "textconv" and not args[1].startswith("-"):
+            # git runs the diff driver once per file version: skip typer and rich (textconv.py).
+            from .textconv import main as textconv_main
+
+            raise SystemExit(textconv_main(args[1:]))
         from .cli import main as cli_main
 
         cli_main()

@@ -28,6 +28,7 @@ from .errors import (
     UnknownRef,
 )
 from .export import bundle_json
+from .git_setup import GitSetupResult, set_up
 from .gitstore import BundleEntry, GitStore, utc_now
 from .hints import cache_dir
 from .manifest import Manifest, RegistryConfig
@@ -277,6 +278,11 @@ class Registry:
         except ValueError:
             return None
         return value if isinstance(value, dict) else None
+
+    def git_setup(self) -> GitSetupResult:
+        """Plain `git diff`, `git log -p` and `git show` print dspyreg's view of program.json and prompts.json here
+        (and in the clone this registry was opened through): see git_setup.py."""
+        return set_up(self.store, self.location)
 
     def diff(self, a: str, b: str, name: str | None = None, program_spec: str | None = None) -> Diff:
         """Diff two sides, each a registry ref or a saved state file. A file side without `program_spec` borrows

@@ -19,9 +19,9 @@ from .diff import (
     DemoChanges,
     Diff,
     FieldChanges,
-    FieldView,
     PredictorDiff,
     WordOp,
+    field_desc,
     value_diff,
     value_text,
     with_context,
@@ -63,23 +63,14 @@ def _demo_line(demo: Mapping[str, Any], limit: int = 100, inputs: Sequence[str] 
     return shorten(line, limit)
 
 
-def _field_desc(f: FieldView) -> str:
-    parts = [f.name or f.prefix or "?"]
-    if f.type:
-        parts.append(f": {f.type}")
-    if f.description:
-        parts.append(f" — {f.description}")
-    return "".join(parts)
-
-
 def _fields_table(changes: FieldChanges) -> Table:
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(width=2)
     table.add_column(overflow="fold")
     for f in changes.added:
-        add_row(table, Text("+", style="green"), Text(f"{f.role} {_field_desc(f)}", style="green"))
+        add_row(table, Text("+", style="green"), Text(f"{f.role} {field_desc(f)}", style="green"))
     for f in changes.removed:
-        add_row(table, Text("-", style="red"), Text(f"{f.role} {_field_desc(f)}", style="red"))
+        add_row(table, Text("-", style="red"), Text(f"{f.role} {field_desc(f)}", style="red"))
     for c in changes.renamed:
         add_row(table, Text("~", style="yellow"), f"renamed {c.before} -> {c.after}")
     for label, c in changes.changed:
@@ -320,11 +311,11 @@ def diff_markdown(diff: Diff) -> str:
 
 def _md_fields(f: FieldChanges) -> list[str]:
     lines = ["**Fields**:", ""]
-    lines += [f"- ➕ {f_.role} `{_md_Text(_field_desc(f_))}`" for f_ in f.added]
-    lines += [f"- ➖ {f_.role} `{_md_Text(_field_desc(f_))}`" for f_ in f.removed]
+    lines += [f"- ➕ {f_.role} `{_md_Text(field_desc(f_))}`" for f_ in f.added]
+    lines += [f"- ➖ {f_.role} `{_md_Text(field_desc(f_))}`" for f_ in f.removed]
     lines += [f"- renamed `{c.before}` → `{c.after}`" for c in f.renamed]
     lines += [
-        f"- `{label}`: {md_escape(_field_desc(c.before))} → {md_escape(_field_desc(c.after))} "
+        f"- `{label}`: {md_escape(field_desc(c.before))} → {md_escape(field_desc(c.after))} "
         f"({md_escape(field_change(c))})"
         for label, c in f.changed
     ]

@@ -70,3 +70,34 @@ def test_diff_of_two_state_files_stays_light(states: dict[str, Path]) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.rsplit("HEAVY=", 1)[1]) == []
     assert "generate_query" in proc.stdout
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_textconv_stays_light(fast_path: bool, published: Registry, tmp_path: Path) -> None:
+    """git runs the diff driver once per file version: through the console script's fast path and through typer."""
+    prompts = tmp_path / "prompts"
+    prompts.write_bytes(
+        subprocess.run(
+            ["git", "-C", published.location, "show", "qa/v1.1:qa/prompts.json"], capture_output=True, check=True
+        ).stdout
+    )
+    probe = FAST_PROBE if fast_path else PROBE
+    proc = subprocess.run(
+        [sys.executable, "-c", probe.format(heavy=HEAVY), "textconv", str(prompts)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "dspyreg view of prompts.json" in proc.stdout
+    assert json.loads(proc.stdout.rsplit("HEAVY=", 1)[1]) == []
+
+
+FAST_PROBE = """
+import json, sys
+from dspy_registry.entry import main
+sys.argv = ["dspyreg", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+heavy = [m for m in {heavy!r} if m in sys.modules]
+print("HEAVY=" + json.dumps(heavy))
+"""
