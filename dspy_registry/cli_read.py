@@ -71,14 +71,15 @@ def list_(
     all_versions: Annotated[
         bool, typer.Option("--all", help=f"Show every version, not only the newest {PEOPLE_ROWS} (--json has all).")
     ] = False,
+    yanked: Annotated[bool, typer.Option("--yanked", help="Also list yanked versions (marked).")] = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
 ) -> None:
-    """List published versions and where each environment points."""
+    """List published versions and where each environment points (yanked versions only with --yanked)."""
     with funnel(traceback), open_registry(registry) as reg:
-        versions = reg.versions(program if program is not None else name)
+        versions = [v for v in reg.versions(program if program is not None else name) if yanked or v.yanked is None]
         if json_out:
             print_json([v.to_json() for v in versions])
         else:

@@ -206,3 +206,79 @@ def _moved(result: Any, json_out: bool, *, what: str) -> None:
         from .render import move_summary
 
         console_out().print(move_summary(result, what=what))
+
+
+VersionArg = Annotated[str, typer.Argument(metavar="VERSION", help="The version: v1.1 or qa/v1.1.")]
+
+
+def unassign(
+    env: Annotated[str, typer.Argument(metavar="ENV", help="The environment to clear.")],
+    reason: ReasonOpt = "",
+    sign: SignOpt = None,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Clear an environment (its tag is removed; `rollback` brings back what it held), journaled atomically."""
+    with funnel(traceback), open_registry(registry) as reg:
+        _moved(reg.unassign(env, name=name, reason=reason, sign=sign), json_out, what=env)
+
+
+def yank(
+    version: VersionArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why (required): shown wherever the version is flagged.")],
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Withdraw a version: still loadable by its exact ref, hidden from `list`, refused by promote, flagged by
+    load, serve and show. Journaled."""
+    _lifecycle(version, reason, False, name, registry, json_out, traceback)
+
+
+def unyank(
+    version: VersionArg,
+    reason: ReasonOpt = "",
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Undo `yank`: the version is listed and promotable again. Journaled."""
+    _lifecycle(version, reason, True, name, registry, json_out, traceback)
+
+
+def _lifecycle(
+    version: str, reason: str, undo: bool, name: str | None, registry: str | None, json_out: bool, traceback: bool
+) -> None:
+    with funnel(traceback), open_registry(registry) as reg:
+        entry = reg.yank(version, name=name, reason=reason, undo=undo)
+        if json_out:
+            print_json(entry.to_json())
+        else:
+            console_out().print(
+                f"{entry.program} {entry.to_version}: {entry.action}ed" + (f" ({reason})" if reason else "")
+            )
+
+
+def approve(
+    version: VersionArg,
+    env: Annotated[str, typer.Option("--for", help="The environment approved for, e.g. prod.")],
+    reason: ReasonOpt = "",
+    sign: SignOpt = None,
+    name: NameOpt = None,
+    registry: RegistryOpt = None,
+    json_out: JsonOpt = False,
+    traceback: TracebackOpt = False,
+) -> None:
+    """Approve a version for an environment as your git identity (signed when signing is on); registry.toml's
+    `[gates.<env>] approvals = N` needs N approvals from people other than the publisher. Journaled."""
+    with funnel(traceback), open_registry(registry) as reg:
+        approval = reg.approve(version, env, name=name, reason=reason, sign=sign)
+        if json_out:
+            print_json(approval.to_json())
+        else:
+            signed = " (signed)" if approval.signature else ""
+            console_out().print(f"{approval.version} approved for {approval.env} by {approval.actor}{signed}")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .errors import CorruptRecord, NothingToRollBack, RegistryError, UnknownRef
+from .errors import CorruptRecord, InvalidName, NothingToRollBack, RegistryError, UnknownRef
 from .gitstore import TreeEntry
 from .refs import JOURNAL_REF, ROLLBACK_ENV, UNSET, ZERO_SHA, RefUpdate, is_version, split_tag_ref, tag_ref, version_key
 from .results import JournalEntry, VersionInfo
@@ -232,9 +232,16 @@ def lost_to(store: GitStore, program: str, env: str, since: str | None, fallback
     )
 
 
-def next_state(current: EnvState, program: str, env: str, version: str | None) -> tuple[str, tuple[str, ...]]:
+def next_state(
+    current: EnvState, program: str, env: str, version: str | None, *, clear: bool = False
+) -> tuple[str | None, tuple[str, ...]]:
     """The version `env` moves to and its new history: `version` pushes the current one on the stack; None (a
-    rollback) pops the stack, which must not be empty."""
+    rollback) pops the stack, which must not be empty; `clear` (unassign) leaves `env` unset and pushes what it held,
+    so a rollback brings it back."""
+    if clear:
+        if current.version is None:
+            raise InvalidName(f"{program}/{env} is {UNSET} already: nothing to unassign")
+        return None, (*current.history, current.version)
     if version is None:
         if not current.history:
             raise NothingToRollBack(f"no earlier version of {program}/{env} in the journal: nothing to roll back to")

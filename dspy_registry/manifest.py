@@ -218,7 +218,7 @@ def _boolean(where: str, value: Any) -> None:
 
 def _count(where: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise BadManifest(f"{where} must be a whole number of examples (0 or more), got {value!r}")
+        raise BadManifest(f"{where} must be a whole number (0 or more), got {value!r}")
 
 
 def _delta(where: str, value: Any) -> None:
@@ -233,6 +233,7 @@ GATE_CHECKS: dict[str, Callable[[str, Any], None]] = {
     "require_eval": _boolean,
     "max_leakage": _count,  # dev examples found among the demos (a count: 0 means none may leak)
     "min_delta_ci_low": _delta,  # low end of the paired bootstrap 95% interval against the current version
+    "approvals": _count,  # approvals from people other than the publisher (`dspyreg approve`)
 }
 
 

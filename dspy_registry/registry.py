@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import uuid
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import journal
+from . import journal, lifecycle
 from .errors import (
     ConflictError,
     DuplicateVersion,
@@ -54,6 +55,7 @@ from .refs import (
     version_key,
 )
 from .results import (
+    Approval,
     BenchRecord,
     EvalRecord,
     JournalEntry,
@@ -228,7 +230,9 @@ class Registry:
         """Every published version (of one program, or all), oldest first by semantic version."""
         pattern = f"refs/tags/{self._known(program)}/" if program is not None else "refs/tags/"
         rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
-        return journal.version_infos(rows, (*self.config.environments, ROLLBACK_ENV), latest_scores(self.store))
+        infos = journal.version_infos(rows, (*self.config.environments, ROLLBACK_ENV), latest_scores(self.store))
+        yanks = {p: lifecycle.yanked(self.store, p) for p in {v.name for v in infos}}
+        return [replace(v, yanked=y.reason) if (y := yanks[v.name].get(v.version)) else v for v in infos]
 
     def show(self, ref: str, name: str | None = None) -> VersionDetail:
         resolved = self.resolve(ref, name)
@@ -247,7 +251,8 @@ class Registry:
             notes=manifest.program.notes,
         )
         records = self.records(resolved)
-        info = replace(info, eval_score=records.latest_score)
+        yank = lifecycle.yanked(self.store, resolved.program).get(resolved.version)
+        info = replace(info, eval_score=records.latest_score, yanked=yank.reason if yank else None)
         return VersionDetail(info, manifest, self._json_file(resolved, "prompts.json"), records)
 
     def log(self, program: str | None = None, env: str | None = None) -> list[JournalEntry]:
@@ -409,6 +414,11 @@ class Registry:
         if force and not reason.strip():
             raise InvalidName("--force needs --reason: the journal records why the gates were overridden")
         resolved = self.resolve(str(RefSpec(program, spec.version, spec.environment, spec.sha)))
+        if yank := lifecycle.yanked(self.store, program).get(resolved.version):
+            raise lifecycle.Yanked(
+                f"{program} {resolved.version} is yanked ({yank.reason}): promote another version, "
+                f"or `dspyreg unyank {resolved.version}` first"
+            )
         refusals = self.gate_refusals(program, target_env, resolved)
         if refusals and not force:
             raise GateRefused(
@@ -435,7 +445,7 @@ class Registry:
         if gates.get("min_delta_ci_low") is not None and current and current != candidate.version:
             comparison = self._comparison(self.resolve(current, program), candidate, records)
         latest = records.latest_evaluation
-        return gate_refusals(
+        refusals = gate_refusals(
             gates,
             env,
             f"{program} {candidate.version}",
@@ -445,6 +455,13 @@ class Registry:
             leakage=latest.leakage if latest is not None else None,
             comparison=comparison,
         )
+        if needed := gates.get("approvals"):
+            found = lifecycle.approvals(self.store, program)
+            publisher = self.manifest(candidate).program.author
+            signers = self.config.signing.allowed(env, self.production)
+            if refusal := lifecycle.approval_refusal(found, candidate.version, env, publisher, needed, signers):
+                refusals.append(f"{program} {refusal}")
+        return refusals
 
     def _comparison(self, a: Resolved, b: Resolved, b_records: Records | None = None) -> ExampleComparison | str:
         """`a` against `b` example by example, or why they do not compare (one line)."""
@@ -482,6 +499,50 @@ class Registry:
         check_text("--reason", reason, multiline=True)
         return self._move(program, self._check_env(env or self.production), None, "rollback", reason, sign=sign)
 
+    def unassign(self, env: str, *, name: str | None = None, reason: str = "", sign: bool | None = None) -> MoveResult:
+        """Clear `env` (its tag is deleted; the journal keeps what it held, so `rollback` brings it back)."""
+        program = self._program(name)
+        check_text("--reason", reason, multiline=True)
+        return self._move(program, self._check_env(env), None, "unassign", reason, sign=sign)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------------
+    def yank(self, ref: str, *, name: str | None = None, reason: str = "", undo: bool = False) -> JournalEntry:
+        """Yank a version (`undo`: unyank it): it stays resolvable by its exact ref and keeps its history, but `list`
+        hides it, promote refuses it, and load, serve and show flag it. Journaled."""
+        resolved = self._exact_version(ref, name, "yank" if not undo else "unyank")
+        check_text("--reason", reason, multiline=True)
+        if not undo and not reason.strip():
+            raise InvalidName("yank needs --reason: the journal and every warning about the version say why")
+        who, now = self.store.identity(), utc_now()
+        return lifecycle.set_yanked(
+            self.store, resolved.program, resolved.version, reason, yank=not undo, who=who, now=now
+        )
+
+    def approve(
+        self, ref: str, env: str, *, name: str | None = None, reason: str = "", sign: bool | None = None
+    ) -> Approval:
+        """Record that the configured git identity approves a version for `env` (signed when signing is on); the
+        gate `approvals` in [gates.<env>] counts approvals from people other than the version's publisher."""
+        resolved = self._exact_version(ref, name, "approve")
+        check_text("--reason", reason, multiline=True)
+        env = self._check_env(env)
+        signer = self._signer(sign)
+        who, now = self.store.identity(), utc_now()
+        return lifecycle.add_approval(
+            self.store, resolved.program, resolved.version, env, reason, who=who, now=now, signer=signer
+        )
+
+    def yanked(self, resolved: Resolved) -> str | None:
+        """Why `resolved`'s version is yanked, or None."""
+        yank = lifecycle.yanked(self.store, resolved.program).get(resolved.version)
+        return yank.reason if yank else None
+
+    def _exact_version(self, ref: str, name: str | None, what: str) -> Resolved:
+        spec = parse_ref(ref, name)
+        if spec.version is None:
+            raise InvalidName(f"{what} takes a version (v1.1 or qa/v1.1), not {ref!r}")
+        return self.resolve(ref, name)
+
     def _signer(self, sign: bool | None) -> Callable[[bytes], bytes] | None:
         """How this write signs its tags (None: unsigned); see signing.tag_signer."""
         return tag_signer(sign, self.config.signing.sign, self.store.git_config)
@@ -504,13 +565,16 @@ class Registry:
         """
         journal_old = self.store.ref_value(JOURNAL_REF)
         current = journal.env_state(self.store, program, env, journal_old)
-        version, history = journal.next_state(current, program, env, version)
-        assert version is not None
-        from .verify import version_tag_problems
+        new_version, history = journal.next_state(current, program, env, version, clear=action == "unassign")
+        if new_version is not None:
+            from .verify import version_tag_problems
 
-        forged = version_tag_problems(self, program, version)
-        if forged:  # the env tag would point wherever the version tag was moved to
-            raise ForgedTag(f"refusing to {action} {program}/{env} to {version}: {forged[0]}; nothing was changed")
+            forged = version_tag_problems(self, program, new_version)
+            if forged:  # the env tag would point wherever the version tag was moved to
+                raise ForgedTag(
+                    f"refusing to {action} {program}/{env} to {new_version}: {forged[0]}; nothing was changed"
+                )
+        version = new_version
         if current.version == version:
             return MoveResult(())
         signer = self._signer(sign)
@@ -672,6 +736,8 @@ class Registry:
         from .runtime.inference import load_program
 
         resolved = self.checked(ref, name, verify=verify, require_signed=require_signed)
+        if (why := self.yanked(resolved)) is not None:
+            warnings.warn(f"{resolved.program} {resolved.version} is yanked: {why}", stacklevel=2)
         folder = self.materialize(resolved)
         entrypoint = json.loads((folder / "config.json").read_text())["pipeline"]["entrypoint"]
         try:

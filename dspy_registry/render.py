@@ -85,7 +85,7 @@ def _versions_grid(versions: Sequence[VersionInfo], *, with_notes: int | None) -
 def _version_cells(v: VersionInfo) -> tuple[Any, ...]:
     return (
         v.name,
-        Text(v.version, style="bold"),
+        Text(v.version, style="bold") + (Text(" yanked", style="red") if v.yanked is not None else Text()),
         _envs(v.environments),
         _score(v.dev_score),
         _score(v.eval_score),
@@ -155,6 +155,7 @@ def detail_view(d: VersionDetail) -> Group:
     rows: list[tuple[str, Any]] = [
         ("program", info.name),
         ("version", Text(info.version, style="bold")),
+        *([("yanked", Text(info.yanked, style="red"))] if info.yanked is not None else []),
         ("environments", _envs(info.environments) if info.environments else "-"),
         ("commit", info.commit),
         ("created", f"{m.program.created} by {m.program.author}"),
@@ -259,7 +260,7 @@ def _move_cells(e: JournalEntry) -> tuple[Any, ...]:
     return (
         e.time[:19].replace("T", " "),
         e.program,
-        Text(e.env, style=ENV_STYLE.get(e.env, "cyan")),
+        Text(e.env or "-", style=ENV_STYLE.get(e.env, "cyan")),
         e.action,
         e.from_version or UNSET,
         e.to_version or UNSET,

@@ -37,6 +37,7 @@ class VersionInfo:
     trainset_size: int | None = None
     notes: str = ""
     eval_score: float | None = None  # the latest `dspyreg eval` record, beside the publish-time dev_score
+    yanked: str | None = None  # why it was yanked (`dspyreg yank`), None while it is not
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class VersionInfo:
             "optimizer": self.optimizer,
             "trainset_size": self.trainset_size,
             "notes": self.notes,
+            "yanked": self.yanked,
         }
 
 
@@ -220,7 +222,7 @@ class VersionDetail:
         }
         base = self.info.to_json()
         return {
-            **{k: base[k] for k in ("name", "version", "commit", "created", "environments")},
+            **{k: base[k] for k in ("name", "version", "commit", "created", "environments", "yanked")},
             "manifest": manifest,
             "predictors": dict(self.predictors),
             "evaluations": [r.to_json() for r in self.records.evaluations],

@@ -78,6 +78,7 @@ class FollowingBackend:
         self._thread: threading.Thread | None = None
         # Run on each loaded version before it is swapped in (e.g. compile its gRPC messages); raising refuses it.
         self.prepare: Callable[[PipelineServer], None] | None = None
+        self._yanked: str | None = None  # why the version served is yanked, if it is
 
     # -- what the app asks -----------------------------------------------------------------------------------------
     def current(self) -> PipelineServer | None:
@@ -93,6 +94,8 @@ class FollowingBackend:
             "version": server.version if server else None,
             "commit": server.commit if server else None,
         }
+        if self._yanked is not None:  # served because the environment names it, but withdrawn: say so
+            body["yanked"] = self._yanked
         if self._problem is not None:
             body["not_swapped_in"] = self._problem
         if problem is not None:
@@ -135,6 +138,7 @@ class FollowingBackend:
                     if self._server is not None and self._server.commit == resolved.commit:
                         return False
                     server = PipelineServer(reg.materialize(resolved))
+                    yanked = reg.yanked(resolved)
                 if self.prepare is not None:
                     self.prepare(server)
             except Exception as err:
@@ -143,7 +147,9 @@ class FollowingBackend:
         previous = self._server
         self._server = server  # the swap: one reference assignment
         self._problem = None
-        log.warning(json.dumps({"event": "swapped", "from": previous.version if previous else None, **_what(resolved)}))
+        self._yanked = yanked
+        swapped = {"event": "swapped", "from": previous.version if previous else None, **_what(resolved)}
+        log.warning(json.dumps({**swapped, **({"yanked": yanked} if yanked is not None else {})}))
         return True
 
     def _marker(self) -> str:
