@@ -134,7 +134,7 @@ class FollowingBackend:
                     )
                     if self._server is not None and self._server.commit == resolved.commit:
                         return False
-                    server = PipelineServer(reg.materialize(resolved))
+                    server = PipelineServer(reg.materialize(resolved), runtime_policy=dict(reg.config.runtime))
                 if self.prepare is not None:
                     self.prepare(server)
             except Exception as err:
