@@ -359,6 +359,7 @@ It needs Python and `pip install -r requirements.txt`; it does not need dspyreg.
 | `interface.json` | the program's inputs and outputs, with types |
 | `config.json` | pipeline, LM and performance settings |
 | `inference.py` | `PipelineServer(".").predict(**inputs)` |
+| `drift.py` | the installed DSPy and LiteLLM against the versions this bundle records (a warning log line) |
 | `api.py`, `server_limits.py` | the HTTP API (FastAPI) and the limits it enforces (strict JSON, batch size, timeouts) |
 | `calls.py`, `signature.py` | one call (bearer check, validation, run, access log) and the program's field types |
 | `{name}.proto` | the typed gRPC interface, served by `dspyreg serve --grpc-port`: generate clients from it |

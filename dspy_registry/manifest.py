@@ -206,9 +206,7 @@ class RegistryConfig:
         for key, value in runtime.items():
             if value not in POLICIES:
                 raise BadManifest(f"registry.toml: [runtime] {key} must be one of {', '.join(POLICIES)}, got {value!r}")
-        return cls(
-            environments=envs, gates=dict(gates), signing=signing, schema_version=version, runtime=dict(runtime)
-        )
+        return cls(environments=envs, gates=dict(gates), signing=signing, schema_version=version, runtime=dict(runtime))
 
 
 # The tables registry.toml may hold besides schema_version; a module that adds a table adds its name here.

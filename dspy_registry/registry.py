@@ -663,6 +663,7 @@ class Registry:
             warnings.warn(message, DriftWarning, stacklevel=5)
 
         try:
-            check(f"{resolved.program} {resolved.version}", recorded_versions(folder), self.config.runtime, report or warn)
+            what = f"{resolved.program} {resolved.version}"
+            check(what, recorded_versions(folder), self.config.runtime, report or warn)
         except DriftRefused as err:
             raise RuntimeDrift(str(err)) from None

@@ -35,7 +35,7 @@ QUESTION = {"question": "What is DSPy?"}
 
 @pytest.fixture(autouse=True)
 def fresh_reports() -> None:
-    """"Once per process" is per test here: each test starts with nothing reported yet."""
+    """ "Once per process" is per test here: each test starts with nothing reported yet."""
     drift._reported.clear()
 
 

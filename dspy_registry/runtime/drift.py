@@ -72,7 +72,7 @@ def release(text: str) -> tuple[int, int] | None:
 
 
 def difference(installed: str, recorded: str) -> str | None:
-    """"major", "minor", or None (same major and minor: a patch difference, or versions that cannot be read)."""
+    """ "major", "minor", or None (same major and minor: a patch difference, or versions that cannot be read)."""
     a, b = release(installed), release(recorded)
     if a is None or b is None or a == b:
         return None
