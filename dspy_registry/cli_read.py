@@ -204,7 +204,7 @@ def verify(
         drift = reg.drift_warnings(ref, name, everything=all_versions)  # reported, not failed (registry.toml [runtime])
         if json_out:
             print_json(
-                [{"subject": p.subject, "message": p.message, "level": "problem"} for p in problems]
+                [{"subject": p.subject, "message": p.message} for p in problems]  # drift warnings say their level
                 + [{"subject": w.subject, "message": w.message, "level": "warning"} for w in drift]
             )
         else:
