@@ -255,11 +255,17 @@ def verify(
     (unless --load); exit 1 on any problem."""
     with funnel(traceback), open_registry(registry) as reg:
         problems = reg.verify(ref, name, everything=all_versions, require_signed=require_signed, load=load)
+        drift = reg.drift_warnings(ref, name, everything=all_versions)  # reported, not failed (registry.toml [runtime])
         if json_out:
-            print_json([{"subject": p.subject, "message": p.message} for p in problems])
+            print_json(
+                [{"subject": p.subject, "message": p.message} for p in problems]  # drift warnings say their level
+                + [{"subject": w.subject, "message": w.message, "level": "warning"} for w in drift]
+            )
         else:
             for problem in problems:
                 console_out().print(f"[red]problem:[/red] {one_line(str(problem))}", soft_wrap=True)
+            for warning in drift:
+                console_out().print(f"[yellow]warning:[/yellow] {one_line(str(warning))}", soft_wrap=True)
             if not problems:
                 signed = "; every tag is signed by a key registry.toml allows" if require_signed else ""
                 console_out().print(

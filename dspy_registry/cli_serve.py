@@ -215,6 +215,8 @@ def serve(
         with open_registry(registry) as reg:
             target = ref or reg.production
             resolved = resolve_checked(reg, target, name, no_verify, require_signed=require_signed)
+            # Nothing to serve when the policy refuses the first version: one line, exit 1 (the server logs drift).
+            reg.check_drift(reg.materialize(resolved), resolved, report=lambda message: None)
             location = reg.location
         from .runtime.inference import check_lm_environment
         from .serve import ServeConfig, check_free

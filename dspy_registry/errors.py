@@ -80,3 +80,8 @@ class LockedRef(RegistryError):
 class CorruptRecord(RegistryError):
     """A record or bundle file dspyreg reads back from git (journal, quality record, prompts.json...) is not in the
     shape dspyreg writes: someone committed it by hand."""
+
+
+class RuntimeDrift(RegistryError):
+    """The installed DSPy (or LiteLLM) differs from the version a bundle was published or saved with by more than
+    registry.toml's [runtime] policy allows; the message names both versions."""

@@ -11,6 +11,7 @@ from tomlkit.exceptions import TOMLKitError
 
 from .errors import RegistryError
 from .refs import DEFAULT_ENVIRONMENTS, ROLLBACK_ENV, check_environment
+from .runtime.drift import PACKAGES, POLICIES
 from .signing import SigningConfig
 
 SCHEMA_VERSION = 1
@@ -150,6 +151,7 @@ class RegistryConfig:
     gates: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     signing: SigningConfig = field(default_factory=SigningConfig)
     schema_version: int = REGISTRY_SCHEMA_VERSION
+    runtime: Mapping[str, str] = field(default_factory=dict)  # drift policy per package (runtime/drift.py)
 
     @classmethod
     def loads(cls, text: str | bytes) -> RegistryConfig:
@@ -199,11 +201,16 @@ class RegistryConfig:
             signing = SigningConfig.from_toml(data.get("signing"), envs)
         except ValueError as err:
             raise BadManifest(f"registry.toml: {err}") from None
-        return cls(environments=envs, gates=dict(gates), signing=signing, schema_version=version)
+        runtime = _sub_table(data, "runtime", "registry.toml: runtime")
+        _no_unknown_keys(runtime, set(PACKAGES), "registry.toml: [runtime] has unknown key")
+        for key, value in runtime.items():
+            if value not in POLICIES:
+                raise BadManifest(f"registry.toml: [runtime] {key} must be one of {', '.join(POLICIES)}, got {value!r}")
+        return cls(environments=envs, gates=dict(gates), signing=signing, schema_version=version, runtime=dict(runtime))
 
 
 # The tables registry.toml may hold besides schema_version; a module that adds a table adds its name here.
-REGISTRY_TABLES = {"environments", "gates", "signing"}
+REGISTRY_TABLES = {"environments", "gates", "signing", "runtime"}
 
 
 def _fraction(where: str, value: Any) -> None:

@@ -670,6 +670,20 @@ class Registry:
         programs = [self._known(name)] if name else self.programs()
         return program_problems(self, programs, everything=everything, require_signed=require_signed, load=load)
 
+    def drift_warnings(
+        self, ref: str | None = None, name: str | None = None, *, everything: bool = False
+    ) -> list[Problem]:
+        """The DSPy (and LiteLLM) differences between what is installed and what the versions `verify` checks
+        record, that registry.toml's [runtime] policy reports without refusing (those it refuses are problems of
+        `verify`). Reads package metadata: imports nothing."""
+        from .checks import drift_problems, verified_targets
+
+        if ref is not None:
+            return drift_problems(self, [self.resolve(ref, name)], refused=False)
+        programs = [self._known(name)] if name else self.programs()
+        targets = [t for p in programs for t in verified_targets(self, p, everything=everything)]
+        return drift_problems(self, targets, refused=False)
+
     def checked(
         self, ref: str, name: str | None = None, *, verify: bool = True, require_signed: bool = False
     ) -> Resolved:
@@ -739,6 +753,7 @@ class Registry:
         if (why := self.yanked(resolved)) is not None:
             warnings.warn(f"{resolved.program} {resolved.version} is yanked: {why}", stacklevel=2)
         folder = self.materialize(resolved)
+        self.check_drift(folder, resolved)
         entrypoint = json.loads((folder / "config.json").read_text())["pipeline"]["entrypoint"]
         try:
             return load_program(folder, entrypoint, resolved.commit)
@@ -746,3 +761,21 @@ class Registry:
             raise RegistryError(
                 f"{resolved.program} {resolved.version} does not load: {type(err).__name__}: {err}"
             ) from None
+
+    def check_drift(self, folder: Path, resolved: Resolved, report: Callable[[str], None] | None = None) -> None:
+        """Raise RuntimeDrift when registry.toml's [runtime] policy refuses the installed DSPy (or LiteLLM) for the
+        versions the bundle in `folder` records; else report each minor or major difference once per process
+        (default: a DriftWarning through Python's warnings)."""
+        import warnings
+
+        from .errors import RuntimeDrift
+        from .runtime.drift import DriftRefused, DriftWarning, check, recorded_versions
+
+        def warn(message: str) -> None:
+            warnings.warn(message, DriftWarning, stacklevel=5)
+
+        try:
+            what = f"{resolved.program} {resolved.version}"
+            check(what, recorded_versions(folder), self.config.runtime, report or warn)
+        except DriftRefused as err:
+            raise RuntimeDrift(str(err)) from None

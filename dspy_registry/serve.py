@@ -137,7 +137,7 @@ class FollowingBackend:
                     )
                     if self._server is not None and self._server.commit == resolved.commit:
                         return False
-                    server = PipelineServer(reg.materialize(resolved))
+                    server = PipelineServer(reg.materialize(resolved), runtime_policy=dict(reg.config.runtime))
                     yanked = reg.yanked(resolved)
                 if self.prepare is not None:
                     self.prepare(server)

@@ -19,12 +19,18 @@ import importlib.machinery
 import importlib.util
 import json
 import keyword
+import logging
 import os
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:
+    from . import drift
+except ImportError:  # an exported bundle: drift.py sits beside this file
+    import drift  # type: ignore[no-redef]
 
 # Model prices come from the snapshot DSPy ships: a server never reaches out to the internet for them.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "true")
@@ -34,6 +40,7 @@ ENV_API_BASE = "DSPYREG_LM_API_BASE"
 ENV_API_KEY = "DSPYREG_LM_API_KEY"
 ENV_NUM_RETRIES = "DSPYREG_LM_NUM_RETRIES"
 _import_lock = threading.Lock()
+_drift_log = logging.getLogger("dspyreg.drift")
 
 
 class InputError(ValueError):
@@ -292,7 +299,9 @@ def _is_lm_failure(err: BaseException) -> bool:
 class PipelineServer:
     """A loaded bundle: `predict(**inputs)` runs the program and returns its outputs as plain JSON values."""
 
-    def __init__(self, bundle_dir: str | Path = ".", *, lm: Any = None) -> None:
+    def __init__(
+        self, bundle_dir: str | Path = ".", *, lm: Any = None, runtime_policy: dict[str, str] | None = None
+    ) -> None:
         self.bundle_dir = Path(bundle_dir).resolve()
         self.config = json.loads((self.bundle_dir / "config.json").read_text())
         self.interface = json.loads((self.bundle_dir / "interface.json").read_text())
@@ -300,6 +309,13 @@ class PipelineServer:
         self.name: str = pipeline["name"]
         self.version: str = pipeline["version"]
         self.commit: str = pipeline.get("commit", "")
+        # The installed DSPy against the one the bundle records: a log line, or (policy) DriftRefused before loading.
+        drift.check(
+            f"{self.name} {self.version}",
+            drift.recorded_versions(self.bundle_dir),
+            runtime_policy or {},
+            lambda message: _drift_log.warning(json.dumps({"event": "runtime_drift", "message": message})),
+        )
         self.program = load_program(self.bundle_dir, pipeline["entrypoint"], self.commit or self.version)
         self.lm = lm if lm is not None else make_lm(self.config.get("lm", {}))
         self.inputs = [f["name"] for f in self.interface["inputs"]]

@@ -65,14 +65,18 @@ def forge_version(
     program: str = "qa",
     on_main: bool = True,
     manifest_version: str | None = None,
+    runtime: dict[str, str] | None = None,
 ) -> str:
     """Publish `program` `version` by hand: `base`'s bundle plus `extra` (path components -> (mode, content); for a
     submodule, content is the commit sha), every extra file listed in the manifest with its true sha256.
-    The commit goes on main (or beside it, `on_main=False`) under an annotated tag with dspyreg's payload line.
+    `runtime` overrides versions of the manifest's [runtime]. The commit goes on main (or beside it,
+    `on_main=False`) under an annotated tag with dspyreg's payload line.
     Returns the forged commit."""
     base_commit = plumb(repo, "rev-parse", f"{base}^{{commit}}")
     manifest = tomlkit.parse(plumb(repo, "cat-file", "blob", f"{base_commit}:{program}/manifest.toml") + "\n")
     manifest["program"]["version"] = manifest_version or version  # type: ignore[index]
+    for package, recorded in (runtime or {}).items():  # what the manifest says the publisher ran
+        manifest["runtime"][package] = recorded  # type: ignore[index]
     bundle = plumb(repo, "rev-parse", f"{base_commit}:{program}")
     for parts, (mode, content) in extra.items():
         sha = content.decode() if mode == "160000" else write_blob(repo, content)
