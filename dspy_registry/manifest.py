@@ -12,6 +12,7 @@ from tomlkit.exceptions import TOMLKitError
 from .errors import RegistryError
 from .refs import DEFAULT_ENVIRONMENTS, ROLLBACK_ENV, check_environment
 from .signing import SigningConfig
+from .tokens import TokenFigures
 
 SCHEMA_VERSION = 1
 REGISTRY_SCHEMA_VERSION = 1
@@ -50,6 +51,8 @@ class Manifest:
     # `metadata.dependency_versions` of the published state: the DSPy and Python that saved it (the optimizer's
     # machine), beside [runtime], the publisher's. Additive: a schema_version 1 manifest without it reads as empty.
     saved_with: Mapping[str, str] = field(default_factory=dict)
+    # Prompt tokens and list-price cost measured at publish (tokens.py). Additive: None for older versions.
+    tokens: TokenFigures | None = None
 
     def dumps(self) -> str:
         doc = tomlkit.document()
@@ -66,6 +69,8 @@ class Manifest:
             doc["saved_with"] = _table(dict(self.saved_with))
         doc["lm"] = _table(dict(self.lm))
         doc["files"] = _table(dict(sorted(self.files.items())))
+        if self.tokens is not None:
+            doc["tokens"] = self.tokens.to_table()
         return tomlkit.dumps(doc)
 
     @classmethod
@@ -91,6 +96,7 @@ class Manifest:
                 files=dict(data.get("files", {})),
                 schema_version=version,
                 saved_with=_strings(data.get("saved_with", {}), f"{where}: [saved_with]"),
+                tokens=_tokens(data.get("tokens"), where),
             )
         except BadManifest:
             raise
@@ -125,6 +131,15 @@ def _check_manifest_types(data: Mapping[str, Any], where: str) -> None:
         for key, value in values.items():
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise BadManifest(f"{where}: [{table}] {key} has the wrong type: {value!r}")
+
+
+def _tokens(table: Any, where: str) -> TokenFigures | None:
+    if table is None:
+        return None
+    try:
+        return TokenFigures.from_table(table, where)
+    except ValueError as err:
+        raise BadManifest(str(err)) from None
 
 
 def _strings(table: Any, where: str) -> dict[str, str]:
