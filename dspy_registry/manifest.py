@@ -70,7 +70,13 @@ class Manifest:
         doc["lm"] = _table(dict(self.lm))
         doc["files"] = _table(dict(sorted(self.files.items())))
         if self.tokens is not None:
-            doc["tokens"] = self.tokens.to_table()
+            figures = self.tokens.to_table()
+            predictors = tomlkit.table()
+            for name, counts in figures.pop("predictors").items():
+                predictors[name] = tomlkit.inline_table()  # one line per predictor: `qa = {tokens = 9, calls = 1}`
+                predictors[name].update(counts)
+            doc["tokens"] = _table(figures)
+            doc["tokens"]["predictors"] = predictors
         return tomlkit.dumps(doc)
 
     @classmethod

@@ -327,7 +327,7 @@ def planned_calls(program: Any, example: Mapping[str, Any]) -> tuple[list[Call],
         calls.append(Call(name, predictor.signature, predictor.demos, inputs))
     basis = "one call per predictor, no recorded run"
     if from_demo:
-        basis += f"; inputs of {', '.join(from_demo)} from its first demo (they come from earlier steps)"
+        basis += f"; inputs of {', '.join(from_demo)} from their first demo (they come from earlier steps)"
     if skipped:
         basis += f"; not counted (inputs unknown): {', '.join(skipped)}"
     return calls, basis
