@@ -308,8 +308,6 @@ class Call:
 def planned_calls(program: Any, example: Mapping[str, Any]) -> tuple[list[Call], str]:
     """Without a recorded run: one call per predictor, with the example input when it holds every input field of
     the predictor, else the inputs of its first demo that does; the basis says which and what was left out."""
-    from .prompts import plain_dict
-
     calls, from_demo, skipped = [], [], []
     for name, predictor in program.named_predictors():
         fields = list(predictor.signature.input_fields)
@@ -317,7 +315,7 @@ def planned_calls(program: Any, example: Mapping[str, Any]) -> tuple[list[Call],
         if all(f in example for f in fields):
             inputs = {f: example[f] for f in fields}
         else:
-            demo = next((d for d in map(plain_dict, predictor.demos) if all(f in d for f in fields)), None)
+            demo = next((d for d in map(_items, predictor.demos) if all(f in d for f in fields)), None)
             if demo is not None:
                 inputs = {f: demo[f] for f in fields}
                 from_demo.append(name)
@@ -331,6 +329,11 @@ def planned_calls(program: Any, example: Mapping[str, Any]) -> tuple[list[Call],
     if skipped:
         basis += f"; not counted (inputs unknown): {', '.join(skipped)}"
     return calls, basis
+
+
+def _items(demo: Any) -> dict[str, Any]:
+    """A demo (a dspy.Example or a dict) as a dict of its values, unchanged: they are what the adapter renders."""
+    return dict(demo.toDict() if hasattr(demo, "toDict") else demo)
 
 
 def recorded_calls(program: Any, trace: Sequence[Any]) -> tuple[list[Call], str]:
