@@ -28,7 +28,7 @@ from .diff import (
 )
 from .interface_diff import InterfaceChanges
 from .render import add_row, shorten
-from .tokens import NOT_RECORDED, TokenDelta, cost_text, delta_lines, signed
+from .tokens import NOT_RECORDED, TOKENIZERS_DIFFER, TokenDelta, cost_text, delta_lines, signed
 
 
 # -- diff as rich text -------------------------------------------------------------------------------------------------
@@ -346,6 +346,8 @@ def _md_tokens(d: TokenDelta) -> list[str]:
     for label, f in (("A", d.a), ("B", d.b)):
         if f is not None:
             lines.append(f"- {label}: {md_escape(f'{f.tokenizer}; {f.basis}; {f.price_source}')}")
+    if d.a and d.b and d.a.tokenizer != d.b.tokenizer:
+        lines.append(f"- {TOKENIZERS_DIFFER}")
     return [*lines, ""]
 
 

@@ -32,6 +32,7 @@ REPLY_PRIMING = 3
 _O200K_MODELS = re.compile(r"(?:^|/)(?:chatgpt-4o|gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|gpt-oss|o[1-9])(?:\b|[-.:_]|$)")
 _ENCODING_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 NOT_RECORDED = "not recorded"
+TOKENIZERS_DIFFER = "the two sides were counted with different tokenizers: part of the delta is the tokenizer's"
 
 
 class TokenizerUnavailable(RegistryError):
@@ -208,6 +209,8 @@ def delta_lines(d: TokenDelta) -> list[str]:
     for label, f in (("A", d.a), ("B", d.b)):
         if f is not None:
             lines.append(f"{label}: {f.tokenizer}; {f.basis}; {f.price_source}")
+    if d.a and d.b and d.a.tokenizer != d.b.tokenizer:
+        lines.append(TOKENIZERS_DIFFER)
     return lines
 
 
@@ -292,7 +295,7 @@ def list_price(model: str | None) -> tuple[float | None, str]:
         price = None
     if not isinstance(price, (int, float)) or isinstance(price, bool):
         return None, f"unknown price: {model} is not in litellm's local price map"
-    return float(price), f"{model} list price ${price * 1e6:g} per 1M input tokens (litellm local price map)"
+    return float(price), f"{model} at ${price * 1e6:g} per 1M input tokens, litellm local price map"
 
 
 @dataclass(frozen=True)
