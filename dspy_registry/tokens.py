@@ -185,7 +185,8 @@ def figures_lines(f: TokenFigures | None) -> list[str]:
     lines += [
         f"  {name}: {p.tokens:,}" + (f" ({p.calls} calls)" if p.calls != 1 else "") for name, p in f.predictors.items()
     ]
-    lines.append(f"cost per 1,000 calls: {cost_text(f.cost_per_1k_calls)} ({f.price_source})")
+    price = f.price_source if f.cost_per_1k_calls is None else f"{cost_text(f.cost_per_1k_calls)} ({f.price_source})"
+    lines.append(f"cost per 1,000 calls: {price}")
     lines.append(f"counted with {f.tokenizer}; basis: {f.basis}")
     return lines
 
