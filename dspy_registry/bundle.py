@@ -41,6 +41,7 @@ from .state import (
     state_json,
     strip_secrets,
 )
+from .tokens import TokenFigures, measure_program
 
 if TYPE_CHECKING:
     import dspy
@@ -346,7 +347,9 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     inputs = interface_inputs(source.program)
     example = example_input(source.program, inputs)
     outputs = interface_outputs(source.program, example)
-    output = example_output(source.program, example, [f["name"] for f in outputs], meta.record_with)
+    with dspy.context(trace=[]):  # the recorded run's LM calls (ReAct's repeated steps too), for [tokens]
+        output = example_output(source.program, example, [f["name"] for f in outputs], meta.record_with)
+        run = list(dspy.settings.trace or []) if meta.record_with is not None else None
     # Each field's JSON Schema beside its type text, so the .proto is built without importing this code again.
     files[INTERFACE_JSON] = canonical_json(record_schemas(source.program, {"inputs": inputs, "outputs": outputs}))
     files[EXAMPLE_INPUT] = canonical_json(example)
@@ -355,6 +358,8 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     warnings += [lm_removed_warning(key, "the manifest's [lm]") for key in screen.dropped]
     lm = screen.kept
     _refuse_secrets(files, lm)
+    tokens, tokens_warning = _token_figures(source.program, example, lm.get("model"), run)
+    warnings += [tokens_warning] if tokens_warning else []
     saved = saved_with(state)
     warnings += [w for w in [version_warning(origin, saved, dspy.__version__)] if w]
     manifest = Manifest(
@@ -368,9 +373,20 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
         lm=lm,
         files={path: hashlib.sha256(data).hexdigest() for path, data in files.items()},
         saved_with=saved,
+        tokens=tokens,
     )
     files[MANIFEST_TOML] = manifest.dumps().encode()
     return Bundle(files, manifest, tuple(warnings))
+
+
+def _token_figures(
+    program: Any, example: Mapping[str, Any], model: Any, run: list[Any] | None
+) -> tuple[TokenFigures | None, str | None]:
+    """[tokens] of the manifest, or a warning saying why there is none (publishing never fails for a count)."""
+    try:
+        return measure_program(program, example, model if isinstance(model, str) else None, run), None
+    except Exception as err:  # a tokenizer not bundled, or an adapter that cannot render these inputs
+        return None, f"prompt tokens not recorded: {type(err).__name__}: {_first_line(err)}"
 
 
 def _refuse_secrets(files: Mapping[str, bytes], lm: Mapping[str, Any]) -> None:

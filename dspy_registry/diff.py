@@ -31,6 +31,7 @@ from .state import (
     mask_credentials,
     mask_lm_state,
 )
+from .tokens import TokenDelta, TokenFigures
 
 VOLATILE_DEMO_KEYS = frozenset({"augmented", "dspy_uuid", "dspy_split"})
 
@@ -62,6 +63,7 @@ class ProgramView:
     metadata: Mapping[str, Any]  # flat: dev_score, optimizer, runtime.dspy, ...
     entrypoint: str | None = None  # registry sides only: the manifest's entrypoint and interface.json
     interface: Mapping[str, Any] | None = None
+    tokens: TokenFigures | None = None  # registry sides published with [tokens] only
 
 
 # -- building views --------------------------------------------------------------------------------------------------
@@ -72,6 +74,7 @@ def view_from_bundle(
     meta: Mapping[str, Any],
     entrypoint: str | None = None,
     interface: Mapping[str, Any] | None = None,
+    tokens: TokenFigures | None = None,
 ) -> ProgramView:
     """A published version. Demos come from program.json when it has them: prompts.json sorts keys, and the order
     of a dict in a demo is part of the prompt (and a file side reads program.json's demos too)."""
@@ -95,7 +98,7 @@ def view_from_bundle(
             other=_other_keys(entry, BUNDLE_PREDICTOR_KEYS),
         )
     params = {k: _masked(k, v) for k, v in state.items() if k != METADATA_KEY and k not in prompts}
-    return ProgramView(label, predictors, params, meta, entrypoint, interface)
+    return ProgramView(label, predictors, params, meta, entrypoint, interface, tokens)
 
 
 # What a view reads from a predictor's state; every other key is compared as it is. prompts.json already holds the
@@ -237,6 +240,7 @@ class Diff:
     changed: Mapping[str, PredictorDiff]
     metadata: Mapping[str, Change] = field(default_factory=dict)
     interface: InterfaceChanges | None = None  # entrypoint, inputs, outputs: between registry sides only
+    tokens: TokenDelta | None = None  # prompt tokens and cost A -> B, as each version recorded them at publish
 
     @property
     def is_empty(self) -> bool:
@@ -253,6 +257,7 @@ class Diff:
             },
             "metadata": {k: {"before": c.before, "after": c.after} for k, c in self.metadata.items()},
             "interface": self.interface.to_json() if self.interface else None,
+            "tokens": self.tokens.to_json() if self.tokens else None,
         }
 
 
@@ -279,6 +284,7 @@ def diff_views(a: ProgramView, b: ProgramView) -> Diff:
         changed=changed,
         metadata=metadata,
         interface=diff_interface(a.entrypoint, a.interface, b.entrypoint, b.interface),
+        tokens=TokenDelta(a.tokens, b.tokens) if a.entrypoint or b.entrypoint else None,
     )
 
 

@@ -13,6 +13,7 @@ from .errors import RegistryError
 from .refs import DEFAULT_ENVIRONMENTS, ROLLBACK_ENV, check_environment
 from .runtime.drift import PACKAGES, POLICIES
 from .signing import SigningConfig
+from .tokens import TokenFigures
 
 SCHEMA_VERSION = 1
 REGISTRY_SCHEMA_VERSION = 1
@@ -51,6 +52,8 @@ class Manifest:
     # `metadata.dependency_versions` of the published state: the DSPy and Python that saved it (the optimizer's
     # machine), beside [runtime], the publisher's. Additive: a schema_version 1 manifest without it reads as empty.
     saved_with: Mapping[str, str] = field(default_factory=dict)
+    # Prompt tokens and list-price cost measured at publish (tokens.py). Additive: None for older versions.
+    tokens: TokenFigures | None = None
 
     def dumps(self) -> str:
         doc = tomlkit.document()
@@ -67,6 +70,14 @@ class Manifest:
             doc["saved_with"] = _table(dict(self.saved_with))
         doc["lm"] = _table(dict(self.lm))
         doc["files"] = _table(dict(sorted(self.files.items())))
+        if self.tokens is not None:
+            figures = self.tokens.to_table()
+            predictors = tomlkit.table()
+            for name, counts in figures.pop("predictors").items():
+                predictors[name] = tomlkit.inline_table()  # one line per predictor: `qa = {tokens = 9, calls = 1}`
+                predictors[name].update(counts)
+            doc["tokens"] = _table(figures)
+            doc["tokens"]["predictors"] = predictors
         return tomlkit.dumps(doc)
 
     @classmethod
@@ -92,6 +103,7 @@ class Manifest:
                 files=dict(data.get("files", {})),
                 schema_version=version,
                 saved_with=_strings(data.get("saved_with", {}), f"{where}: [saved_with]"),
+                tokens=_tokens(data.get("tokens"), where),
             )
         except BadManifest:
             raise
@@ -126,6 +138,15 @@ def _check_manifest_types(data: Mapping[str, Any], where: str) -> None:
         for key, value in values.items():
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise BadManifest(f"{where}: [{table}] {key} has the wrong type: {value!r}")
+
+
+def _tokens(table: Any, where: str) -> TokenFigures | None:
+    if table is None:
+        return None
+    try:
+        return TokenFigures.from_table(table, where)
+    except ValueError as err:
+        raise BadManifest(str(err)) from None
 
 
 def _strings(table: Any, where: str) -> dict[str, str]:

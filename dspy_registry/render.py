@@ -16,6 +16,7 @@ from rich.text import Text
 from .export import ExportResult
 from .refs import UNSET
 from .results import JournalEntry, MoveResult, PublishResult, VersionDetail, VersionInfo
+from .tokens import figures_lines
 
 ENV_STYLE = {"prod": "bold green", "staging": "yellow", "rollback": "magenta"}
 
@@ -185,7 +186,7 @@ def detail_view(d: VersionDetail) -> Group:
             f"{count} ({boot} bootstrapped)",
             Text(shorten(p.get("instructions", ""), 160)),
         )
-    parts: list[Any] = [head, Text(), preds]
+    parts: list[Any] = [head, Text(), preds, Text(), Text("\n".join(figures_lines(m.tokens)))]
     if d.records.evaluations:
         evals = Table(box=None, header_style="bold", pad_edge=False, title="evaluations", title_justify="left")
         for column in ("time", "metric", "score", "n", "devset", "lm", "leaked"):

@@ -28,6 +28,7 @@ from .diff import (
 )
 from .interface_diff import InterfaceChanges
 from .render import add_row, shorten
+from .tokens import NOT_RECORDED, TOKENIZERS_DIFFER, TokenDelta, cost_text, delta_lines, signed
 
 
 # -- diff as rich text -------------------------------------------------------------------------------------------------
@@ -204,6 +205,10 @@ def diff_view(diff: Diff, *, plain: bool = False) -> Group:
         )
     for name, d in diff.changed.items():
         parts.append(_predictor_panel(name, d, plain))
+    if diff.tokens:
+        title = Text("prompt tokens", style="bold cyan")
+        lines = Text("\n".join(delta_lines(diff.tokens)))
+        parts.append(Panel(lines, title=title, title_align="left", border_style="dim"))
     if diff.metadata:
         table = Table(box=None, header_style="bold", pad_edge=False, title="metadata", title_justify="left")
         for column in ("key", "before", "after"):
@@ -300,6 +305,8 @@ def diff_markdown(diff: Diff) -> str:
             lines += [f"**LM**: `{json.dumps(d.lm.before)}` → `{json.dumps(d.lm.after)}`", ""]
         for key, c in d.other.items():
             lines += [f"**{md_code(key)}** (predictor state):", "", _md_change(c), ""]
+    if diff.tokens:
+        lines += _md_tokens(diff.tokens)
     if diff.metadata:
         lines += ["#### Metadata", "", "| key | before | after |", "| --- | --- | --- |"]
         lines += [
@@ -307,6 +314,32 @@ def diff_markdown(diff: Diff) -> str:
         ]
         lines.append("")
     return "\n".join(lines)
+
+
+def _md_tokens(d: TokenDelta) -> list[str]:
+    """Prompt tokens per predictor and per whole call, A -> B, and the cost per 1,000 calls, as a table."""
+
+    def num(value: int | None) -> str:
+        return NOT_RECORDED if value is None else f"{value:,}"
+
+    def delta(x: int | None, y: int | None) -> str:
+        return signed(y - x) if x is not None and y is not None else ""
+
+    lines = ["#### Prompt tokens", "", "| | A | B | delta |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {md_code(name)} | {num(x)} | {num(y)} | {delta(x, y)} |" for name, x, y in d.predictor_rows()]
+    a, b = (d.a.total if d.a else None), (d.b.total if d.b else None)
+    lines.append(f"| **whole call** | {num(a)} | {num(b)} | {delta(a, b)} |")
+    cost_delta = d.to_json()["cost_per_1k_calls_delta"]
+    cost_a = cost_text(d.a.cost_per_1k_calls) if d.a else NOT_RECORDED
+    cost_b = cost_text(d.b.cost_per_1k_calls) if d.b else NOT_RECORDED
+    lines.append(f"| cost per 1,000 calls | {cost_a} | {cost_b} | {signed(cost_delta) if cost_delta else ''} |")
+    lines.append("")
+    for label, f in (("A", d.a), ("B", d.b)):
+        if f is not None:
+            lines.append(f"- {label}: {md_escape(f'{f.tokenizer}; {f.basis}; {f.price_source}')}")
+    if d.a and d.b and d.a.tokenizer != d.b.tokenizer:
+        lines.append(f"- {TOKENIZERS_DIFFER}")
+    return [*lines, ""]
 
 
 def _md_fields(f: FieldChanges) -> list[str]:

@@ -219,6 +219,7 @@ class VersionDetail:
             "saved_with": dict(m.saved_with),
             "lm": dict(m.lm),
             "files": dict(m.files),
+            "tokens": m.tokens.to_json() if m.tokens else None,
         }
         base = self.info.to_json()
         return {

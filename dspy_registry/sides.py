@@ -67,6 +67,7 @@ def version_view(
         _manifest_metadata(manifest) | _records_metadata(records),
         manifest.program.entrypoint,
         interface,
+        manifest.tokens,
     )
 
 
