@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -154,6 +155,21 @@ def diff(
             "--program", help="Program spec giving field names and types to two bare .json files (imports dspy)."
         ),
     ] = None,
+    rendered: Annotated[
+        bool,
+        typer.Option(
+            "--rendered",
+            help="Diff the exact chat messages each predictor's adapter sends, message by message (imports dspy; "
+            "no LM).",
+        ),
+    ] = False,
+    input_file: Annotated[
+        Optional[Path],
+        typer.Option("--input", help="With --rendered: a JSON file of input values [default: examples/input.json]."),
+    ] = None,
+    input_json: Annotated[
+        Optional[str], typer.Option("--input-json", help="With --rendered: the input values as a JSON object.")
+    ] = None,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
@@ -161,6 +177,9 @@ def diff(
 ) -> None:
     """Semantic diff of two versions: instructions, fields, demos, lm and metadata."""
     with funnel(traceback):
+        if rendered or input_file is not None or input_json is not None:
+            _diff_rendered(ref_a, ref_b, output, input_file, input_json, name, registry, json_out)
+            return
         if is_state_path(ref_a) and is_state_path(ref_b):
             result = diff_files(ref_a, ref_b, program_spec)
         else:
@@ -177,6 +196,44 @@ def diff(
 
             console = console_out()
             console.print(diff_view(result, plain=console.color_system is None))
+
+
+def _diff_rendered(
+    ref_a: str,
+    ref_b: str,
+    output: DiffFormat,
+    input_file: Path | None,
+    input_json: str | None,
+    name: str | None,
+    registry: str | None,
+    json_out: bool,
+) -> None:
+    from .rendered import BadInput, parse_input
+
+    given = None
+    if input_file is not None and input_json is not None:
+        raise BadInput("give --input or --input-json, not both")
+    if input_file is not None:
+        try:
+            text = input_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise BadInput(f"--input {input_file}: cannot read it ({type(err).__name__}): pass a JSON file") from None
+        given = parse_input(text, f"--input {input_file}")
+    elif input_json is not None:
+        given = parse_input(input_json, "--input-json")
+    with open_registry(registry) as reg:
+        result = reg.diff_rendered(ref_a, ref_b, name, given)
+    if json_out or output is DiffFormat.json:
+        print_json(result.to_json())
+    elif output is DiffFormat.markdown:
+        from .render_diff import rendered_markdown
+
+        sys.stdout.write(rendered_markdown(result))
+    else:
+        from .render_diff import rendered_view
+
+        console = console_out()
+        console.print(rendered_view(result, plain=console.color_system is None))
 
 
 def verify(

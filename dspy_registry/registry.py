@@ -63,7 +63,7 @@ from .results import (
     VersionDetail,
     VersionInfo,
 )
-from .sides import diff_files, diff_sides, is_state_path, state_view, version_view
+from .sides import diff_files, diff_sides, is_state_path, rendered_side, state_view, version_view
 from .signing import tag_signer
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     from .bundle import ProgramSource
     from .diff import Diff, ProgramView
     from .export import ExportResult
+    from .rendered import RenderedDiff
     from .verify import Problem
 
 # Names that moved below, kept importable from here (`from dspy_registry.registry import Resolved, ...`).
@@ -280,6 +281,25 @@ class Registry:
         """Diff two sides, each a registry ref or a saved state file. A file side without `program_spec` borrows
         field names and types from the registry side, so the two compare like two versions."""
         return diff_sides(a, b, lambda side: self.view(side, name), program_spec)
+
+    def diff_rendered(
+        self, a: str, b: str, name: str | None = None, given: dict[str, Any] | None = None
+    ) -> RenderedDiff:
+        """The messages each predictor's adapter sends under `a` and under `b`, for `given` (else each version's
+        recorded example input), diffed message by message. Both sides are registry refs; no code is imported."""
+        from .rendered import RENDERED_JSON, rendered_diff
+
+        for side in (a, b):
+            if is_state_path(side):
+                raise InvalidName(f"{side}: diff --rendered compares two published versions, not a state file")
+        sides = []
+        for side in (a, b):
+            resolved = self.resolve(side, name)
+            read = lambda path, r=resolved: self.store.read_blob(r.commit, f"{r.program}/{path}")  # noqa: E731
+            label = f"{resolved.program}/{resolved.version}"
+            sides.append(rendered_side(label, read(RENDERED_JSON), read("examples/input.json"), given))
+        source = "the given input" if given is not None else "each version's examples/input.json and recorded run"
+        return rendered_diff(sides[0], sides[1], source)
 
     def proto(self, resolved: Resolved) -> str:
         """The .proto of `resolved`: its signature, numbered by the interfaces of every published version up to it,
