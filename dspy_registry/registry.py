@@ -293,11 +293,10 @@ class Registry:
             if is_state_path(side):
                 raise InvalidName(f"{side}: diff --rendered compares two published versions, not a state file")
         sides = []
-        for side in (a, b):
-            resolved = self.resolve(side, name)
-            read = lambda path, r=resolved: self.store.read_blob(r.commit, f"{r.program}/{path}")  # noqa: E731
-            label = f"{resolved.program}/{resolved.version}"
-            sides.append(rendered_side(label, read(RENDERED_JSON), read("examples/input.json"), given))
+        for r in (self.resolve(a, name), self.resolve(b, name)):
+            rendered = self.store.read_blob(r.commit, f"{r.program}/{RENDERED_JSON}")
+            example = self.store.read_blob(r.commit, f"{r.program}/examples/input.json")
+            sides.append(rendered_side(f"{r.program}/{r.version}", rendered, example, given))
         source = "the given input" if given is not None else "each version's examples/input.json and recorded run"
         return rendered_diff(sides[0], sides[1], source)
 

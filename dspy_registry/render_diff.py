@@ -27,8 +27,8 @@ from .diff import (
     with_context,
 )
 from .interface_diff import InterfaceChanges
-from .rendered import MessageChange, RenderedDiff
 from .render import add_row, shorten
+from .rendered import MessageChange, RenderedDiff
 
 
 # -- diff as rich text -------------------------------------------------------------------------------------------------

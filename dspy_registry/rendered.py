@@ -310,7 +310,7 @@ def render_predictor(
             text = recorded[slot.name]
         elif slot.name in values:
             info = SimpleNamespace(annotation=str if slot.is_str else object)  # all format_field_value reads
-            text = str(format_field_value(info, values[slot.name]))  # type: ignore[arg-type]
+            text = str(format_field_value(info, values[slot.name]))
         elif slot.name in program_inputs:
             last = _omit_section(last, slot)
             continue

@@ -66,7 +66,7 @@ def adapter_messages(adapter: Any, predictor: Any, values: dict[str, Any]) -> li
     return [dict(m) for m in adapter.format(predictor.signature, list(predictor.demos), inputs)]
 
 
-# -- string for string --------------------------------------------------------------------------------------------------
+# -- string for string -------------------------------------------------------------------------------------------------
 def test_example_program_messages_equal_chat_adapter(published: Registry, states: dict[str, Path]) -> None:
     report = rendered_json(published, "v1.0", "v1.1", "--input-json", json.dumps(QA_INPUT))
     for side, version in (("a", "v1.0"), ("b", "v1.1")):
@@ -142,7 +142,8 @@ def test_changed_instruction_is_a_word_change_in_the_system_message(
     inserted = "".join(w["text"] for w in change["words"] if w["op"] == "insert")
     assert "very" in inserted and "English." in inserted
     text = cli(registry, "diff", "v1.0", "v1.1", "--rendered")
-    assert text.exit_code == 0 and "generate_query" in text.stdout and "changed message #1 -> #1 (system)" in text.stdout
+    assert text.exit_code == 0, text.output
+    assert "generate_query" in text.stdout and "changed message #1 -> #1 (system)" in text.stdout
     markdown = cli(registry, "diff", "v1.0", "v1.1", "--rendered", "--format", "markdown").stdout
     assert "#### `generate_query`" in markdown and "**very**" in markdown
 
