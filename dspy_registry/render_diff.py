@@ -428,5 +428,6 @@ def rendered_markdown(rd: RenderedDiff) -> str:
     for name, changes in rd.changes.items():
         lines += [f"#### `{name}`", ""]
         for c in changes:
-            lines += [f"**{md_escape(_message_title(c))}** (~~removed~~, **added**):", "", *_md_quote(c.words), ""]
+            title = md_escape(_message_title(c).replace(" -> ", " → "))
+            lines += [f"**{title}** (~~removed~~, **added**):", "", *_md_quote(c.words), ""]
     return "\n".join(lines)
