@@ -25,6 +25,7 @@ from .interface import example_input, example_output, interface_inputs, interfac
 from .manifest import Manifest, Optimization, ProgramInfo
 from .prompts import program_prompts as program_prompts  # re-exported: registry.py reads prompts from here
 from .prompts import render_prompt, unrendered_demos
+from .rendered import RENDERED_JSON, rendered_document
 from .runtime.signature import record_schemas
 from .saved_state import check_saved_state, invalid_text, saved_with, version_warning
 from .state import (
@@ -347,9 +348,10 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     inputs = interface_inputs(source.program)
     example = example_input(source.program, inputs)
     outputs = interface_outputs(source.program, example)
-    with dspy.context(trace=[]):  # the recorded run's LM calls (ReAct's repeated steps too), for [tokens]
-        output = example_output(source.program, example, [f["name"] for f in outputs], meta.record_with)
-        run = list(dspy.settings.trace or []) if meta.record_with is not None else None
+    calls: list[tuple[str, dict[str, Any]]] = []
+    output = example_output(source.program, example, [f["name"] for f in outputs], meta.record_with, calls)
+    files[RENDERED_JSON] = canonical_json(rendered_document(source.program, [f["name"] for f in inputs], calls))
+    run = calls if meta.record_with is not None else None  # the recorded run's LM calls, for [tokens]
     # Each field's JSON Schema beside its type text, so the .proto is built without importing this code again.
     files[INTERFACE_JSON] = canonical_json(record_schemas(source.program, {"inputs": inputs, "outputs": outputs}))
     files[EXAMPLE_INPUT] = canonical_json(example)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -25,6 +26,7 @@ from .cli_common import (
     print_fitted,
     print_json,
 )
+from .errors import InvalidName
 from .gitremote import hide_userinfo
 from .registry import Registry
 from .sides import diff_files, is_state_path
@@ -164,16 +166,37 @@ def diff(
             "score delta with a paired bootstrap 95% interval.",
         ),
     ] = False,
+    rendered: Annotated[
+        bool,
+        typer.Option(
+            "--rendered",
+            help="Diff the exact chat messages each predictor's adapter sends, message by message (imports dspy; "
+            "no LM).",
+        ),
+    ] = False,
+    input_file: Annotated[
+        Optional[Path],
+        typer.Option("--input", help="With --rendered: a JSON file of input values [default: examples/input.json]."),
+    ] = None,
+    input_json: Annotated[
+        Optional[str], typer.Option("--input-json", help="With --rendered: the input values as a JSON object.")
+    ] = None,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
 ) -> None:
     """Semantic diff of two versions: instructions, fields, demos, lm and metadata."""
+    if examples and (rendered or input_file is not None or input_json is not None):
+        with funnel(traceback):
+            raise InvalidName("--examples and --rendered are two views: give one of them")
     if examples:
         _diff_examples(ref_a, ref_b, "json" if json_out else output.value, name, registry, traceback)
         return
     with funnel(traceback):
+        if rendered or input_file is not None or input_json is not None:
+            _diff_rendered(ref_a, ref_b, output, input_file, input_json, name, registry, json_out)
+            return
         if is_state_path(ref_a) and is_state_path(ref_b):
             result = diff_files(ref_a, ref_b, program_spec)
         else:
@@ -231,6 +254,44 @@ def textconv(
     with funnel(traceback):
         write_textconv(Path(file), sys.stdout.buffer)
         sys.stdout.flush()
+
+
+def _diff_rendered(
+    ref_a: str,
+    ref_b: str,
+    output: DiffFormat,
+    input_file: Path | None,
+    input_json: str | None,
+    name: str | None,
+    registry: str | None,
+    json_out: bool,
+) -> None:
+    from .rendered import BadInput, parse_input
+
+    given = None
+    if input_file is not None and input_json is not None:
+        raise BadInput("give --input or --input-json, not both")
+    if input_file is not None:
+        try:
+            text = input_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise BadInput(f"--input {input_file}: cannot read it ({type(err).__name__}): pass a JSON file") from None
+        given = parse_input(text, f"--input {input_file}")
+    elif input_json is not None:
+        given = parse_input(input_json, "--input-json")
+    with open_registry(registry) as reg:
+        result = reg.diff_rendered(ref_a, ref_b, name, given)
+    if json_out or output is DiffFormat.json:
+        print_json(result.to_json())
+    elif output is DiffFormat.markdown:
+        from .render_diff import rendered_markdown
+
+        sys.stdout.write(rendered_markdown(result))
+    else:
+        from .render_diff import rendered_view
+
+        console = console_out()
+        console.print(rendered_view(result, plain=console.color_system is None))
 
 
 def verify(

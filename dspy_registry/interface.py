@@ -130,14 +130,26 @@ def example_input(program: Any, inputs: list[dict[str, Any]]) -> dict[str, Any]:
     return {f["name"]: _sample(f["type"]) for f in inputs if f["required"]}
 
 
-def example_output(program: Any, example: Mapping[str, Any], outputs: list[str], record_with: Any) -> dict[str, Any]:
+def example_output(
+    program: Any,
+    example: Mapping[str, Any],
+    outputs: list[str],
+    record_with: Any,
+    calls: list[tuple[str, dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """examples/output.json: recorded by running the program when an LM is given; else taken (and labelled so)
-    from the demo that shares the example's inputs and holds most of the outputs."""
+    from the demo that shares the example's inputs and holds most of the outputs. A recorded run appends to `calls`
+    each LM call's (predictor name, inputs), from dspy's trace (rendered.json renders later predictors with them)."""
     import dspy
 
     if record_with is not None:
-        with dspy.context(lm=record_with):
-            prediction = program.deepcopy()(**example)
+        copy = program.deepcopy()
+        with dspy.context(lm=record_with, trace=[]):
+            prediction = copy(**example)
+            trace = list(dspy.settings.trace or [])
+        if calls is not None:
+            names = {id(p): n for n, p in copy.named_predictors()}
+            calls += [(names[id(p)], dict(inputs)) for p, inputs, _ in trace if id(p) in names]
         model = getattr(record_with, "model", type(record_with).__name__)
         recorded = plain_dict({k: prediction.get(k) for k in outputs})
         return {"source": f"recorded at publish with {model}", "output": recorded}

@@ -66,7 +66,7 @@ from .results import (
     VersionDetail,
     VersionInfo,
 )
-from .sides import diff_files, diff_sides, is_state_path, state_view, version_view
+from .sides import diff_files, diff_sides, is_state_path, rendered_side, state_view, version_view
 from .signing import tag_signer
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from .example_compare import ExampleComparison
     from .export import ExportResult
     from .k8s import K8sOptions
+    from .rendered import RenderedDiff
     from .verify import Problem
 
 # Names that moved below, kept importable from here (`from dspy_registry.registry import Resolved, ...`).
@@ -293,6 +294,24 @@ class Registry:
         """Diff two sides, each a registry ref or a saved state file. A file side without `program_spec` borrows
         field names and types from the registry side, so the two compare like two versions."""
         return diff_sides(a, b, lambda side: self.view(side, name), program_spec)
+
+    def diff_rendered(
+        self, a: str, b: str, name: str | None = None, given: dict[str, Any] | None = None
+    ) -> RenderedDiff:
+        """The messages each predictor's adapter sends under `a` and under `b`, for `given` (else each version's
+        recorded example input), diffed message by message. Both sides are registry refs; no code is imported."""
+        from .rendered import RENDERED_JSON, rendered_diff
+
+        for side in (a, b):
+            if is_state_path(side):
+                raise InvalidName(f"{side}: diff --rendered compares two published versions, not a state file")
+        sides = []
+        for r in (self.resolve(a, name), self.resolve(b, name)):
+            rendered = self.store.read_blob(r.commit, f"{r.program}/{RENDERED_JSON}")
+            example = self.store.read_blob(r.commit, f"{r.program}/examples/input.json")
+            sides.append(rendered_side(f"{r.program}/{r.version}", rendered, example, given))
+        source = "the given input" if given is not None else "each version's examples/input.json and recorded run"
+        return rendered_diff(sides[0], sides[1], source)
 
     def proto(self, resolved: Resolved) -> str:
         """The .proto of `resolved`: its signature, numbered by the interfaces of every published version up to it,

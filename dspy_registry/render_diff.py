@@ -28,6 +28,7 @@ from .diff import (
 )
 from .interface_diff import InterfaceChanges
 from .render import add_row, shorten
+from .rendered import MessageChange, RenderedDiff
 from .tokens import NOT_RECORDED, TOKENIZERS_DIFFER, TokenDelta, cost_text, delta_lines, signed
 
 
@@ -401,3 +402,56 @@ def _md_interface(c: InterfaceChanges) -> list[str]:
             f"⚠️ **Breaks callers** ({md_escape('; '.join(c.breaking_changes))}): publish it as a new major version.",
         ]
     return [*lines, ""]
+
+
+# -- diff --rendered: the messages each predictor sends ----------------------------------------------------------------
+def _rendered_notes(rd: RenderedDiff) -> list[str]:
+    """What could not be rendered, one line per side, and which predictors were rendered from demos only."""
+    notes = [s.missing for s in (rd.a, rd.b) if s.missing]
+    for side in (rd.a, rd.b):
+        if side.demos_only:
+            fields = sorted({f for n in side.demos_only for f in side.predictors[n].placeholders})
+            notes.append(
+                f"{side.label}: rendered from demos only (no value for {', '.join(fields)}): "
+                f"{', '.join(side.demos_only)}"
+            )
+    return notes
+
+
+def _message_title(c: MessageChange) -> str:
+    where = " -> ".join(f"#{i}" for i in (c.index_a, c.index_b) if i is not None)
+    return f"{c.op} message {where} ({c.role})"
+
+
+def rendered_view(rd: RenderedDiff, *, plain: bool = False) -> Group:
+    parts: list[Any] = [
+        Text.assemble(("rendered messages ", "bold"), (rd.a.label, "red"), " -> ", (rd.b.label, "green")),
+        Text(f"input: {rd.input_source}; adapter {rd.a.adapter or '-'} -> {rd.b.adapter or '-'}", style="dim"),
+    ]
+    parts += [Text(note, style="yellow") for note in _rendered_notes(rd)]
+    parts += [Text(f"+ predictor {n}", style="green") for n in rd.added]
+    parts += [Text(f"- predictor {n}", style="red") for n in rd.removed]
+    if not rd.changes and not rd.a.missing and not rd.b.missing and not rd.added and not rd.removed:
+        parts.append(Text("No differences in the rendered messages.", style="dim"))
+    for name, changes in rd.changes.items():
+        body: list[Any] = []
+        for c in changes:
+            body += [Text(_message_title(c), style="bold"), _words(c.words, plain), Text()]
+        parts.append(Panel(Group(*body), title=Text(name, style="bold cyan"), title_align="left", border_style="dim"))
+    return Group(*parts)
+
+
+def rendered_markdown(rd: RenderedDiff) -> str:
+    lines = [f"### dspyreg diff --rendered `{rd.a.label}` → `{rd.b.label}`", ""]
+    lines += [f"Input: {md_escape(rd.input_source)}; adapter {rd.a.adapter or '-'} → {rd.b.adapter or '-'}.", ""]
+    notes = _rendered_notes(rd)
+    lines += [*(f"- ⚠️ {md_escape(n)}" for n in notes), *([""] if notes else [])]
+    lines += [f"- ➕ predictor `{n}` added" for n in rd.added] + [f"- ➖ predictor `{n}` removed" for n in rd.removed]
+    if not rd.changes and not rd.a.missing and not rd.b.missing and not rd.added and not rd.removed:
+        lines += ["No differences in the rendered messages.", ""]
+    for name, changes in rd.changes.items():
+        lines += [f"#### `{name}`", ""]
+        for c in changes:
+            title = md_escape(_message_title(c).replace(" -> ", " → "))
+            lines += [f"**{title}** (~~removed~~, **added**):", "", *_md_quote(c.words), ""]
+    return "\n".join(lines)

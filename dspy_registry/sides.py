@@ -7,6 +7,7 @@ types from the program's code (`program_spec`, which imports it) or borrowed fro
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from .state import mask_lm_state
 if TYPE_CHECKING:
     from .diff import Diff, PredictorView, ProgramView
     from .manifest import Manifest
+    from .rendered import SideRendering
     from .results import Records, Resolved
 
 
@@ -82,6 +84,28 @@ def diff_sides(
     typed = next(iter(refs.values())).predictors if refs and program_spec is None else None
     views = [refs[side] if side in refs else state_view(Path(side), program_spec, typed) for side in (a, b)]
     return diff_views(*views)
+
+
+def rendered_side(
+    label: str, rendered: bytes | None, example: bytes | None, given: Mapping[str, Any] | None
+) -> SideRendering:
+    """A published version's messages for `given` (else its own examples/input.json and recorded run), or why not:
+    a version published before rendered.json existed says so instead of failing the whole diff."""
+    from .rendered import RENDERED_JSON, missing_side, parse_rendered, render_side
+
+    if rendered is None:
+        return missing_side(label, f"{label} was published without {RENDERED_JSON}; republish to render it")
+    doc = parse_rendered(rendered, f"{label}: {RENDERED_JSON}")
+    if doc.unsupported:
+        return missing_side(label, f"{label}: {doc.unsupported}")
+    if given is None:
+        try:
+            values = json.loads(example) if example is not None else {}
+        except (ValueError, RecursionError):
+            values = {}
+        given_values: Mapping[str, Any] = values if isinstance(values, dict) else {}
+        return render_side(label, doc, given_values, use_recorded=True)
+    return render_side(label, doc, given, use_recorded=False)
 
 
 def diff_files(a: str, b: str, program_spec: str | None = None) -> Diff:

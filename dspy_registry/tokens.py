@@ -340,26 +340,23 @@ def _items(demo: Any) -> dict[str, Any]:
     return dict(demo.toDict() if hasattr(demo, "toDict") else demo)
 
 
-def recorded_calls(program: Any, trace: Sequence[Any]) -> tuple[list[Call], str]:
-    """The calls of the run recorded at publish (dspy's trace: predictor, inputs, prediction), each named by the
-    program's predictor with the same state (the run used a copy of the program)."""
-    import json
-
-    def key(predictor: Any) -> str:
-        return json.dumps(predictor.dump_state(), sort_keys=True, default=str)
-
-    names: dict[str, str] = {}
-    for name, predictor in program.named_predictors():
-        names.setdefault(key(predictor), name)  # identical predictors render identically: the first name stands
+def recorded_calls(program: Any, run: Sequence[tuple[str, Mapping[str, Any]]]) -> tuple[list[Call], str]:
+    """The calls of the run recorded at publish: (predictor name, inputs) of each LM call, in order (see
+    interface.example_output), each rendered with that predictor's signature and demos."""
+    predictors = dict(program.named_predictors())
     calls = [
-        Call(names.get(key(predictor), "(unnamed)"), predictor.signature, predictor.demos, inputs)
-        for predictor, inputs, _ in trace
+        Call(name, predictors[name].signature, predictors[name].demos, inputs)
+        for name, inputs in run
+        if name in predictors
     ]
     return calls, f"recorded run at publish ({len(calls)} LM call{'s' if len(calls) != 1 else ''})"
 
 
 def measure_program(
-    program: Any, example: Mapping[str, Any], model: str | None, trace: Sequence[Any] | None = None
+    program: Any,
+    example: Mapping[str, Any],
+    model: str | None,
+    trace: Sequence[tuple[str, Mapping[str, Any]]] | None = None,
 ) -> TokenFigures:
     """The prompt tokens of one whole call of `program` (the recorded run's calls in `trace`, else one planned call
     per predictor) under DSPy's configured adapter (ChatAdapter when none), and its input cost at list price."""

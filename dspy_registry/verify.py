@@ -29,6 +29,7 @@ from .errors import RegistryError, UnsafeTree
 from .journal import journal_version, payload_version, tag_payload
 from .manifest import BadManifest, Manifest
 from .refs import JOURNAL_REF, MAIN_REF, ROLLBACK_ENV, UNSET, tag_ref
+from .rendered import RENDERED_JSON, rendered_problem
 from .runtime.inference import EntrypointError, entrypoint_module
 from .state import lm_findings, parse_state, secret_findings
 
@@ -153,6 +154,8 @@ def _bundle_problems(reg: RegistryReader, resolved: Resolved, *, load: bool, tim
     except RegistryError as err:
         return [*problems, Problem(f"{where}:program.json", str(err))]
     problems += _secret_problems(where, state, contents.get("prompts.json"), manifest)
+    rendered = rendered_problem(contents.get(RENDERED_JSON))  # shape and size: `diff --rendered` reads it
+    problems += [Problem(f"{where}:{RENDERED_JSON}", rendered)] if rendered else []
     if load and not problems:
         problems += _load_problems(where, manifest.program.entrypoint, commit, contents, timeout)
     return problems
