@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 _OUTPUTS_BLOCK = re.compile(r"Your output fields are:\n(.*?)(?:\n[A-Z]|\Z)", re.S)
@@ -106,6 +107,9 @@ class FakeLM:
 
     latency_ms: float = 0.0
     overrides: dict[str, str] = field(default_factory=dict)  # field name -> the text to answer with
+    # Answers for some requests: the first rule whose every `when` text is in the request's system message or its
+    # last message answers with its `fields` (field name -> text); other fields and requests as above.
+    rules: list[dict[str, Any]] = field(default_factory=list)
     fail_with: int | None = None  # answer every request with this HTTP status (an outage)
     garbage: bool = False  # answer with text that no adapter can parse
     requests: list[dict[str, Any]] = field(default_factory=list)
@@ -140,6 +144,15 @@ class FakeLM:
         with self._lock:
             self.requests.append(body)
 
+    def answers(self, messages: list[dict[str, Any]]) -> dict[str, str]:
+        """The overrides for one request: `overrides`, then the fields of the first rule it matches."""
+        asked = [str(m.get("content", "")) for m in messages if m.get("role") == "system"] + [
+            str(messages[-1].get("content", "")) if messages else ""
+        ]
+        text = "\n".join(asked)
+        rule = next((r for r in self.rules if all(w in text for w in r["when"])), None)
+        return {**self.overrides, **(rule["fields"] if rule else {})}
+
     def all_text(self) -> str:
         """Every message content the LM received, joined: for asserting what reached it."""
         with self._lock:
@@ -168,7 +181,7 @@ def _handler(fake: FakeLM) -> Callable[..., BaseHTTPRequestHandler]:
             if not self.path.rstrip("/").endswith("/chat/completions"):
                 return self._send(404, {"error": {"message": f"no route {self.path}"}})
             messages = body.get("messages", [])
-            content = "I am not following the format." if fake.garbage else chat_reply(messages, fake.overrides)
+            content = "I am not following the format." if fake.garbage else chat_reply(messages, fake.answers(messages))
             prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
             completion_tokens = len(content.split())
             self._send(
@@ -204,8 +217,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="A fake OpenAI-compatible LM server on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--answers",
+        type=Path,
+        help='JSON list of {"when": [texts], "fields": {field: answer}}: a request whose system message or last '
+        "message holds every text gets those answers (first rule that matches).",
+    )
     args = parser.parse_args()
-    fake = FakeLM(latency_ms=args.latency_ms, port=args.port).start()
+    rules = json.loads(args.answers.read_text()) if args.answers else []
+    if not isinstance(rules, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("when"), list) and isinstance(r.get("fields"), dict) for r in rules
+    ):
+        parser.error('--answers must hold a JSON list of {"when": [texts], "fields": {field: answer}}')
+    fake = FakeLM(latency_ms=args.latency_ms, port=args.port, rules=rules).start()
     print(f"fake LM on {fake.base_url}", flush=True)
     try:
         threading.Event().wait()
