@@ -29,7 +29,6 @@ from .refs import tag_ref
 from .registry import Registry, Resolved, cache_dir
 from .runtime.api import DEFAULT_MAX_BODY, DEFAULT_THREADS, configure_access_log, create_app, uvicorn_options
 from .runtime.inference import PipelineServer
-from .runtime.telemetry import MULTIPROC_ENV
 from .runtime.server_limits import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
@@ -38,6 +37,7 @@ from .runtime.server_limits import (
     ConnectionLimits,
     port_problem,
 )
+from .runtime.telemetry import MULTIPROC_ENV
 
 log = logging.getLogger("dspyreg.serve")
 CONFIG_ENV = "DSPYREG_SERVE_CONFIG"
@@ -220,7 +220,9 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(asdict(config))
         with _multiprocess_metrics():
-            uvicorn.run("dspy_registry.serve:worker_app", factory=True, host=host, port=port, workers=workers, **options)
+            uvicorn.run(
+                "dspy_registry.serve:worker_app", factory=True, host=host, port=port, workers=workers, **options
+            )
     else:
         uvicorn.run(build_app(config), host=host, port=port, **options)
 

@@ -133,7 +133,10 @@ def test_metrics_public_opens_only_metrics(prod_v11: Registry, fake_lm: Any, tmp
         assert srv.post("/predict", QUESTION)[0] == 401
         status, text = scrape(srv)
         assert status == 200 and "# TYPE dspyreg_requests_total counter" in text
-        assert value(samples(text), "dspyreg_errors_total", program="qa", version="v1.1", door="rest", kind="unauthorized") == 1
+        assert (
+            value(samples(text), "dspyreg_errors_total", program="qa", version="v1.1", door="rest", kind="unauthorized")
+            == 1
+        )
 
 
 def test_workers_share_one_count(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
@@ -170,9 +173,7 @@ def ready(base: str) -> bool:
         return False  # not listening yet
 
 
-def test_spans_per_request_and_per_lm_call(
-    prod_v11: Registry, fake_lm: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_spans_per_request_and_per_lm_call(prod_v11: Registry, fake_lm: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from dspy_registry.serve import ServeConfig, build_app
 
     monkeypatch.setattr(telemetry, "_tracer", None)  # restored after the test: other tests run untraced
@@ -193,7 +194,11 @@ def test_spans_per_request_and_per_lm_call(
     requests = [s for s in spans if s.name == "dspyreg.predict"]
     assert len(requests) == 1
     request = requests[0]
-    assert dict(request.attributes or {}) == {"dspyreg.program": "qa", "dspyreg.version": "v1.1", "dspyreg.door": "rest"}
+    assert dict(request.attributes or {}) == {
+        "dspyreg.program": "qa",
+        "dspyreg.version": "v1.1",
+        "dspyreg.door": "rest",
+    }
     calls = [s for s in spans if s.name == "dspyreg.lm_call"]
     assert len(calls) == body["usage"]["lm_calls"] > 0
     for call in calls:

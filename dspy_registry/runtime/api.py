@@ -42,7 +42,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 try:  # inside the dspyreg package
     from . import calls, inference, server_limits, telemetry
-except ImportError:  # in an exported bundle, beside calls.py, inference.py, server_limits.py, signature.py, telemetry.py
+except ImportError:  # in an exported bundle, beside calls.py, inference.py, server_limits.py, signature.py...
     import calls  # type: ignore[no-redef]
     import inference  # type: ignore[no-redef]
     import server_limits  # type: ignore[no-redef]

@@ -85,7 +85,7 @@ class Metrics:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
@@ -230,7 +230,7 @@ class _LMSpans:
         self._lock = threading.Lock()
 
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
-        from opentelemetry import trace
+        from opentelemetry import context, trace
 
         with self._lock:
             if any(owner is instance for _, _, owner in self._spans.values()):
@@ -238,12 +238,12 @@ class _LMSpans:
                 return
         model = str(getattr(instance, "model", ""))
         span = _tracer.start_span("dspyreg.lm_call", attributes={"gen_ai.request.model": model})
-        token = trace.context_api.attach(trace.set_span_in_context(span))
+        token = context.attach(trace.set_span_in_context(span))
         with self._lock:
             self._spans[call_id] = (span, token, instance)
 
     def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
-        from opentelemetry import trace
+        from opentelemetry import context, trace
 
         with self._lock:
             if call_id in self._inner:
@@ -264,7 +264,7 @@ class _LMSpans:
                 span.set_attribute("dspyreg.cost_usd", float(entry["cost"]))
         if exception is not None:
             span.set_status(trace.Status(trace.StatusCode.ERROR, type(exception).__name__))
-        trace.context_api.detach(token)
+        context.detach(token)
         span.end()
 
     def __getattr__(self, name: str) -> Any:
