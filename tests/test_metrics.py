@@ -234,3 +234,36 @@ def test_without_otel_variables_the_sdk_is_not_imported(tmp_path: Path) -> None:
     env["OTEL_TRACES_EXPORTER"] = "console"
     out = subprocess.run([sys.executable, "-c", NO_OTEL_PROBE], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True", "True"]
+
+
+class _Empty:
+    """A backend with no version loaded: enough to build the app."""
+
+    environment = None
+
+    def current(self) -> None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {"ready": False}
+
+
+def test_without_prometheus_client_metrics_answers_404_saying_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from dspy_registry.runtime import api
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed: importing it fails
+    monkeypatch.setattr(telemetry, "_metrics", None)
+    with in_process(api.create_app(_Empty())) as base:
+        deadline = time.time() + 30
+        while True:
+            try:
+                status, body, _ = http("GET", base + "/metrics", timeout=2)
+                break
+            except OSError:
+                assert time.time() < deadline, "not listening"
+                time.sleep(0.1)
+        assert http("POST", base + "/predict", QUESTION)[0] == 503  # the app itself works
+    assert status == 404 and body["error"] == "not_found"
+    assert body["detail"] == "metrics need prometheus_client: pip install prometheus-client (or 'dspy-registry[serve]')"
