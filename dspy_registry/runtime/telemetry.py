@@ -225,22 +225,23 @@ class _LMSpans:
     """A DSPy callback: a `dspyreg.lm_call` span around each LM call (the outermost of LM.__call__ and forward)."""
 
     def __init__(self) -> None:
-        self._spans: dict[str, tuple[Any, Any, Any]] = {}
+        self._spans: dict[str, tuple[Any, Any, Any, int]] = {}  # call id -> (span, context token, LM, thread)
         self._inner: set[str] = set()
         self._lock = threading.Lock()
 
     def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
         from opentelemetry import context, trace
 
+        thread = threading.get_ident()
         with self._lock:
-            if any(owner is instance for _, _, owner in self._spans.values()):
-                self._inner.add(call_id)  # forward() inside __call__: one span per LM call
+            if any(owner is instance and where == thread for _, _, owner, where in self._spans.values()):
+                self._inner.add(call_id)  # forward() inside __call__ on this thread: one span per LM call
                 return
         model = str(getattr(instance, "model", ""))
         span = _tracer.start_span("dspyreg.lm_call", attributes={"gen_ai.request.model": model})
         token = context.attach(trace.set_span_in_context(span))
         with self._lock:
-            self._spans[call_id] = (span, token, instance)
+            self._spans[call_id] = (span, token, instance, thread)
 
     def on_lm_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
         from opentelemetry import context, trace
@@ -252,7 +253,7 @@ class _LMSpans:
             found = self._spans.pop(call_id, None)
         if found is None:
             return
-        span, token, instance = found
+        span, token, instance, _ = found
         history = getattr(instance, "history", None) or []
         if history and exception is None:
             entry = history[-1]
