@@ -192,6 +192,13 @@ def serve(
             help="Also serve gRPC on this port (same host, program and version; the .proto is `dspyreg proto REF`).",
         ),
     ] = None,
+    metrics_public: Annotated[
+        bool,
+        typer.Option(
+            "--metrics-public",
+            help="Answer GET /metrics without the bearer token (for a Prometheus scrape); other paths still need it.",
+        ),
+    ] = False,
     no_verify: NoVerifyOpt = False,
     require_signed: RequireSignedOpt = False,
     name: NameOpt = None,
@@ -239,6 +246,7 @@ def serve(
             body_timeout=body_timeout,
             max_connections=max_connections,
             header_timeout=header_timeout,
+            metrics_public=metrics_public,
         )
         following = (
             f"following {resolved.program}/{resolved.environment} every {poll_seconds:g} s"

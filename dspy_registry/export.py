@@ -1,8 +1,8 @@
 """The deployment bundle: a version's files plus what runs them anywhere without dspyreg.
 
-`deployment_files` adds to the published files: config.json, requirements.txt, inference.py, drift.py, server_limits.py,
-signature.py, calls.py and api.py (copied verbatim from dspy_registry/runtime), Dockerfile, docker-compose.yml,
-.dockerignore, a README deployment guide, and `<program>.proto`, the typed gRPC interface (see proto.py) that
+`deployment_files` adds to the published files: config.json, requirements.txt, inference.py, drift.py,
+server_limits.py, signature.py, calls.py, telemetry.py and api.py (copied verbatim from dspy_registry/runtime),
+Dockerfile, docker-compose.yml, .dockerignore, a README deployment guide, and `<program>.proto`, the typed gRPC interface (see proto.py) that
 `dspyreg serve --grpc-port` serves. Everything is JSON, TOML, text or Python source: never pickle.
 
 `replace_owned` puts a bundle into a folder that holds other things too (a `.venv`, an `.env`): the folder's
@@ -28,7 +28,7 @@ from .results import Records
 from .state import METADATA_KEY, canonical_json, is_predictor_state
 
 RUNTIME_DIR = Path(__file__).parent / "runtime"
-RUNTIME_FILES = ("inference.py", "drift.py", "server_limits.py", "signature.py", "calls.py", "api.py")
+RUNTIME_FILES = ("inference.py", "drift.py", "server_limits.py", "signature.py", "calls.py", "telemetry.py", "api.py")
 PORT = 8000
 API_COMMAND = ["python", "api.py", "--host", "0.0.0.0", "--port", str(PORT)]
 HEALTHCHECK = [
@@ -362,6 +362,7 @@ It needs Python and `pip install -r requirements.txt`; it does not need dspyreg.
 | `drift.py` | the installed DSPy and LiteLLM against the versions this bundle records (a warning log line) |
 | `api.py`, `server_limits.py` | the HTTP API (FastAPI) and the limits it enforces (strict JSON, batch size, timeouts) |
 | `calls.py`, `signature.py` | one call (bearer check, validation, run, access log) and the program's field types |
+| `telemetry.py` | `/metrics` (with `pip install prometheus-client`) and OpenTelemetry spans when OTEL_* is set |
 | `{name}.proto` | the typed gRPC interface, served by `dspyreg serve --grpc-port`: generate clients from it |
 | `examples/input.json`, `examples/output.json` | an input, and the output it gave (see its `source`) |
 

@@ -35,7 +35,7 @@ from grpc_reflection.v1alpha import reflection
 from . import proto
 from .errors import RegistryError
 from .grpc_codec import VersionApi, decode, encode, parse, version_api
-from .runtime import calls
+from .runtime import calls, telemetry
 from .runtime.api import Backend
 from .runtime.calls import CallFailure
 from .runtime.inference import PipelineServer, Usage
@@ -207,6 +207,7 @@ class GrpcServer:
                 except CallFailure as failure:
                     if failure.kind == calls.DEADLINE_EXCEEDED:
                         raise
+                    telemetry.input_failed(server, telemetry.GRPC, failure.kind)
                     code, detail = status_of(failure)
                     result.error.code, result.error.message = code.name, detail
                     continue
@@ -226,6 +227,7 @@ class GrpcServer:
         started = time.perf_counter()
         server = self.backend.current()
         code, detail = grpc.StatusCode.OK, ""
+        kind: str | None = None
         try:
             if server is None:
                 raise calls.not_ready(self.backend.status())
@@ -245,10 +247,13 @@ class GrpcServer:
             return handle(server, api, deadline)
         except CallFailure as failure:
             code, detail = status_of(failure)
+            kind = failure.kind
         except Exception as err:  # never a traceback to the client
             code, detail = status_of(CallFailure.internal(err))
+            kind = calls.INTERNAL
         finally:
             calls.log_call("GRPC", f"/{self.service}/{method}", {"grpc_status": code.name}, started, server)
+            telemetry.call_ended(self.program, server, telemetry.GRPC, kind, started)
         context.abort(code, detail)
         raise AssertionError("context.abort returns only by raising")  # pragma: no cover - grpc raises above
 
@@ -279,7 +284,7 @@ def _run(server: PipelineServer, inputs: dict[str, Any], deadline: float | None)
     """Run the program (in the call pool); its outputs as the REST API answers them."""
     if deadline is not None and time.monotonic() >= deadline:
         raise CallFailure(calls.DEADLINE_EXCEEDED, "the deadline passed before the program started")
-    answer = calls.run(server, inputs)
+    answer = calls.run(server, inputs, door=telemetry.GRPC)
     return {name: answer.body.get(name) for name in server.outputs}, answer.usage
 
 
@@ -326,6 +331,9 @@ class _Auth(grpc.ServerInterceptor):  # type: ignore[misc]
             return handler
         code, detail = status_of(CallFailure(calls.UNAUTHORIZED, UNAUTHENTICATED))
         calls.log_call("GRPC", details.method, {"grpc_status": code.name}, time.perf_counter(), None)
+        if details.method.startswith(f"/{self._owner.service}/"):
+            server = self._owner.backend.current()
+            telemetry.call_ended(self._owner.program, server, telemetry.GRPC, calls.UNAUTHORIZED, time.perf_counter())
         return _denied(handler, code, detail)
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from .runtime.server_limits import (
     ConnectionLimits,
     port_problem,
 )
+from .runtime.telemetry import MULTIPROC_ENV
 
 log = logging.getLogger("dspyreg.serve")
 CONFIG_ENV = "DSPYREG_SERVE_CONFIG"
@@ -57,6 +60,7 @@ class ServeConfig:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # HTTP connections per process
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    metrics_public: bool = False  # /metrics without the bearer token (a Prometheus scrape usually has none)
 
 
 class FollowingBackend:
@@ -197,6 +201,7 @@ def build_app(config: ServeConfig) -> Any:
         max_body_bytes=config.max_body_bytes,
         max_batch=config.max_batch,
         body_timeout=config.body_timeout,
+        metrics_public=config.metrics_public,
     )
     app.router.on_shutdown.append(backend.stop)
     if grpc_server is not None:
@@ -220,9 +225,27 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
         config = replace(config, grpc_host=host, grpc_reuse_port=workers > 1)
     if workers > 1:
         os.environ[CONFIG_ENV] = json.dumps(asdict(config))
-        uvicorn.run("dspy_registry.serve:worker_app", factory=True, host=host, port=port, workers=workers, **options)
+        with _multiprocess_metrics():
+            uvicorn.run(
+                "dspy_registry.serve:worker_app", factory=True, host=host, port=port, workers=workers, **options
+            )
     else:
         uvicorn.run(build_app(config), host=host, port=port, **options)
+
+
+@contextmanager
+def _multiprocess_metrics() -> Iterator[None]:
+    """Workers count into files in a folder this server owns (prometheus_client's multiprocess mode), so /metrics
+    sums every worker whichever answers the scrape; a PROMETHEUS_MULTIPROC_DIR already set is used as it is."""
+    if os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="dspyreg-metrics-") as folder:
+        os.environ[MULTIPROC_ENV] = folder
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_ENV]
 
 
 def check_free(host: str, port: int, what: str = "gRPC", option: str = "--grpc-port") -> None:

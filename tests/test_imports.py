@@ -12,7 +12,7 @@ import pytest
 
 from dspy_registry.registry import Registry
 
-HEAVY = ("dspy", "litellm", "fastapi", "uvicorn", "openai")
+HEAVY = ("dspy", "litellm", "fastapi", "uvicorn", "openai", "prometheus_client", "opentelemetry")
 
 PROBE = """
 import json, sys

@@ -8,6 +8,7 @@ builds the same app over a backend that follows an environment and swaps version
     GET  /health           liveness (always open)
     GET  /ready            200 once a verified version is loaded, else 503
     GET  /version          program, version, commit, environment
+    GET  /metrics          Prometheus text: requests, errors, latency, LM tokens and cost per program and version
     GET  /docs             OpenAPI, with request and response schemas from the loaded version's signature
 
 The call itself (bearer check, validation, run, access-log line) is calls.py's, shared with gRPC; this module is
@@ -36,18 +37,21 @@ from typing import Any, Protocol
 import anyio
 import h11
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 try:  # inside the dspyreg package
-    from . import calls, inference, server_limits
-except ImportError:  # in an exported bundle, beside calls.py, inference.py, server_limits.py and signature.py
+    from . import calls, inference, server_limits, telemetry
+except ImportError:  # in an exported bundle, beside calls.py, inference.py, server_limits.py, signature.py...
     import calls  # type: ignore[no-redef]
     import inference  # type: ignore[no-redef]
     import server_limits  # type: ignore[no-redef]
+    import telemetry  # type: ignore[no-redef]
 
 DEFAULT_MAX_BODY = 1 << 20
 DEFAULT_THREADS = 64
+ENV_METRICS_PUBLIC = "DSPYREG_METRICS_PUBLIC"  # "1": /metrics needs no bearer token (a Prometheus scrape has none)
+PREDICT_PATHS = frozenset({"/predict", "/predict/batch"})  # the calls /metrics counts
 # Each calls.CallFailure kind as (HTTP status, the "error" of the JSON body): the one place REST says how calls fail.
 REST_ERRORS = {
     calls.UNAUTHORIZED: (401, "unauthorized"),
@@ -117,11 +121,17 @@ def create_app(
     token: str | None = None,
     max_batch: int = server_limits.DEFAULT_MAX_BATCH,
     body_timeout: float = server_limits.DEFAULT_BODY_TIMEOUT,
+    metrics_public: bool = False,
 ) -> Any:
     token = calls.configured_token(token)
     limiter = anyio.CapacityLimiter(threads)
     app = FastAPI(title="dspyreg program API", version="1", docs_url="/docs", openapi_url="/openapi.json")
-    open_paths = {"/health", "/ready"}
+    open_paths = {"/health", "/ready", *(["/metrics"] if metrics_public else [])}
+    no_metrics = telemetry.enable_metrics()
+    no_tracing = telemetry.enable_tracing()
+    if no_tracing is not None:
+        logging.getLogger("dspyreg.telemetry").warning(no_tracing)
+    program = str(getattr(backend, "program", ""))  # what a call that found no loaded version is counted under
 
     @app.middleware("http")
     async def guard_and_log(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
@@ -129,6 +139,7 @@ def create_app(
         server = backend.current()
         request.state.server = server
         response: Any
+        kind: str | None = None
         try:
             open_path = request.url.path in open_paths
             if token and not open_path and not calls.authorized(request.headers.get("authorization", ""), token):
@@ -136,11 +147,14 @@ def create_app(
             if int(request.headers.get("content-length") or 0) > max_body_bytes:
                 raise calls.CallFailure(calls.TOO_LARGE, f"the body is over {max_body_bytes} bytes")
             response = await call_next(request)
+            kind = getattr(request.state, "failure", None)  # set by the handler that answered with a failure
         except calls.CallFailure as failure:
-            response = failure_response(failure)
+            response, kind = failure_response(failure), failure.kind
         except Exception as err:  # never a traceback to the client
-            response = failure_response(calls.CallFailure.internal(err))
+            response, kind = failure_response(calls.CallFailure.internal(err)), calls.INTERNAL
         calls.log_call(request.method, request.url.path, {"status": response.status_code}, started, server)
+        if request.method == "POST" and request.url.path in PREDICT_PATHS:
+            telemetry.call_ended(program, server, telemetry.REST, kind, started)
         return response
 
     async def read_json(request: Request) -> Any:
@@ -175,6 +189,7 @@ def create_app(
                 raise calls.not_ready(backend.status())
             return served(server, await answer(server, calls.validated(server, await read_json(request))))
         except calls.CallFailure as failure:
+            request.state.failure = failure.kind
             return failure_response(failure)
 
     @app.post("/predict/batch", summary="Run the program on several inputs, in parallel, on one version")
@@ -189,6 +204,7 @@ def create_app(
             calls.check_batch(len(data["inputs"]), max_batch)
             batch = [calls.validated(server, item, f"inputs[{i}]") for i, item in enumerate(data["inputs"])]
         except calls.CallFailure as failure:
+            request.state.failure = failure.kind
             return failure_response(failure)
         results: list[dict[str, Any]] = [{} for _ in batch]
 
@@ -196,6 +212,7 @@ def create_app(
             try:
                 results[i] = await answer(server, inputs)
             except calls.CallFailure as failure:  # one failed input does not fail the others
+                telemetry.input_failed(server, telemetry.REST, failure.kind)
                 status, body = failure_body(failure)
                 results[i] = {"error": body, "status": status}
 
@@ -212,6 +229,14 @@ def create_app(
     async def ready() -> Any:
         status = backend.status()
         return JSONResponse(status, status_code=200 if status.get("ready") else 503)
+
+    @app.get("/metrics", summary="Prometheus metrics (text format)")
+    async def metrics() -> Any:
+        found = telemetry.metrics()
+        if found is None:
+            return JSONResponse({"error": "not_found", "detail": no_metrics}, status_code=404)
+        text, content_type = found.exposition()
+        return Response(text, media_type=content_type)
 
     @app.get("/version", summary="What is being served")
     async def version(request: Request) -> Any:
@@ -399,6 +424,7 @@ def bundle_app() -> Any:
         max_body_bytes=int(os.environ.get("DSPYREG_MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
         max_batch=int(os.environ.get(server_limits.ENV_MAX_BATCH) or server_limits.DEFAULT_MAX_BATCH),
         body_timeout=float(os.environ.get(server_limits.ENV_BODY_TIMEOUT) or server_limits.DEFAULT_BODY_TIMEOUT),
+        metrics_public=os.environ.get(ENV_METRICS_PUBLIC) == "1",
     )
 
 

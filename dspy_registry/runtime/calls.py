@@ -24,9 +24,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 try:  # inside the dspyreg package
+    from . import telemetry
     from .inference import InputError, LMFailure, PipelineServer, ProgramFailure, Usage
     from .signature import field_types
-except ImportError:  # in an exported bundle, beside inference.py and signature.py
+except ImportError:  # in an exported bundle, beside inference.py, signature.py and telemetry.py
+    import telemetry  # type: ignore[no-redef]
     from inference import InputError, LMFailure, PipelineServer, ProgramFailure, Usage  # type: ignore[no-redef]
     from signature import field_types  # type: ignore[no-redef]
 
@@ -164,16 +166,19 @@ def check_batch(count: int, max_batch: int) -> None:
         raise CallFailure(BATCH_TOO_LARGE, f"at most {max_batch} inputs per batch (--max-batch); got {count}")
 
 
-def run(server: PipelineServer, inputs: dict[str, Any]) -> Answer:
-    """Run the program on validated inputs (blocking: each door calls it in its pool of threads)."""
+def run(server: PipelineServer, inputs: dict[str, Any], *, door: str = telemetry.REST) -> Answer:
+    """Run the program on validated inputs (blocking: each door calls it in its pool of threads); its LM usage is
+    counted (telemetry.py), and traced as a span from `door` when tracing is on."""
     try:
-        result = server.run(inputs)
+        with telemetry.run_span(server, door):
+            result = server.run(inputs)
     except InputError as err:
         raise CallFailure(INVALID_INPUT, str(err)) from None
     except LMFailure as err:
         raise CallFailure(LM_FAILURE, str(err)) from None
     except ProgramFailure as err:
         raise CallFailure(PROGRAM_FAILURE, str(err)) from None
+    telemetry.lm_used(server, result.usage)
     _, response_model = models(server)
     body = {**result.outputs, "program": server.name, "version": server.version, "usage": result.usage.to_json()}
     try:
