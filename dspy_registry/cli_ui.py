@@ -20,12 +20,14 @@ def ui(
     """Browse the registry in a web browser: programs, versions, environments, prompts, diffs, the journal and
     charts of score, latency and cost across versions (read-only; see docs/ui.md)."""
     with funnel(traceback):
-        from .cli_serve import _require_serve_extra
-
-        _require_serve_extra()
-        import uvicorn
-
         from .errors import RegistryError
+
+        try:
+            import jinja2  # noqa: F401
+            import uvicorn
+        except ImportError:
+            raise RegistryError("`dspyreg ui` needs the ui extra: pip install 'dspy-registry[ui]'") from None
+
         from .runtime.server_limits import port_problem
         from .ui.app import create_app
 

@@ -9,7 +9,6 @@ or DSPYREG_REQUIRE_BROWSER is set: there a missing browser fails.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -156,7 +155,9 @@ def check_every_page(visit: Visit, *, live: bool) -> None:
     assert "question" in version.locator("table.fields").first.inner_text()
     assert version.locator(".predictor").count() == 3
     assert version.locator(".card.demo").count() > 0
-    assert "Using only facts stated in the passages" in version.locator("#p-answer\\.predict .instructions").inner_text()
+    assert (
+        "Using only facts stated in the passages" in version.locator("#p-answer\\.predict .instructions").inner_text()
+    )
     assert version.locator("details.rendered").count() == 3
     assert "answer_match" in version.locator("table.records").first.inner_text()
 
@@ -207,7 +208,15 @@ def test_static_site_works_from_file_urls(browser: Any, example: Registry, tmp_p
 def test_browser_tests_are_required_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DSPYREG_CHROMIUM", "/nonexistent/chromium")
     monkeypatch.setenv("DSPYREG_REQUIRE_BROWSER", "1")
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::test_live_view_shows_every_page"]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"{__file__}::test_live_view_shows_every_page",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
     assert result.returncode != 0 and "browser tests are required here" in result.stdout, result.stdout[-2000:]
     monkeypatch.delenv("DSPYREG_REQUIRE_BROWSER")

@@ -16,6 +16,7 @@ parts of dspyreg add later (yanked state, lineage, token counts) is read with ge
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..diff import PredictorDiff, WordOp
-from ..errors import RegistryError, UnknownRef
+from ..errors import UnknownRef
 from ..refs import PROGRAM_RE, is_version
 from .charts import Series, line_chart
 
@@ -117,7 +118,7 @@ class Pages:
                 yield diff_path(program, a, b)
 
     def _site_pairs(self, program: str, versions: Sequence[str]) -> set[tuple[str, str]]:
-        pairs = set(zip(versions, versions[1:]))
+        pairs = set(itertools.pairwise(versions))
         held = sorted(set(self.registry.environments_of(program).values()), key=versions.index)
         pairs |= {(a, b) for i, a in enumerate(held) for b in held[i + 1 :]}
         for e in self.registry.log(program):
@@ -261,7 +262,13 @@ class Pages:
             predictors.append(
                 {
                     "name": name,
-                    "status": "added" if before is None else "removed" if after is None else "changed" if change else "same",
+                    "status": "added"
+                    if before is None
+                    else "removed"
+                    if after is None
+                    else "changed"
+                    if change
+                    else "same",
                     "instructions": _instruction_sides(change, before, after),
                     "fields": (before.fields if before else (), after.fields if after else ()),
                     "demos": (len(before.demos) if before else 0, len(after.demos) if after else 0),
@@ -327,7 +334,9 @@ def _fields(value: Any) -> list[dict[str, str]]:
     if not isinstance(value, list):
         return []
     return [
-        {k: str(f.get(k) or "") for k in ("name", "type", "description", "prefix")} for f in value if isinstance(f, dict)
+        {k: str(f.get(k) or "") for k in ("name", "type", "description", "prefix")}
+        for f in value
+        if isinstance(f, dict)
     ]
 
 
@@ -393,7 +402,3 @@ def _field_text(value: Any) -> str:
 
 def _json(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-
-
-def page_error(err: RegistryError) -> str:
-    return str(err)
