@@ -2,7 +2,7 @@
 page kind on an example registry, its content, no console error, no horizontal overflow at 1280 and 390 pixels.
 
 Screenshots of each page go under the test's tmp folder; with DSPYREG_SCREENSHOTS_TO set (scripts/screenshots.py)
-the 1280-pixel ones are also written there for docs/ui.md. Without Chromium the tests skip with one line, unless CI
+the live view's are also written there (viewport only) for docs/ui.md. Without Chromium the tests skip with one line, unless CI
 or DSPYREG_REQUIRE_BROWSER is set: there a missing browser fails.
 """
 
@@ -68,6 +68,7 @@ def example(published: Registry, states: dict[str, Path], fake_lm: Any, tmp_path
     """qa v1.0, v1.1 (a new instruction), v1.2; an eval and a bench of v1.1; prod v1.0 -> v1.1 then rolled back;
     staging v1.2."""
     publish_example(published, states["v1.1"], "v1.2", optimizer="MIPROv2", dev_score=0.75, trainset_size=9)
+    fake_lm.overrides["answer"] = "JSON"  # every answer matches: eval score 1.0
     inputs = tmp_path / "dev.jsonl"
     inputs.write_text("".join(f'{{"question": "q{i}?", "answer": "JSON"}}\n' for i in range(3)))
     cli(published, "eval", "v1.1", "--devset", str(inputs), "--metric", METRIC)

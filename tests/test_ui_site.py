@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from dspy_registry.cli import app
 from dspy_registry.registry import Registry
 
-from .conftest import ref_snapshot
+from .conftest import git, ref_snapshot
 
 runner = CliRunner()
 
@@ -91,3 +91,22 @@ def test_pages_never_import_dspy(published: Registry) -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_template_workflow_builds_the_site_and_publishes_it(published: Registry, tmp_path: Path) -> None:
+    import yaml
+
+    registry = Path(published.location)
+    workflow = yaml.safe_load(git(registry, "show", "main:.github/workflows/dspyreg-site.yml"))
+    build = workflow["jobs"]["build"]["steps"]
+    assert "dspyreg site _site --registry ." in [step.get("run") for step in build]
+    upload = next(step for step in build if step.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_site"
+    assert workflow["jobs"]["deploy"]["steps"][0]["uses"].startswith("actions/deploy-pages")
+    # What the job runs, in a checkout as CI makes one (a clone with a working tree and dspyreg's refs fetched).
+    checkout = tmp_path / "checkout"
+    subprocess.run(["git", "clone", "-q", str(registry), str(checkout)], check=True)
+    git(checkout, "fetch", "-q", "origin", "+refs/heads/dspyreg/*:refs/heads/dspyreg/*")
+    result = runner.invoke(app, ["site", str(checkout / "_site"), "--registry", str(checkout)])
+    assert result.exit_code == 0, result.output
+    assert (checkout / "_site/programs/qa/versions/v1.1.html").is_file()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from html import escape
 
 WIDTH, HEIGHT = 640, 220
-LEFT, RIGHT, TOP, BOTTOM = 56, 12, 26, 30
+LEFT, RIGHT, TOP, BOTTOM = 64, 12, 52, 30  # the top band holds the title, legend and environment labels
 COLORS = ("#2563eb", "#d97706", "#059669", "#9333ea")
 
 
@@ -68,11 +68,12 @@ def line_chart(
             parts.append(
                 f'<text class="axis" x="{x(i):.1f}" y="{HEIGHT - 10}" text-anchor="middle">{escape(version)}</text>'
             )
+        anchor = "start" if i == 0 and len(versions) > 1 else "end" if i == len(versions) - 1 else "middle"
         for env in marks.get(version, ()):
             parts.append(
                 f'<line class="env-mark" x1="{x(i):.1f}" x2="{x(i):.1f}" y1="{TOP}" y2="{TOP + plot_h}"/>'
-                f'<text class="env-label" x="{x(i):.1f}" y="{TOP - 2 - 10 * list(marks[version]).index(env)}" '
-                f'text-anchor="middle">{escape(env)}</text>'
+                f'<text class="env-label" x="{x(i):.1f}" y="{TOP - 4 - 12 * list(marks[version]).index(env)}" '
+                f'text-anchor="{anchor}">{escape(env)}</text>'
             )
     for n, s in enumerate(series):
         color = COLORS[n % len(COLORS)]
@@ -87,7 +88,7 @@ def line_chart(
                 f"<title>{escape(version)} {escape(s.label)}: {escape(_number(value, unit))}</title></circle>"
             )
         parts.append(
-            f'<text class="legend" x="{WIDTH - RIGHT - 4}" y="{16 + 12 * n}" text-anchor="end" fill="{color}">'
+            f'<text class="legend" x="{WIDTH - RIGHT - 4 - 90 * n}" y="16" text-anchor="end" fill="{color}">'
             f"{escape(s.label)}</text>"
         )
     parts.append("</svg>")
