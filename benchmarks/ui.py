@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             server.terminate()
             server.wait(timeout=15)
     median = statistics.median(warm)
-    print(f"program page, {args.versions} versions: first request {first:.3f} s, median of {args.repeats} {median:.3f} s")
+    print(
+        f"program page, {args.versions} versions: first request {first:.3f} s, median of {args.repeats} {median:.3f} s"
+    )
     print(f"page size {len(body) / 1024:.0f} KiB, {points} dev-score points (rows counted: {rows})")
     print(f"target {TARGET_SECONDS} s: {'met' if median < TARGET_SECONDS else 'MISSED'}")
     return 0 if median < TARGET_SECONDS else 1

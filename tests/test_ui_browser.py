@@ -2,8 +2,8 @@
 page kind on an example registry, its content, no console error, no horizontal overflow at 1280 and 390 pixels.
 
 Screenshots of each page go under the test's tmp folder; with DSPYREG_SCREENSHOTS_TO set (scripts/screenshots.py)
-the live view's are also written there (viewport only) for docs/ui.md. Without Chromium the tests skip with one line, unless CI
-or DSPYREG_REQUIRE_BROWSER is set: there a missing browser fails.
+the live view's are also written there (viewport only) for docs/ui.md. Without Chromium the tests skip with one
+line, unless CI or DSPYREG_REQUIRE_BROWSER is set: there a missing browser fails.
 """
 
 from __future__ import annotations
