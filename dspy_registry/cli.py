@@ -1,7 +1,8 @@
 """The `dspyreg` command: the typer app, its usage errors, and every command registered in the order `dspyreg --help`
 lists them. Each command parses, calls one Registry method, renders; the commands live by concern in cli_write.py
-(init, publish, promote, rollback), cli_read.py (sync, list, show, log, diff, verify), cli_quality.py (eval, bench)
-and cli_serve.py (export, serve, proto); what they share (options, consoles, the one error funnel) in cli_common.py.
+(init, publish, promote, rollback), cli_read.py (sync, list, show, log, diff, verify), cli_quality.py (eval, bench),
+cli_serve.py (export, serve, proto) and cli_ui.py (ui, site); what they share (options, consoles, the one error
+funnel) in cli_common.py.
 
 Exit codes: 0 ok, 1 a problem the user can fix, 2 unexpected (rerun with --traceback), 3 a concurrent writer won,
 130 interrupted.
@@ -19,7 +20,7 @@ import typer
 import typer.core
 from typer.core import TyperGroup
 
-from . import cli_quality, cli_read, cli_serve, cli_write
+from . import cli_quality, cli_read, cli_serve, cli_ui, cli_write
 from .cli_common import console_err, one_line
 
 # click's UsageError, wherever this typer takes click from (typer 0.28 vendors it as typer._click).
@@ -124,6 +125,8 @@ for _name, _command in (
     ("verify", cli_read.verify),
     ("serve", cli_serve.serve),
     ("proto", cli_serve.proto),
+    ("ui", cli_ui.ui),
+    ("site", cli_ui.site),
 ):
     app.command(_name, cls=_Command)(_command)
 

@@ -2,8 +2,9 @@
 
 `deployment_files` adds to the published files: config.json, requirements.txt, inference.py, drift.py,
 server_limits.py, signature.py, calls.py, telemetry.py and api.py (copied verbatim from dspy_registry/runtime),
-Dockerfile, docker-compose.yml, .dockerignore, a README deployment guide, and `<program>.proto`, the typed gRPC interface (see proto.py) that
-`dspyreg serve --grpc-port` serves. Everything is JSON, TOML, text or Python source: never pickle.
+Dockerfile, docker-compose.yml, .dockerignore, a README deployment guide, and `<program>.proto`, the typed gRPC
+interface (see proto.py) that `dspyreg serve --grpc-port` serves. Everything is JSON, TOML, text or Python source:
+never pickle.
 
 `replace_owned` puts a bundle into a folder that holds other things too (a `.venv`, an `.env`): the folder's
 `.dspyreg-bundle.json` lists the files an export wrote, and only those (and the files the new bundle writes) are

@@ -83,6 +83,24 @@ def latest_scores(store: GitStore) -> dict[tuple[str, str], float]:
     return out
 
 
+def latest_benchmarks(store: GitStore, program: str) -> dict[str, BenchRecord]:
+    """version -> its latest benchmark, for every version of `program` that has one (one listing, one read each):
+    what the ui's charts draw for a thousand versions without reading each version's records apart."""
+    if store.ref_value(RECORDS_REF) is None:
+        return {}
+    latest: dict[str, str] = {}
+    for path in sorted(store.list_files(RECORDS_REF, program)):
+        parts = path.split("/")
+        if len(parts) == 4 and parts[2] == "benchmarks":
+            latest[parts[1]] = path
+    out = {}
+    for version, path in latest.items():
+        data = store.read_blob(RECORDS_REF, path)
+        if data is not None:
+            out[version] = BenchRecord.from_json(_checked(data, path, "benchmarks"))
+    return out
+
+
 _NUMBER = (int, float)
 # What every reader of a record relies on, by kind (records are read back from a branch anyone may push to).
 _SHAPES: dict[str, dict[str, tuple[type, ...]]] = {
