@@ -192,6 +192,22 @@ def serve(
             help="Also serve gRPC on this port (same host, program and version; the .proto is `dspyreg proto REF`).",
         ),
     ] = None,
+    canary: Annotated[
+        Optional[str],
+        typer.Option(
+            "--canary",
+            metavar="ENV=PERCENT",
+            help="Send PERCENT of the calls to the version another environment holds (e.g. staging=10), sticky per "
+            "caller with --canary-key-header; each side follows its own environment (docs/deployment.md).",
+        ),
+    ] = None,
+    canary_key_header: Annotated[
+        str,
+        typer.Option(
+            "--canary-key-header",
+            help="Header (gRPC: metadata, lowercase) whose value keeps a caller on one side of --canary.",
+        ),
+    ] = "X-Dspyreg-Key",
     no_verify: NoVerifyOpt = False,
     require_signed: RequireSignedOpt = False,
     name: NameOpt = None,
@@ -216,6 +232,11 @@ def serve(
             target = ref or reg.production
             resolved = resolve_checked(reg, target, name, no_verify, require_signed=require_signed)
             location = reg.location
+            split = None
+            if canary is not None:
+                from .canary import parse_canary
+
+                split = parse_canary(canary, reg.config.environments, resolved.environment, canary_key_header)
         from .runtime.inference import check_lm_environment
         from .serve import ServeConfig, check_free
         from .serve import serve as run_server
@@ -237,6 +258,9 @@ def serve(
             body_timeout=body_timeout,
             max_connections=max_connections,
             header_timeout=header_timeout,
+            canary=split.environment if split else None,
+            canary_percent=split.percent if split else 0.0,
+            canary_key_header=canary_key_header,
         )
         following = (
             f"following {resolved.program}/{resolved.environment} every {poll_seconds:g} s"
@@ -244,6 +268,8 @@ def serve(
             else "fixed version"
         )
         grpc = f" and gRPC on {host}:{grpc_port}" if grpc_port is not None else ""
+        if split is not None:
+            following += f"; {split.percent:g}% of calls to {resolved.program}/{split.environment}"
         console_err().print(
             f"Serving {resolved.program} {resolved.version} on http://{host}:{port}{grpc} "
             f"({following}, {workers} worker(s))"

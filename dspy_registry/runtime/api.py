@@ -122,11 +122,13 @@ def create_app(
     limiter = anyio.CapacityLimiter(threads)
     app = FastAPI(title="dspyreg program API", version="1", docs_url="/docs", openapi_url="/openapi.json")
     open_paths = {"/health", "/ready"}
+    split_paths = {"/predict", "/predict/batch"}
 
     @app.middleware("http")
     async def guard_and_log(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
         started = time.perf_counter()
-        server = backend.current()
+        # a call to the program may go to a canary's version (one side per request, a batch included)
+        server = calls.serving(backend, request.headers.get) if request.url.path in split_paths else backend.current()
         request.state.server = server
         response: Any
         try:
@@ -165,7 +167,7 @@ def create_app(
         return answered.body
 
     def served(server: inference.PipelineServer, body: dict[str, Any]) -> Any:
-        return JSONResponse(body, headers={"X-Dspyreg-Version": server.version})
+        return JSONResponse(body, headers={"X-Dspyreg-Program": server.name, "X-Dspyreg-Version": server.version})
 
     @app.post("/predict", summary="Run the program on one input")
     async def predict(request: Request) -> Any:
@@ -218,12 +220,14 @@ def create_app(
         server = request.state.server
         if server is None:
             return failure_response(calls.not_ready(backend.status()))
-        return {
+        body = {
             "program": server.name,
             "version": server.version,
             "commit": server.commit,
             "environment": backend.environment,
         }
+        canary = getattr(backend, "canary_status", None)  # serving with --canary: the other side too
+        return body if canary is None else {**body, "canary": canary()}
 
     def openapi() -> dict[str, Any]:
         """OpenAPI with the loaded version's request and response schemas, so client generators see real types."""
