@@ -5,7 +5,7 @@ Two followers (serve.FollowingBackend), one per environment, each polling its ow
 a promote to OTHER_ENV swaps the canary side only, a promote to ENV the main side only. SplitBackend puts them
 behind the one Backend that both doors (REST and gRPC) serve, and `pick` chooses the side of each call:
 
-- with a key (the --canary-key-header header, or the same name in lowercase as gRPC metadata), sticky:
+- with a key (the --canary-header header, or the same name in lowercase as gRPC metadata), sticky:
   sha256(key) mod 10000 < PERCENT * 100 lands on the canary, so one caller stays on one side for a given PERCENT
   (and raising PERCENT only moves callers from main to canary, never back);
 - without a key, at random per call (DSPYREG_CANARY_SEED seeds it, to make a run reproducible).
@@ -29,18 +29,36 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import RegistryError
 
 if TYPE_CHECKING:
     from .runtime.inference import PipelineServer
-    from .serve import FollowingBackend
 
 log = logging.getLogger("dspyreg.serve")
 DEFAULT_KEY_HEADER = "X-Dspyreg-Key"
 SEED_ENV = "DSPYREG_CANARY_SEED"
 BUCKETS = 10_000  # a key's place on the split, in hundredths of a percent
+
+
+class Side(Protocol):
+    """One side of the split: serve.FollowingBackend, following one environment (handed in: this module does not
+    reach up to serve.py)."""
+
+    program: str
+    environment: str | None
+    prepare: Callable[[PipelineServer], None] | None
+
+    def current(self) -> PipelineServer | None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def holds_version(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +75,7 @@ def parse_canary(
     """`ENV=PERCENT` checked against the registry's environments and the one served (and the key's header name, one
     that HTTP and gRPC metadata both carry); RegistryError otherwise."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}", key_header) or key_header.lower().endswith("-bin"):
-        raise RegistryError(f"--canary-key-header {key_header!r}: expected a header name such as {DEFAULT_KEY_HEADER}")
+        raise RegistryError(f"--canary-header {key_header!r}: expected a header name such as {DEFAULT_KEY_HEADER}")
     env, sep, share = text.partition("=")
     env, share = env.strip(), share.strip()
     if not sep or not env or not share:
@@ -86,9 +104,7 @@ def in_canary(key: str, percent: float) -> bool:
 class SplitBackend:
     """The main side's follower and the canary's, served as one backend whose `pick` chooses a side per call."""
 
-    def __init__(
-        self, main: FollowingBackend, canary: FollowingBackend, percent: float, key_header: str = DEFAULT_KEY_HEADER
-    ) -> None:
+    def __init__(self, main: Side, canary: Side, percent: float, key_header: str = DEFAULT_KEY_HEADER) -> None:
         self.main, self.canary, self.percent, self.key_header = main, canary, percent, key_header
         self.program = main.program
         self.environment = main.environment

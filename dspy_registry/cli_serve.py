@@ -198,13 +198,13 @@ def serve(
             "--canary",
             metavar="ENV=PERCENT",
             help="Send PERCENT of the calls to the version another environment holds (e.g. staging=10), sticky per "
-            "caller with --canary-key-header; each side follows its own environment (docs/deployment.md).",
+            "caller with --canary-header; each side follows its own environment (docs/deployment.md).",
         ),
     ] = None,
     canary_key_header: Annotated[
         str,
         typer.Option(
-            "--canary-key-header",
+            "--canary-header",
             help="Header (gRPC: metadata, lowercase) whose value keeps a caller on one side of --canary.",
         ),
     ] = "X-Dspyreg-Key",

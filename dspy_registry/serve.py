@@ -8,6 +8,8 @@ one it has and says why in /ready and the log. Imported only by `dspyreg serve` 
 With `grpc_port`, the process also serves gRPC (grpc_api.py) over the same backend: one loaded version, one swap;
 a version whose messages do not compile is not swapped in. With several workers, each worker serves gRPC on the
 same port too (SO_REUSEPORT: the kernel spreads connections over them), as each serves HTTP.
+
+With `--canary ENV=PERCENT`, a second follower serves ENV's version to a share of the calls (canary.py).
 """
 
 from __future__ import annotations

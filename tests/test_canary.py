@@ -234,7 +234,7 @@ def test_bad_canary_values_are_one_line(split: Registry, value: str, says: str) 
 
 
 def test_a_bad_key_header_is_one_line(split: Registry) -> None:
-    args = ["serve", "--canary", "staging=10", "--canary-key-header", "x key", "--registry", split.location]
+    args = ["serve", "--canary", "staging=10", "--canary-header", "x key", "--registry", split.location]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
-    assert "--canary-key-header 'x key'" in result.stderr
+    assert "--canary-header 'x key'" in result.stderr

@@ -7,7 +7,7 @@ builds the same app over a backend that follows an environment and swaps version
     POST /predict/batch    {"inputs": [...]} -> {"results": [...]} on one version
     GET  /health           liveness (always open)
     GET  /ready            200 once a verified version is loaded, else 503
-    GET  /version          program, version, commit, environment
+    GET  /version          program, version, commit, environment (and the canary side, with --canary)
     GET  /docs             OpenAPI, with request and response schemas from the loaded version's signature
 
 The call itself (bearer check, validation, run, access-log line) is calls.py's, shared with gRPC; this module is
