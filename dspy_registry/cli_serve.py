@@ -199,6 +199,22 @@ def serve(
             help="Answer GET /metrics without the bearer token (for a Prometheus scrape); other paths still need it.",
         ),
     ] = False,
+    canary: Annotated[
+        Optional[str],
+        typer.Option(
+            "--canary",
+            metavar="ENV=PERCENT",
+            help="Send PERCENT of the calls to the version another environment holds (e.g. staging=10), sticky per "
+            "caller with --canary-header; each side follows its own environment (docs/deployment.md).",
+        ),
+    ] = None,
+    canary_key_header: Annotated[
+        str,
+        typer.Option(
+            "--canary-header",
+            help="Header (gRPC: metadata, lowercase) whose value keeps a caller on one side of --canary.",
+        ),
+    ] = "X-Dspyreg-Key",
     no_verify: NoVerifyOpt = False,
     require_signed: RequireSignedOpt = False,
     name: NameOpt = None,
@@ -225,6 +241,11 @@ def serve(
             # Nothing to serve when the policy refuses the first version: one line, exit 1 (the server logs drift).
             reg.check_drift(reg.materialize(resolved), resolved, report=lambda message: None)
             location = reg.location
+            split = None
+            if canary is not None:
+                from .canary import parse_canary
+
+                split = parse_canary(canary, reg.config.environments, resolved.environment, canary_key_header)
         from .runtime.inference import check_lm_environment
         from .serve import ServeConfig, check_free
         from .serve import serve as run_server
@@ -247,6 +268,9 @@ def serve(
             max_connections=max_connections,
             header_timeout=header_timeout,
             metrics_public=metrics_public,
+            canary=split.environment if split else None,
+            canary_percent=split.percent if split else 0.0,
+            canary_key_header=canary_key_header,
         )
         following = (
             f"following {resolved.program}/{resolved.environment} every {poll_seconds:g} s"
@@ -254,6 +278,8 @@ def serve(
             else "fixed version"
         )
         grpc = f" and gRPC on {host}:{grpc_port}" if grpc_port is not None else ""
+        if split is not None:
+            following += f"; {split.percent:g}% of calls to {resolved.program}/{split.environment}"
         console_err().print(
             f"Serving {resolved.program} {resolved.version} on http://{host}:{port}{grpc} "
             f"({following}, {workers} worker(s))"

@@ -225,7 +225,8 @@ class GrpcServer:
         """One call: the version current on arrival serves it all; a CallFailure becomes its status, anything else
         INTERNAL without a traceback; one access-log line either way."""
         started = time.perf_counter()
-        server = self.backend.current()
+        key_of = dict(context.invocation_metadata() or ()).get  # gRPC metadata keys are lowercase
+        server = calls.serving(self.backend, lambda header: key_of(header.lower()))
         code, detail = grpc.StatusCode.OK, ""
         kind: str | None = None
         try:

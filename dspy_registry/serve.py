@@ -8,6 +8,8 @@ one it has and says why in /ready and the log. Imported only by `dspyreg serve` 
 With `grpc_port`, the process also serves gRPC (grpc_api.py) over the same backend: one loaded version, one swap;
 a version whose messages do not compile is not swapped in. With several workers, each worker serves gRPC on the
 same port too (SO_REUSEPORT: the kernel spreads connections over them), as each serves HTTP.
+
+With `--canary ENV=PERCENT`, a second follower serves ENV's version to a share of the calls (canary.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .canary import DEFAULT_KEY_HEADER, SplitBackend
 from .errors import RegistryError
 from .gitstore import GitStore, is_url
 from .refs import tag_ref
@@ -61,18 +64,23 @@ class ServeConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # HTTP connections per process
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     metrics_public: bool = False  # /metrics without the bearer token (a Prometheus scrape usually has none)
+    canary: str | None = None  # --canary: the environment whose version answers canary_percent of the calls
+    canary_percent: float = 0.0
+    canary_key_header: str = DEFAULT_KEY_HEADER
 
 
 class FollowingBackend:
     """Serves `ref`; when `ref` is an environment, follows its tag and swaps to each new verified version."""
 
-    def __init__(self, config: ServeConfig) -> None:
+    def __init__(self, config: ServeConfig, *, follows: tuple[str, str | None] | None = None) -> None:
+        """`follows` (program, environment): follow that environment even while it holds no version (a canary)."""
         self.config = config
         with Registry.open(config.registry) as reg:
-            first = reg.resolve(config.ref, config.name)
+            if follows is None:
+                first = reg.resolve(config.ref, config.name)
+                follows = (first.program, first.environment)
             location = reg.location
-        self.program = first.program
-        self.environment = first.environment
+        self.program, self.environment = follows
         self._probe = GitStore.cache_of(location, cache_dir()) if is_url(location) else GitStore.open(Path(location))
         self._server: PipelineServer | None = None
         self._seen: str | None = None  # the tag value (or version) last acted on
@@ -156,6 +164,10 @@ class FollowingBackend:
         log.warning(json.dumps({**swapped, **({"yanked": yanked} if yanked is not None else {})}))
         return True
 
+    def holds_version(self) -> bool:
+        """Whether the target names a version now (an environment tag may not exist yet)."""
+        return self._marker() != ""
+
     def _marker(self) -> str:
         """What identifies the target now: the environment tag's value (one cheap ref read, or one `git ls-remote`
         for a remote registry), or the fixed ref itself."""
@@ -180,7 +192,12 @@ def build_app(config: ServeConfig) -> Any:
     """The app for one process: a backend that loads its first version in the background, so /ready starts at 503."""
     configure_access_log()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    backend = FollowingBackend(config)
+    main = FollowingBackend(config)
+    backend: FollowingBackend | SplitBackend = main
+    if config.canary is not None:  # a second follower, for the canary's environment (canary.py)
+        side = replace(config, ref=config.canary, name=main.program)
+        canary = FollowingBackend(side, follows=(main.program, config.canary))
+        backend = SplitBackend(main, canary, config.canary_percent, config.canary_key_header)
     grpc_server = None
     if config.grpc_port is not None:
         from .grpc_api import GrpcServer

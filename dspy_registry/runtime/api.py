@@ -7,7 +7,7 @@ builds the same app over a backend that follows an environment and swaps version
     POST /predict/batch    {"inputs": [...]} -> {"results": [...]} on one version
     GET  /health           liveness (always open)
     GET  /ready            200 once a verified version is loaded, else 503
-    GET  /version          program, version, commit, environment
+    GET  /version          program, version, commit, environment (and the canary side, with --canary)
     GET  /metrics          Prometheus text: requests, errors, latency, LM tokens and cost per program and version
     GET  /docs             OpenAPI, with request and response schemas from the loaded version's signature
 
@@ -132,11 +132,13 @@ def create_app(
     if no_tracing is not None:
         logging.getLogger("dspyreg.telemetry").warning(no_tracing)
     program = str(getattr(backend, "program", ""))  # what a call that found no loaded version is counted under
+    split_paths = {"/predict", "/predict/batch"}
 
     @app.middleware("http")
     async def guard_and_log(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
         started = time.perf_counter()
-        server = backend.current()
+        # a call to the program may go to a canary's version (one side per request, a batch included)
+        server = calls.serving(backend, request.headers.get) if request.url.path in split_paths else backend.current()
         request.state.server = server
         response: Any
         kind: str | None = None
@@ -179,7 +181,7 @@ def create_app(
         return answered.body
 
     def served(server: inference.PipelineServer, body: dict[str, Any]) -> Any:
-        return JSONResponse(body, headers={"X-Dspyreg-Version": server.version})
+        return JSONResponse(body, headers={"X-Dspyreg-Program": server.name, "X-Dspyreg-Version": server.version})
 
     @app.post("/predict", summary="Run the program on one input")
     async def predict(request: Request) -> Any:
@@ -243,12 +245,14 @@ def create_app(
         server = request.state.server
         if server is None:
             return failure_response(calls.not_ready(backend.status()))
-        return {
+        body = {
             "program": server.name,
             "version": server.version,
             "commit": server.commit,
             "environment": backend.environment,
         }
+        canary = getattr(backend, "canary_status", None)  # serving with --canary: the other side too
+        return body if canary is None else {**body, "canary": canary()}
 
     def openapi() -> dict[str, Any]:
         """OpenAPI with the loaded version's request and response schemas, so client generators see real types."""

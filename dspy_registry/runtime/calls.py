@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -188,6 +188,17 @@ def run(server: PipelineServer, inputs: dict[str, Any], *, door: str = telemetry
     return Answer(checked, result.usage)
 
 
+def serving(backend: Any, header: Callable[[str], Any]) -> PipelineServer | None:
+    """The version that answers a call: the backend's current one or, for a backend that splits the calls between
+    two versions (dspyreg's canary.py, with `pick` and `key_header`), the side it picks for the caller's key, read
+    with `header` (a door's lookup of an HTTP header or gRPC metadata by name)."""
+    pick = getattr(backend, "pick", None)
+    if pick is None:
+        return backend.current()  # type: ignore[no-any-return]
+    key = header(backend.key_header)
+    return pick(key if isinstance(key, str) else None)  # type: ignore[no-any-return]
+
+
 def not_ready(status: Mapping[str, Any]) -> CallFailure:
     """No version to answer with; the readiness status says why."""
     problem = status.get("not_swapped_in")
@@ -211,6 +222,7 @@ def log_call(method: str, path: str, outcome: Mapping[str, Any], started: float,
                 "path": path,
                 **outcome,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                "program": server.name if server is not None else None,
                 "version": server.version if server is not None else None,
             }
         )
