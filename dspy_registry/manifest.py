@@ -10,6 +10,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from .errors import RegistryError
+from .lineage import Lineage
 from .refs import DEFAULT_ENVIRONMENTS, ROLLBACK_ENV, check_environment
 from .signing import SigningConfig
 
@@ -50,6 +51,8 @@ class Manifest:
     # `metadata.dependency_versions` of the published state: the DSPy and Python that saved it (the optimizer's
     # machine), beside [runtime], the publisher's. Additive: a schema_version 1 manifest without it reads as empty.
     saved_with: Mapping[str, str] = field(default_factory=dict)
+    # What produced the version (lineage.py). Additive like saved_with: absent reads as empty.
+    lineage: Lineage = field(default_factory=Lineage)
 
     def dumps(self) -> str:
         doc = tomlkit.document()
@@ -65,6 +68,8 @@ class Manifest:
         if self.saved_with:
             doc["saved_with"] = _table(dict(self.saved_with))
         doc["lm"] = _table(dict(self.lm))
+        if not self.lineage.is_empty:
+            doc["lineage"] = self.lineage.to_toml()
         doc["files"] = _table(dict(sorted(self.files.items())))
         return tomlkit.dumps(doc)
 
@@ -91,6 +96,7 @@ class Manifest:
                 files=dict(data.get("files", {})),
                 schema_version=version,
                 saved_with=_strings(data.get("saved_with", {}), f"{where}: [saved_with]"),
+                lineage=_lineage(data.get("lineage", {}), where),
             )
         except BadManifest:
             raise
@@ -125,6 +131,13 @@ def _check_manifest_types(data: Mapping[str, Any], where: str) -> None:
         for key, value in values.items():
             if isinstance(value, bool) or not isinstance(value, kinds):
                 raise BadManifest(f"{where}: [{table}] {key} has the wrong type: {value!r}")
+
+
+def _lineage(table: Any, where: str) -> Lineage:
+    try:
+        return Lineage.from_toml(table, where)
+    except ValueError as err:
+        raise BadManifest(str(err)) from None
 
 
 def _strings(table: Any, where: str) -> dict[str, str]:

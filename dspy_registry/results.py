@@ -182,6 +182,7 @@ class VersionDetail:
             "runtime": dict(m.runtime),
             "saved_with": dict(m.saved_with),
             "lm": dict(m.lm),
+            "lineage": m.lineage.to_json(),
             "files": dict(m.files),
         }
         base = self.info.to_json()

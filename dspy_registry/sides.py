@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidName
 from .refs import parse_ref
-from .state import mask_lm_state
+from .state import mask_credentials, mask_lm_state
 
 if TYPE_CHECKING:
     from .diff import Diff, PredictorView, ProgramView
@@ -100,6 +100,7 @@ def _manifest_metadata(m: Manifest) -> dict[str, Any]:
     meta |= {f"runtime.{k}": v for k, v in m.runtime.items()}
     meta |= {f"saved_with.{k}": v for k, v in m.saved_with.items()}
     meta |= {f"lm.{k}": v for k, v in mask_lm_state(m.lm).items()}  # a forged [lm] never prints its secrets
+    meta |= mask_credentials(m.lineage.flat())  # nor forged optimizer arguments theirs
     return {k: v for k, v in meta.items() if v is not None}
 
 
