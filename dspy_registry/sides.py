@@ -100,7 +100,9 @@ def _manifest_metadata(m: Manifest) -> dict[str, Any]:
     meta |= {f"runtime.{k}": v for k, v in m.runtime.items()}
     meta |= {f"saved_with.{k}": v for k, v in m.saved_with.items()}
     meta |= {f"lm.{k}": v for k, v in mask_lm_state(m.lm).items()}  # a forged [lm] never prints its secrets
-    meta |= mask_credentials(m.lineage.flat())  # nor forged optimizer arguments theirs
+    # Nor forged optimizer arguments theirs. The host's versions that [runtime] holds too are compared there.
+    host = {f"lineage.host.{k}" for k, v in m.lineage.host.items() if m.runtime.get(k) == v}
+    meta |= mask_credentials({k: v for k, v in m.lineage.flat().items() if k not in host})
     return {k: v for k, v in meta.items() if v is not None}
 
 
