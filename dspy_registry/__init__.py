@@ -12,7 +12,7 @@ from .version import __version__ as __version__
 
 TYPE_CHECKING = False  # not typing's: importing typing here would delay the CLI's Ctrl-C handler (entry.py)
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
     from pathlib import Path
     from typing import Any
 
@@ -54,7 +54,7 @@ def publish(
     version: str,
     registry: str | Path | None = None,
     state: Mapping[str, Any] | None = None,
-    optimizer: str | None = None,
+    optimizer: Any = None,
     trainset_size: int | None = None,
     dev_score: float | None = None,
     notes: str = "",
@@ -63,6 +63,8 @@ def publish(
     record_example: bool = False,
     sign: bool | None = None,
     allow_unrendered_demos: bool = False,
+    trainset: Iterable[Any] | None = None,
+    devset: Iterable[Any] | None = None,
 ) -> PublishResult:
     """Publish a live (optimized) program as `name` `version`; its class's source file becomes the bundle's code/
     (a class defined in a notebook cell or the running script is captured with what it uses there, notebook.py).
@@ -74,11 +76,19 @@ def publish(
     `sign` signs the version tag with git's user.signingkey (SSH keys; default: registry.toml's `[signing] sign`, or
     git's tag.gpgSign). Demos that DSPy would not render (their keys do not match the signature's fields) are
     refused, unless `allow_unrendered_demos` publishes them with a warning.
+
+    Lineage (the manifest's [lineage]): `trainset` and `devset` (lists of dspy.Example or dicts) are recorded by
+    content hash and size (the trainset's size is `trainset_size`); `optimizer` may be the optimizer object itself
+    (e.g. a dspy.BootstrapFewShot), whose class and plain constructor arguments are recorded, secrets, metric and
+    LMs left out (an LM by its model name). The program's git commit and the host's versions are recorded as well.
     """
     from .bundle import current_state
+    from .provenance import dataset_digest
     from .publishing import publish_inputs
     from .registry import Registry
 
+    trainset_digest = dataset_digest(trainset, "trainset") if trainset is not None else None
+    devset_digest = dataset_digest(devset, "devset") if devset is not None else None
     no_lm = "record_example needs an LM: pass lm=dspy.LM(...) or dspy.configure(lm=...) first"
     inputs = publish_inputs(program, lm=lm, record_example=record_example, no_lm=no_lm)
     with Registry.open(registry) as reg:
@@ -96,6 +106,8 @@ def publish(
             record_with=inputs.recorder,
             sign=sign,
             allow_unrendered_demos=allow_unrendered_demos,
+            trainset=trainset_digest,
+            devset=devset_digest,
         )
 
 

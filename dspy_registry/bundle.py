@@ -16,12 +16,13 @@ import platform
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BadProgramSpec, BadState, RegistryError
 from .interface import example_input, example_output, interface_inputs, interface_outputs
+from .lineage import Lineage
 from .manifest import Manifest, Optimization, ProgramInfo
 from .prompts import program_prompts as program_prompts  # re-exported: registry.py reads prompts from here
 from .prompts import render_prompt, unrendered_demos
@@ -65,6 +66,7 @@ class ProgramSource:
     program: dspy.Module
     code: Mapping[str, bytes]
     entrypoint: str
+    path: Path | None = None  # the source file (or package folder) on disk, for [lineage.code]; None when unknown
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +83,7 @@ class PublishMeta:
     metrics: Mapping[str, float] | None = None
     record_with: Any = None  # a dspy LM: run the program once on the example input and record what it said
     allow_unrendered_demos: bool = False  # publish demos DSPy would not render (with a warning) instead of refusing
+    lineage: Lineage = field(default_factory=Lineage)  # what produced the version (provenance.py gathers it)
 
 
 @dataclass(frozen=True)
@@ -150,9 +153,10 @@ def import_program(spec: str) -> ProgramSource:
 
     module, attr, path = import_target(spec, "program spec", BadProgramSpec)
     if path is not None:
-        code, entrypoint = {path.name: path.read_bytes()}, f"{path.stem}:{attr}"
+        code, entrypoint, origin = {path.name: path.read_bytes()}, f"{path.stem}:{attr}", path
     else:
         code, entrypoint = _module_code(module), f"{spec.rpartition(':')[0]}:{attr}"
+        origin = _module_root(module)
     _check_attribute(module, attr, spec, spec.rpartition(":")[0])
     try:
         program = instantiate(module, attr, f"program spec {spec!r}")
@@ -164,7 +168,7 @@ def import_program(spec: str) -> ProgramSource:
             f"program spec {spec!r}: calling {attr}() from {spec.rpartition(':')[0]} failed: "
             f"{type(cause).__name__}: {_first_line(cause)}"
         ) from None
-    return ProgramSource(program, code, entrypoint)
+    return ProgramSource(program, code, entrypoint, origin)
 
 
 def _check_attribute(module: Any, attr: str, spec: str, where: str) -> None:
@@ -188,6 +192,17 @@ def _check_attribute(module: Any, attr: str, spec: str, where: str) -> None:
             f"program spec {spec!r}: {attr} in {where} is a dspy.Signature, not a program: name the dspy.Module "
             f"that uses it (one whose __init__ makes e.g. dspy.Predict({attr}))"
         )
+
+
+def _module_root(module: Any) -> Path:
+    """What _module_code bundles: the module's file, or its top package's folder."""
+    file = Path(module.__file__)
+    if not (module.__package__ or "").split(".")[0]:
+        return file
+    root = file.parent
+    for _ in range(module.__name__.count(".") - 1):
+        root = root.parent
+    return root
 
 
 def _module_code(module: Any) -> dict[str, bytes]:
@@ -376,6 +391,7 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
         files={path: hashlib.sha256(data).hexdigest() for path, data in files.items()},
         saved_with=saved,
         tokens=tokens,
+        lineage=meta.lineage,
     )
     files[MANIFEST_TOML] = manifest.dumps().encode()
     return Bundle(files, manifest, tuple(warnings))

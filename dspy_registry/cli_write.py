@@ -83,6 +83,17 @@ def publish(
     trainset_size: Annotated[
         Optional[int], typer.Option("--trainset-size", help="Number of training examples.")
     ] = None,
+    trainset: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--trainset",
+            help="The training examples (JSON lines): their content hash and count go to the manifest's [lineage].",
+        ),
+    ] = None,
+    devset: Annotated[
+        Optional[Path],
+        typer.Option("--devset", help="The dev examples (JSON lines): content hash and count, in [lineage]."),
+    ] = None,
     notes: Annotated[str, typer.Option("--notes", help="Free text kept in the manifest and tag.")] = "",
     lm: Annotated[
         Optional[str], typer.Option("--lm", help="LM model the version is meant for, e.g. openai/gpt-4o-mini.")
@@ -110,6 +121,7 @@ def publish(
 ) -> None:
     """Publish an optimized program state as a new immutable version."""
     with funnel(traceback):
+        from .provenance import dataset_file_digest
         from .publishing import publish_inputs
         from .state import read_state_file
 
@@ -117,6 +129,8 @@ def publish(
         with open_registry(registry) as reg:
             # Cheap checks first: a bad state or version fails before the program is imported.
             state_dict = read_state_file(state)
+            trainset_digest = dataset_file_digest(trainset, "--trainset") if trainset is not None else None
+            devset_digest = dataset_file_digest(devset, "--devset") if devset is not None else None
             reg.check_new_version(name, version)
             no_lm = "--record-example needs an LM: pass --lm MODEL or set DSPYREG_LM_MODEL"
             inputs = publish_inputs(program_spec, lm=lm, record_example=record_example, no_lm=no_lm)
@@ -134,6 +148,8 @@ def publish(
                 record_with=inputs.recorder,
                 sign=sign,
                 allow_unrendered_demos=allow_unrendered_demos,
+                trainset=trainset_digest,
+                devset=devset_digest,
             )
         for warning in result.warnings:
             console_err().print(f"[yellow]warning:[/yellow] {one_line(warning)}")

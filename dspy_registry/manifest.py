@@ -10,6 +10,7 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from .errors import RegistryError
+from .lineage import Lineage
 from .refs import DEFAULT_ENVIRONMENTS, ROLLBACK_ENV, check_environment
 from .runtime.drift import PACKAGES, POLICIES
 from .signing import SigningConfig
@@ -54,6 +55,8 @@ class Manifest:
     saved_with: Mapping[str, str] = field(default_factory=dict)
     # Prompt tokens and list-price cost measured at publish (tokens.py). Additive: None for older versions.
     tokens: TokenFigures | None = None
+    # What produced the version (lineage.py). Additive like saved_with: absent reads as empty.
+    lineage: Lineage = field(default_factory=Lineage)
 
     def dumps(self) -> str:
         doc = tomlkit.document()
@@ -69,6 +72,8 @@ class Manifest:
         if self.saved_with:
             doc["saved_with"] = _table(dict(self.saved_with))
         doc["lm"] = _table(dict(self.lm))
+        if not self.lineage.is_empty:
+            doc["lineage"] = self.lineage.to_toml()
         doc["files"] = _table(dict(sorted(self.files.items())))
         if self.tokens is not None:
             figures = self.tokens.to_table()
@@ -104,6 +109,7 @@ class Manifest:
                 schema_version=version,
                 saved_with=_strings(data.get("saved_with", {}), f"{where}: [saved_with]"),
                 tokens=_tokens(data.get("tokens"), where),
+                lineage=_lineage(data.get("lineage", {}), where),
             )
         except BadManifest:
             raise
@@ -145,6 +151,13 @@ def _tokens(table: Any, where: str) -> TokenFigures | None:
         return None
     try:
         return TokenFigures.from_table(table, where)
+    except ValueError as err:
+        raise BadManifest(str(err)) from None
+
+
+def _lineage(table: Any, where: str) -> Lineage:
+    try:
+        return Lineage.from_toml(table, where)
     except ValueError as err:
         raise BadManifest(str(err)) from None
 

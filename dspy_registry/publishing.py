@@ -61,7 +61,7 @@ def live_source(program: Any) -> ProgramSource:
         raise RegistryError(f"cannot find the source file of {cls.__qualname__}: define it in a .py file")
     path = Path(source_file)
     # A copy: publishing checks the state by loading it, which must not touch the caller's program (or its LMs).
-    return ProgramSource(program.deepcopy(), {path.name: path.read_bytes()}, f"{path.stem}:{cls.__qualname__}")
+    return ProgramSource(program.deepcopy(), {path.name: path.read_bytes()}, f"{path.stem}:{cls.__qualname__}", path)
 
 
 def main_source(program: Any) -> ProgramSource:

@@ -59,7 +59,8 @@ def read_jsonl(path: Path, *, inputs: list[str], required: list[str]) -> Rows:
         except RecursionError:
             raise BadData(f"{path}:{number}: JSON nested too deeply") from None
         if not isinstance(value, dict):
-            raise BadData(f"{path}:{number}: expected a JSON object with the inputs {', '.join(inputs)}")
+            wanted = f" with the inputs {', '.join(inputs)}" if inputs else ""
+            raise BadData(f"{path}:{number}: expected a JSON object{wanted}")
         missing = [name for name in required if name not in value]
         if missing:
             raise BadData(f"{path}:{number}: lacks the input field {', '.join(missing)}")

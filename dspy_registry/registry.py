@@ -32,6 +32,7 @@ from .export import bundle_json
 from .git_setup import GitSetupResult, set_up
 from .gitstore import BundleEntry, GitStore, utc_now
 from .hints import cache_dir
+from .lineage import Lineage
 from .manifest import Manifest, RegistryConfig
 from .opening import init_store, open_store
 from .publishing import check_metadata, write_version
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
     from .example_compare import ExampleComparison
     from .export import ExportResult
     from .k8s import K8sOptions
+    from .lineage import DatasetDigest
     from .rendered import RenderedDiff
     from .verify import Problem
 
@@ -331,7 +333,7 @@ class Registry:
         *,
         name: str,
         version: str,
-        optimizer: str | None = None,
+        optimizer: Any = None,
         trainset_size: int | None = None,
         dev_score: float | None = None,
         notes: str = "",
@@ -341,11 +343,18 @@ class Registry:
         record_with: Any = None,
         sign: bool | None = None,
         allow_unrendered_demos: bool = False,
+        trainset: DatasetDigest | None = None,
+        devset: DatasetDigest | None = None,
     ) -> PublishResult:
+        """`optimizer` is a name, or the optimizer object whose class and plain arguments go to [lineage]."""
         from .bundle import PublishMeta, build_bundle
+        from .provenance import checked_trainset_size, code_lineage, host_versions, optimizer_lineage
 
         version = self.check_new_version(name, version)
         signer = self._signer(sign)
+        optimizer, optimizer_record, lineage_warnings = optimizer_lineage(optimizer)
+        trainset_size = checked_trainset_size(trainset, trainset_size)
+        lineage = Lineage(trainset, devset, optimizer_record, code_lineage(source.path), host_versions())
         check_metadata(dev_score=dev_score, trainset_size=trainset_size, notes=notes, optimizer=optimizer, lm=lm)
         who, now = self.store.identity(), utc_now()
         created = now.isoformat().replace("+00:00", "Z")
@@ -362,9 +371,11 @@ class Registry:
             metrics=metrics,
             record_with=record_with,
             allow_unrendered_demos=allow_unrendered_demos,
+            lineage=lineage,
         )
         bundle = build_bundle(source, state, meta, origin=origin)
-        warnings = bundle.warnings + self._interface_warnings(name, version, source.entrypoint, bundle.files)
+        interface = self._interface_warnings(name, version, source.entrypoint, bundle.files)
+        warnings = (*lineage_warnings, *bundle.warnings, *interface)
         commit = write_version(self.store, meta, bundle.files, who=who, now=now, signer=signer)
         return PublishResult(name, version, commit, tuple(sorted(bundle.files)), warnings)
 

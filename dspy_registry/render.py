@@ -4,7 +4,7 @@ promote/rollback and export, and the progress bar of eval/bench. The diff's view
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .export import ExportResult
+from .lineage import Lineage, describe
 from .refs import UNSET
 from .results import JournalEntry, MoveResult, PublishResult, VersionDetail, VersionInfo
 from .tokens import figures_lines
@@ -148,6 +149,25 @@ def _cut(line: Text, width: int) -> Text:
     return line
 
 
+def lineage_rows(lineage: Lineage, runtime: Mapping[str, str]) -> list[tuple[str, str]]:
+    """`show`'s rows for [lineage]; optimizer arguments masked as diff masks them (a forged manifest may hold a key).
+    The host's versions only when they differ from [runtime], which the row above prints (dspyreg writes the same)."""
+    import json
+
+    from .state import mask_credentials
+
+    rows = [(key.removeprefix("lineage."), describe(key, value) or "") for key, value in lineage.flat().items()]
+    rows = [(label, text) for label, text in rows if text]  # the datasets and the code
+    if lineage.optimizer is not None:
+        args = mask_credentials(dict(lineage.optimizer.args))
+        shown = ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in args.items())
+        rows.append(("optimizer class", lineage.optimizer.name))
+        rows.append(("optimizer args", shown or "-"))
+    if any(runtime.get(k) != v for k, v in lineage.host.items()):
+        rows.append(("published on", ", ".join(f"{k} {v}" for k, v in lineage.host.items())))
+    return rows
+
+
 def detail_view(d: VersionDetail) -> Group:
     info, m = d.info, d.manifest
     head = Table.grid(padding=(0, 2))
@@ -169,6 +189,7 @@ def detail_view(d: VersionDetail) -> Group:
         ("lm", ", ".join(f"{k}={v}" for k, v in m.lm.items()) or "-"),
     ]
     rows += [(f"metric {k}", str(v)) for k, v in m.optimization.metrics.items()]
+    rows += lineage_rows(m.lineage, m.runtime)
     if m.program.notes:
         rows.append(("notes", Text(m.program.notes)))
     for key, value in rows:

@@ -27,6 +27,7 @@ from .diff import (
     with_context,
 )
 from .interface_diff import InterfaceChanges
+from .lineage import describe
 from .render import add_row, shorten
 from .rendered import MessageChange, RenderedDiff
 from .tokens import NOT_RECORDED, TOKENIZERS_DIFFER, TokenDelta, cost_text, delta_lines, signed
@@ -215,13 +216,19 @@ def diff_view(diff: Diff, *, plain: bool = False) -> Group:
         for column in ("key", "before", "after"):
             table.add_column(column, overflow="fold")
         for key, c in diff.metadata.items():
-            add_row(table, key, Text(_value(c.before), style="red"), Text(_value(c.after), style="green"))
+            before, after = _meta_value(key, c.before), _meta_value(key, c.after)
+            add_row(table, key, Text(before, style="red"), Text(after, style="green"))
         parts.append(table)
     return Group(*parts)
 
 
 def _value(value: Any) -> str:
     return "-" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+
+def _meta_value(key: str, value: Any) -> str:
+    """A metadata value; a dataset or code of [lineage] as `240 examples (sha256 3c4d5e6f7a8b)`, `def456 (dirty)`."""
+    return describe(key, value) or _value(value)
 
 
 # -- diff as markdown (pull-request comments) -------------------------------------------------------------------------
@@ -311,7 +318,8 @@ def diff_markdown(diff: Diff) -> str:
     if diff.metadata:
         lines += ["#### Metadata", "", "| key | before | after |", "| --- | --- | --- |"]
         lines += [
-            f"| {k} | {_md_Text(_value(c.before))} | {_md_Text(_value(c.after))} |" for k, c in diff.metadata.items()
+            f"| {k} | {_md_Text(_meta_value(k, c.before))} | {_md_Text(_meta_value(k, c.after))} |"
+            for k, c in diff.metadata.items()
         ]
         lines.append("")
     return "\n".join(lines)

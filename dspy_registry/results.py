@@ -218,6 +218,7 @@ class VersionDetail:
             "runtime": dict(m.runtime),
             "saved_with": dict(m.saved_with),
             "lm": dict(m.lm),
+            "lineage": m.lineage.to_json(),
             "files": dict(m.files),
             "tokens": m.tokens.to_json() if m.tokens else None,
         }

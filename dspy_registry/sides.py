@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidName
 from .refs import parse_ref
-from .state import mask_lm_state
+from .state import mask_credentials, mask_lm_state
 
 if TYPE_CHECKING:
     from .diff import Diff, PredictorView, ProgramView
@@ -125,6 +125,9 @@ def _manifest_metadata(m: Manifest) -> dict[str, Any]:
     meta |= {f"runtime.{k}": v for k, v in m.runtime.items()}
     meta |= {f"saved_with.{k}": v for k, v in m.saved_with.items()}
     meta |= {f"lm.{k}": v for k, v in mask_lm_state(m.lm).items()}  # a forged [lm] never prints its secrets
+    # Nor forged optimizer arguments theirs. The host's versions that [runtime] holds too are compared there.
+    host = {f"lineage.host.{k}" for k, v in m.lineage.host.items() if m.runtime.get(k) == v}
+    meta |= mask_credentials({k: v for k, v in m.lineage.flat().items() if k not in host})
     return {k: v for k, v in meta.items() if v is not None}
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .errors import RegistryError, UnsafeTree
 from .journal import journal_version, payload_version, tag_payload
 from .manifest import BadManifest, Manifest
+from .provenance import args_findings
 from .refs import JOURNAL_REF, MAIN_REF, ROLLBACK_ENV, UNSET, tag_ref
 from .rendered import RENDERED_JSON, rendered_problem
 from .runtime.inference import EntrypointError, entrypoint_module
@@ -169,6 +170,8 @@ def _secret_problems(where: str, state: dict[str, Any], prompts: bytes | None, m
             document = json.loads(prompts)
             found += [("prompts.json", f) for f in secret_findings(document)] if isinstance(document, dict) else []
     found += [("manifest.toml", f) for f in lm_findings(manifest.lm, "[lm]")]
+    if manifest.lineage.optimizer is not None:
+        found += [("manifest.toml", f) for f in args_findings(manifest.lineage.optimizer.args)]
     return [
         Problem(
             f"{where}:{file}",
