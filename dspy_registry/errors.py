@@ -80,3 +80,16 @@ class LockedRef(RegistryError):
 class CorruptRecord(RegistryError):
     """A record or bundle file dspyreg reads back from git (journal, quality record, prompts.json...) is not in the
     shape dspyreg writes: someone committed it by hand."""
+
+
+class RemoteUnreachable(RegistryError):
+    """A remote registry could not be reached (git host down, network cut): `detail` is git's last line. Loads and
+    servers may then fall back to the last version they verified (last_good.py)."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        self.detail = detail
+        super().__init__(message)
+
+
+class RegistryUnreachableWarning(UserWarning):
+    """`load` used the last version it verified because the remote registry could not be reached."""

@@ -669,9 +669,12 @@ class Registry:
     ) -> dspy.Module:
         """The program of `ref`, built from its bundled code and JSON state (never pickle), ready to call;
         `require_signed` refuses it unless its tags are signed by keys registry.toml allows."""
+        return self.build(self.checked(ref, name, verify=verify, require_signed=require_signed))
+
+    def build(self, resolved: Resolved) -> dspy.Module:
+        """The program of `resolved` (checked by the caller), from its bundled code and JSON state, ready to call."""
         from .runtime.inference import load_program
 
-        resolved = self.checked(ref, name, verify=verify, require_signed=require_signed)
         folder = self.materialize(resolved)
         entrypoint = json.loads((folder / "config.json").read_text())["pipeline"]["entrypoint"]
         try:
