@@ -21,8 +21,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import RegistryError
+from .errors import RegistryError, RemoteUnreachable
+from .gitremote import hide_userinfo
 from .gitstore import GitStore, is_url
+from .last_good import fallback, record
 from .refs import tag_ref
 from .registry import Registry, Resolved, cache_dir
 from .runtime.api import DEFAULT_MAX_BODY, DEFAULT_THREADS, configure_access_log, create_app, uvicorn_options
@@ -64,9 +66,14 @@ class FollowingBackend:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        with Registry.open(config.registry) as reg:
-            first = reg.resolve(config.ref, config.name)
-            location = reg.location
+        try:
+            with Registry.open(config.registry) as reg:
+                first = reg.resolve(config.ref, config.name)
+                location = reg.location
+        except RemoteUnreachable as err:  # the git host is down: start from the version last verified here
+            used = fallback(config.registry, config.ref, config.name, require_signed=config.require_signed, cause=err)
+            used.registry.close()
+            first, location = used.resolved, config.registry
         self.program = first.program
         self.environment = first.environment
         self._probe = GitStore.cache_of(location, cache_dir()) if is_url(location) else GitStore.open(Path(location))
@@ -76,6 +83,7 @@ class FollowingBackend:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage: str | None = None  # while the remote is unreachable: the one line logged when it went
         # Run on each loaded version before it is swapped in (e.g. compile its gRPC messages); raising refuses it.
         self.prepare: Callable[[PipelineServer], None] | None = None
 
@@ -95,6 +103,8 @@ class FollowingBackend:
         }
         if self._problem is not None:
             body["not_swapped_in"] = self._problem
+        if self._outage is not None:
+            body["registry_unreachable"] = self._outage
         if problem is not None:
             body["reason"] = problem
         return body
@@ -111,6 +121,9 @@ class FollowingBackend:
         while not self._stop.is_set():
             try:
                 self.refresh()
+                self._reachable()
+            except RemoteUnreachable as err:  # keep serving; one log line per outage, not per poll
+                self._unreachable(err)
             except Exception as err:  # a registry hiccup must not kill the follower
                 log.warning(json.dumps({"event": "poll_failed", "error": f"{type(err).__name__}: {err}"}))
             if self.environment is None and self._server is not None:
@@ -137,6 +150,11 @@ class FollowingBackend:
                     server = PipelineServer(reg.materialize(resolved))
                 if self.prepare is not None:
                     self.prepare(server)
+                if self.config.verify:
+                    record(reg, self.config.ref, resolved)  # the fallback of a later outage (last_good.py)
+            except RemoteUnreachable:
+                self._seen = None  # not a refusal of this version: look again at the next poll
+                raise
             except Exception as err:
                 self._refuse(marker, err)
                 return False
@@ -145,6 +163,43 @@ class FollowingBackend:
         self._problem = None
         log.warning(json.dumps({"event": "swapped", "from": previous.version if previous else None, **_what(resolved)}))
         return True
+
+    def _unreachable(self, err: RemoteUnreachable) -> None:
+        """The remote cannot be reached: keep what is served, or (nothing served yet) serve the version last
+        verified here; say so once per outage."""
+        where = hide_userinfo(self.config.registry)
+        with self._lock:
+            if self._server is None:
+                try:
+                    used = fallback(
+                        self.config.registry,
+                        self.config.ref,
+                        self.config.name,
+                        require_signed=self.config.require_signed,
+                        cause=err,
+                    )
+                    with used.registry as reg:
+                        server = PipelineServer(reg.materialize(used.resolved))
+                    if self.prepare is not None:
+                        self.prepare(server)
+                    self._server, message = server, used.message
+                except Exception as refused:
+                    message = f"{type(refused).__name__}: {' '.join(str(refused).split())[:500]}"
+            else:
+                served = self._server
+                message = (
+                    f"registry {where} unreachable ({hide_userinfo(err.detail)}): keeping {self.program} "
+                    f"{self.environment or self.config.ref} = {served.version} ({served.commit[:7]})"
+                )
+        if self._outage is None:
+            self._outage = message
+            log.warning(json.dumps({"event": "registry_unreachable", "registry": where, "message": message}))
+
+    def _reachable(self) -> None:
+        if self._outage is not None:
+            self._outage = None
+            where = hide_userinfo(self.config.registry)
+            log.warning(json.dumps({"event": "registry_reachable", "registry": where}))
 
     def _marker(self) -> str:
         """What identifies the target now: the environment tag's value (one cheap ref read, or one `git ls-remote`
