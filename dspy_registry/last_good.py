@@ -71,11 +71,14 @@ def record(reg: Registry, ref: str, resolved: Resolved) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    except OSError:
+        return  # the fallback is a convenience: the load itself succeeded (and a stale record is checked on use)
+    try:
         with os.fdopen(fd, "w") as out:
             json.dump(body, out)
         os.replace(tmp, path)
     except OSError:
-        pass  # the fallback is a convenience: the load itself succeeded (and a stale record is checked on use)
+        Path(tmp).unlink(missing_ok=True)
 
 
 def fallback(
