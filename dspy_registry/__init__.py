@@ -112,12 +112,20 @@ def publish(
 
 
 def load(
-    name: str, ref: str = "prod", *, registry: str | Path | None = None, require_signed: bool = False
+    name: str,
+    ref: str = "prod",
+    *,
+    registry: str | Path | None = None,
+    require_signed: bool = False,
+    ttl: float = 60,
 ) -> dspy.Module:
     """The program `name` at `ref` (a version or an environment), rebuilt from JSON state: ready to call.
     `require_signed` refuses it unless its version tag (and environment tag) carry a signature by a key that
-    registry.toml's [signing] allows for it."""
-    from .registry import Registry
+    registry.toml's [signing] allows for it.
 
-    with Registry.open(registry) as reg:
-        return reg.load(ref, name, require_signed=require_signed)
+    The ref is resolved at most once per `ttl` seconds in a process (0: every time); each call returns its own deep
+    copy of the program. When a remote registry cannot be reached, the version last verified for the ref on this
+    machine is used, with a RegistryUnreachableWarning naming it (client_cache.py, last_good.py)."""
+    from .client_cache import load as cached_load
+
+    return cached_load(name, ref, registry=registry, ttl=ttl, require_signed=require_signed)

@@ -19,11 +19,13 @@ from .cli_common import (
     console_err,
     console_out,
     funnel,
+    one_line,
     open_registry,
     print_json,
     resolve_checked,
 )
-from .errors import RegistryError
+from .errors import RegistryError, RemoteUnreachable
+from .registry import default_registry
 
 
 def export(
@@ -235,17 +237,31 @@ def serve(
         if grpc_port is not None and not (0 < grpc_port < 65536 and grpc_port != port):
             raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
         _require_serve_extra()
-        with open_registry(registry) as reg:
-            target = ref or reg.production
-            resolved = resolve_checked(reg, target, name, no_verify, require_signed=require_signed)
-            # Nothing to serve when the policy refuses the first version: one line, exit 1 (the server logs drift).
-            reg.check_drift(reg.materialize(resolved), resolved, report=lambda message: None)
-            location = reg.location
-            split = None
-            if canary is not None:
-                from .canary import parse_canary
+        split = None
+        try:
+            with open_registry(registry) as reg:
+                target = ref or reg.production
+                resolved = resolve_checked(reg, target, name, no_verify, require_signed=require_signed)
+                # Nothing to serve when the policy refuses the first version: one line, exit 1 (the server logs drift).
+                reg.check_drift(reg.materialize(resolved), resolved, report=lambda message: None)
+                location = reg.location
+                if canary is not None:
+                    from .canary import parse_canary
 
-                split = parse_canary(canary, reg.config.environments, resolved.environment, canary_key_header)
+                    split = parse_canary(canary, reg.config.environments, resolved.environment, canary_key_header)
+        except RemoteUnreachable as err:  # a git host outage never takes prod down: the last verified version
+            from .last_good import fallback
+
+            location = registry or default_registry()
+            used = fallback(location, ref, name, require_signed=require_signed, cause=err)
+            with used.registry as cached:
+                target, resolved = used.ref, used.resolved
+                if canary is not None:
+                    from .canary import parse_canary
+
+                    environments = cached.config.environments
+                    split = parse_canary(canary, environments, resolved.environment, canary_key_header)
+            console_err().print(f"[yellow]warning:[/yellow] {one_line(used.message)}", soft_wrap=True)
         from .runtime.inference import check_lm_environment
         from .serve import ServeConfig, check_free
         from .serve import serve as run_server

@@ -85,3 +85,16 @@ class CorruptRecord(RegistryError):
 class RuntimeDrift(RegistryError):
     """The installed DSPy (or LiteLLM) differs from the version a bundle was published or saved with by more than
     registry.toml's [runtime] policy allows; the message names both versions."""
+
+
+class RemoteUnreachable(RegistryError):
+    """A remote registry could not be reached (git host down, network cut): `detail` is git's last line. Loads and
+    servers may then fall back to the last version they verified (last_good.py)."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        self.detail = detail
+        super().__init__(message)
+
+
+class RegistryUnreachableWarning(UserWarning):
+    """`load` used the last version it verified because the remote registry could not be reached."""

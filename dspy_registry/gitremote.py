@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from .errors import ConflictError, GitError, LockedRef, RegistryError
+from .errors import ConflictError, GitError, LockedRef, RegistryError, RemoteUnreachable
 from .locks import FRESH_LOCK_PATIENCE, is_lock_error, lock_errors, present_locks, stale_lock_message
 from .refs import ZERO_SHA, RefUpdate
 
@@ -163,7 +163,9 @@ class GitRemote:
                 # Another dspyreg process updating the same cache holds a ref lock, or moved the ref between
                 # fetch's read and its lock: wait, then fetch again; a lock left by a crash is named at once.
                 if not is_lock_error(err.stderr) and "cannot lock ref" not in err.stderr:
-                    raise RegistryError(f"cannot fetch from the registry {self.remote}: {_last_line(err)}") from None
+                    raise RemoteUnreachable(
+                        f"cannot fetch from the registry {self.remote}: {_last_line(err)}", _last_line(err)
+                    ) from None
                 self._wait_on_locks(err, refs, deadline, attempt)
                 attempt += 1
 
@@ -171,9 +173,8 @@ class GitRemote:
         try:
             return self.run(*args, input=input)
         except GitError as err:
-            raise RegistryError(
-                f"cannot reach the registry {self.remote}: {err.stderr.splitlines()[-1] if err.stderr else err}"
-            ) from None
+            detail = err.stderr.splitlines()[-1] if err.stderr else str(err)
+            raise RemoteUnreachable(f"cannot reach the registry {self.remote}: {detail}", detail) from None
 
     def _push(self, updates: list[RefUpdate]) -> None:
         """All updates in one `git push --atomic`, each leased on its expected old value; then the same locally.

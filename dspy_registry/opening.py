@@ -19,7 +19,7 @@ TEMPLATE_DIR_NAMES = ("registry_template", "../registry-template")
 def open_store(where: str) -> tuple[GitStore, RegistryConfig]:
     """The store of the registry at `where`, its refs brought up to date first (moved tags included, so nothing acts
     on a stale prod), and its registry.toml, every value checked before any command acts on it."""
-    store = GitStore.cache_of(where, cache_dir()) if is_url(where) else _local_store(Path(where))
+    store = unsynced_store(where)
     try:
         store.sync()
         settings = store.read_blob(MAIN_REF, "registry.toml")
@@ -34,6 +34,12 @@ def open_store(where: str) -> tuple[GitStore, RegistryConfig]:
     except BaseException:
         store.close()
         raise
+
+
+def unsynced_store(where: str) -> GitStore:
+    """The store of the registry at `where` as it is on this machine, not synced: for a remote registry, its cache
+    clone as last fetched (what a client falls back to while the remote is unreachable, last_good.py)."""
+    return GitStore.cache_of(where, cache_dir()) if is_url(where) else _local_store(Path(where))
 
 
 def init_store(where: str, *, bare: bool = True) -> GitStore:

@@ -777,11 +777,14 @@ class Registry:
     ) -> dspy.Module:
         """The program of `ref`, built from its bundled code and JSON state (never pickle), ready to call;
         `require_signed` refuses it unless its tags are signed by keys registry.toml allows."""
+        return self.build(self.checked(ref, name, verify=verify, require_signed=require_signed))
+
+    def build(self, resolved: Resolved) -> dspy.Module:
+        """The program of `resolved` (checked by the caller), from its bundled code and JSON state, ready to call."""
         from .runtime.inference import load_program
 
-        resolved = self.checked(ref, name, verify=verify, require_signed=require_signed)
         if (why := self.yanked(resolved)) is not None:
-            warnings.warn(f"{resolved.program} {resolved.version} is yanked: {why}", stacklevel=2)
+            warnings.warn(f"{resolved.program} {resolved.version} is yanked: {why}", stacklevel=3)
         folder = self.materialize(resolved)
         self.check_drift(folder, resolved)
         entrypoint = json.loads((folder / "config.json").read_text())["pipeline"]["entrypoint"]

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .canary import DEFAULT_KEY_HEADER, SplitBackend
-from .errors import RegistryError
+from .errors import RegistryError, RemoteUnreachable
+from .gitremote import hide_userinfo
 from .gitstore import GitStore, is_url
+from .last_good import fallback, record
 from .refs import tag_ref
 from .registry import Registry, Resolved, cache_dir
 from .runtime.api import DEFAULT_MAX_BODY, DEFAULT_THREADS, configure_access_log, create_app, uvicorn_options
@@ -75,11 +77,18 @@ class FollowingBackend:
     def __init__(self, config: ServeConfig, *, follows: tuple[str, str | None] | None = None) -> None:
         """`follows` (program, environment): follow that environment even while it holds no version (a canary)."""
         self.config = config
-        with Registry.open(config.registry) as reg:
+        try:
+            with Registry.open(config.registry) as reg:
+                if follows is None:
+                    first = reg.resolve(config.ref, config.name)
+                    follows = (first.program, first.environment)
+                location = reg.location
+        except RemoteUnreachable as err:  # the git host is down: start from the version last verified here
+            used = fallback(config.registry, config.ref, config.name, require_signed=config.require_signed, cause=err)
+            used.registry.close()
+            location = config.registry
             if follows is None:
-                first = reg.resolve(config.ref, config.name)
-                follows = (first.program, first.environment)
-            location = reg.location
+                follows = (used.resolved.program, used.resolved.environment)
         self.program, self.environment = follows
         self._probe = GitStore.cache_of(location, cache_dir()) if is_url(location) else GitStore.open(Path(location))
         self._server: PipelineServer | None = None
@@ -88,6 +97,7 @@ class FollowingBackend:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._outage: str | None = None  # while the remote is unreachable: the one line logged when it went
         # Run on each loaded version before it is swapped in (e.g. compile its gRPC messages); raising refuses it.
         self.prepare: Callable[[PipelineServer], None] | None = None
         self._yanked: str | None = None  # why the version served is yanked, if it is
@@ -110,6 +120,8 @@ class FollowingBackend:
             body["yanked"] = self._yanked
         if self._problem is not None:
             body["not_swapped_in"] = self._problem
+        if self._outage is not None:
+            body["registry_unreachable"] = self._outage
         if problem is not None:
             body["reason"] = problem
         return body
@@ -126,6 +138,9 @@ class FollowingBackend:
         while not self._stop.is_set():
             try:
                 self.refresh()
+                self._reachable()
+            except RemoteUnreachable as err:  # keep serving; one log line per outage, not per poll
+                self._unreachable(err)
             except Exception as err:  # a registry hiccup must not kill the follower
                 log.warning(json.dumps({"event": "poll_failed", "error": f"{type(err).__name__}: {err}"}))
             if self.environment is None and self._server is not None:
@@ -153,6 +168,11 @@ class FollowingBackend:
                     yanked = reg.yanked(resolved)
                 if self.prepare is not None:
                     self.prepare(server)
+                if self.config.verify:
+                    record(reg, self.config.ref, resolved)  # the fallback of a later outage (last_good.py)
+            except RemoteUnreachable:
+                self._seen = None  # not a refusal of this version: look again at the next poll
+                raise
             except Exception as err:
                 self._refuse(marker, err)
                 return False
@@ -167,6 +187,43 @@ class FollowingBackend:
     def holds_version(self) -> bool:
         """Whether the target names a version now (an environment tag may not exist yet)."""
         return self._marker() != ""
+
+    def _unreachable(self, err: RemoteUnreachable) -> None:
+        """The remote cannot be reached: keep what is served, or (nothing served yet) serve the version last
+        verified here; say so once per outage."""
+        where = hide_userinfo(self.config.registry)
+        with self._lock:
+            if self._server is None:
+                try:
+                    used = fallback(
+                        self.config.registry,
+                        self.config.ref,
+                        self.config.name,
+                        require_signed=self.config.require_signed,
+                        cause=err,
+                    )
+                    with used.registry as reg:
+                        server = PipelineServer(reg.materialize(used.resolved))
+                    if self.prepare is not None:
+                        self.prepare(server)
+                    self._server, message = server, used.message
+                except Exception as refused:
+                    message = f"{type(refused).__name__}: {' '.join(str(refused).split())[:500]}"
+            else:
+                served = self._server
+                message = (
+                    f"registry {where} unreachable ({hide_userinfo(err.detail)}): keeping {self.program} "
+                    f"{self.environment or self.config.ref} = {served.version} ({served.commit[:7]})"
+                )
+        if self._outage is None:
+            self._outage = message
+            log.warning(json.dumps({"event": "registry_unreachable", "registry": where, "message": message}))
+
+    def _reachable(self) -> None:
+        if self._outage is not None:
+            self._outage = None
+            where = hide_userinfo(self.config.registry)
+            log.warning(json.dumps({"event": "registry_reachable", "registry": where}))
 
     def _marker(self) -> str:
         """What identifies the target now: the environment tag's value (one cheap ref read, or one `git ls-remote`
