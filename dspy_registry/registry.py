@@ -67,7 +67,7 @@ from .results import (
     VersionDetail,
     VersionInfo,
 )
-from .sides import diff_files, diff_sides, is_state_path, rendered_side, state_view, version_view
+from .sides import diff_files, diff_sides, example_values, is_state_path, rendered_side, state_view, version_view
 from .signing import tag_signer
 
 if TYPE_CHECKING:
@@ -307,12 +307,17 @@ class Registry:
         for side in (a, b):
             if is_state_path(side):
                 raise InvalidName(f"{side}: diff --rendered compares two published versions, not a state file")
-        sides = []
-        for r in (self.resolve(a, name), self.resolve(b, name)):
-            rendered = self.store.read_blob(r.commit, f"{r.program}/{RENDERED_JSON}")
-            example = self.store.read_blob(r.commit, f"{r.program}/examples/input.json")
-            sides.append(rendered_side(f"{r.program}/{r.version}", rendered, example, given))
-        source = "the given input" if given is not None else "each version's examples/input.json and recorded run"
+        resolved = [self.resolve(a, name), self.resolve(b, name)]
+        examples = [self.store.read_blob(r.commit, f"{r.program}/examples/input.json") for r in resolved]
+        # One input rendered under both: the given one, else B's recorded example (what A and B would each send).
+        source = "the given input" if given is not None else f"{resolved[1].version}'s examples/input.json"
+        values = given if given is not None else example_values(examples[1])
+        sides = [
+            rendered_side(
+                f"{r.program}/{r.version}", self.store.read_blob(r.commit, f"{r.program}/{RENDERED_JSON}"), ex, values
+            )
+            for r, ex in zip(resolved, examples, strict=True)
+        ]
         return rendered_diff(sides[0], sides[1], source)
 
     def proto(self, resolved: Resolved) -> str:

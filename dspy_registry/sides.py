@@ -89,8 +89,9 @@ def diff_sides(
 def rendered_side(
     label: str, rendered: bytes | None, example: bytes | None, given: Mapping[str, Any] | None
 ) -> SideRendering:
-    """A published version's messages for `given` (else its own examples/input.json and recorded run), or why not:
-    a version published before rendered.json existed says so instead of failing the whole diff."""
+    """A published version's messages for `given` (else its own examples/input.json), or why not: a version
+    published before rendered.json existed says so instead of failing the whole diff. The recorded run's values for
+    later predictors are used when `given` is the input that run was recorded for."""
     from .rendered import RENDERED_JSON, missing_side, parse_rendered, render_side
 
     if rendered is None:
@@ -98,14 +99,18 @@ def rendered_side(
     doc = parse_rendered(rendered, f"{label}: {RENDERED_JSON}")
     if doc.unsupported:
         return missing_side(label, f"{label}: {doc.unsupported}")
-    if given is None:
-        try:
-            values = json.loads(example) if example is not None else {}
-        except (ValueError, RecursionError):
-            values = {}
-        given_values: Mapping[str, Any] = values if isinstance(values, dict) else {}
-        return render_side(label, doc, given_values, use_recorded=True)
-    return render_side(label, doc, given, use_recorded=False)
+    own = example_values(example)
+    values = own if given is None else given
+    return render_side(label, doc, values, use_recorded=values == own)
+
+
+def example_values(example: bytes | None) -> dict[str, Any]:
+    """A version's examples/input.json as a dict (empty when missing or not a JSON object)."""
+    try:
+        values = json.loads(example) if example is not None else {}
+    except (ValueError, RecursionError):
+        values = {}
+    return values if isinstance(values, dict) else {}
 
 
 def diff_files(a: str, b: str, program_spec: str | None = None) -> Diff:

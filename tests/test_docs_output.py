@@ -32,7 +32,8 @@ from dspy_registry.registry import Registry
 from .conftest import ROOT, publish_example
 from .serving import free_port
 
-PAGES = ("README.md", "docs/quickstart.md", "docs/deployment.md", "docs/grpc.md")
+PAGES = ("README.md", "docs/quickstart.md", "docs/deployment.md", "docs/grpc.md", "docs/insight.md")
+COPY_EXAMPLES = ("docs/quickstart.md", "docs/insight.md")  # pages that start from a copy of examples/
 OUTPUT_LANGS = ("text", "json")
 NOT_RUN_RE = re.compile(r"^<!-- not-run: (.*?) -->$")
 SAVE_AS_RE = re.compile(r"[Ss]ave this as `([^`]+)`")
@@ -312,7 +313,7 @@ def page_runs(tmp_path_factory: pytest.TempPathFactory, states: dict[str, Path])
             folder = scratch / "work"
             folder.mkdir()
             env = _base_env(scratch)
-            if page == "docs/quickstart.md":  # a checkout of dspyreg: the page copies examples/ out of it
+            if page in COPY_EXAMPLES:  # a checkout of dspyreg: the page copies examples/ out of it
                 shutil.copytree(ROOT / "examples", folder / "examples")
             elif page == "docs/deployment.md":
                 _published(folder, env, states, prod="v1.0")

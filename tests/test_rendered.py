@@ -27,7 +27,7 @@ from dspy_registry.cli import app
 from dspy_registry.registry import Registry
 from dspy_registry.state import read_state_file
 
-from .conftest import EXAMPLE_SPEC, ROOT, publish_example, ref_snapshot
+from .conftest import EXAMPLE_SPEC, ROOT, git, publish_example, ref_snapshot
 from .zoo.programs import KINDS, optimize
 
 ZOO = ROOT / "tests" / "zoo" / "programs.py"
@@ -295,3 +295,14 @@ def test_only_rendered_imports_dspy(published: Registry) -> None:
 
     assert not dspy_imported("--format", "json")
     assert dspy_imported("--rendered", "--format", "json")
+
+
+def test_without_input_both_versions_render_the_newer_versions_example(published: Registry) -> None:
+    """The same input under A and B (B's examples/input.json): the call itself differs only where the prompt does."""
+    example = json.loads(git(Path(published.location), "show", "qa/v1.1:qa/examples/input.json"))
+    report = rendered_json(published, "v1.0", "v1.1")
+    assert "v1.1's examples/input.json" in report["input"]
+    for side in ("a", "b"):
+        last = messages_of(report, side, "generate_query")[-1]
+        assert last["role"] == "user" and example["question"] in last["content"]
+    assert messages_of(report, "a", "generate_query")[-1] == messages_of(report, "b", "generate_query")[-1]
