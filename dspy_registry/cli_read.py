@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -202,17 +202,7 @@ def diff(
         else:
             with open_registry(registry) as reg:
                 result = reg.diff(ref_a, ref_b, name, program_spec)
-        if json_out or output is DiffFormat.json:
-            print_json(result.to_json())
-        elif output is DiffFormat.markdown:
-            from .render_diff import diff_markdown
-
-            sys.stdout.write(diff_markdown(result))
-        else:
-            from .render_diff import diff_view
-
-            console = console_out()
-            console.print(diff_view(result, plain=console.color_system is None))
+        _print_diff(result, output, json_out, "diff")
 
 
 def _diff_examples(
@@ -281,17 +271,21 @@ def _diff_rendered(
         given = parse_input(input_json, "--input-json")
     with open_registry(registry) as reg:
         result = reg.diff_rendered(ref_a, ref_b, name, given)
+    _print_diff(result, output, json_out, "rendered")
+
+
+def _print_diff(result: Any, output: DiffFormat, json_out: bool, kind: str) -> None:
+    """Print a diff (`kind` "diff") or a rendered-message diff ("rendered") as JSON, markdown or the rich view."""
     if json_out or output is DiffFormat.json:
         print_json(result.to_json())
-    elif output is DiffFormat.markdown:
-        from .render_diff import rendered_markdown
+        return
+    from . import render_diff  # rich: only for people
 
-        sys.stdout.write(rendered_markdown(result))
+    if output is DiffFormat.markdown:
+        sys.stdout.write(getattr(render_diff, f"{kind}_markdown")(result))
     else:
-        from .render_diff import rendered_view
-
         console = console_out()
-        console.print(rendered_view(result, plain=console.color_system is None))
+        console.print(getattr(render_diff, f"{kind}_view")(result, plain=console.color_system is None))
 
 
 def verify(

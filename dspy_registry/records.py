@@ -34,7 +34,9 @@ def append(store: GitStore, program: str, version: str, kind: str, record: Mappi
     assert kind in KINDS
     now = utc_now()
     full = {**record, "id": uuid.uuid4().hex[:16], "time": now.isoformat().replace("+00:00", "Z")}
-    name = f"{now.strftime('%Y%m%dT%H%M%SZ')}-{full['id']}.json"
+    # Named by time to the microsecond, so records sort in the order they were written even within one second (the
+    # id alone would order two evaluations of one second at random, and "latest" with them).
+    name = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{full['id']}.json"
     blob = store.write_blobs({"r": canonical_json(full)})["r"]
     who = store.identity()
     message = f"Record {kind[:-1]} of {program} {version}\n\n{json.dumps(full, sort_keys=True)}\n"

@@ -181,3 +181,24 @@ def test_eval_with_the_examples_devset_and_metric(published: Registry, fake_lm: 
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["n"] == 6 and record["score"] == round(1 / 6, 6) and record["devset"] == "devset.jsonl"
+
+
+def test_records_of_one_second_keep_the_order_they_were_written(
+    published: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Latest" is the last written, even when two evaluations land in the same second and the later one's random id
+    sorts first."""
+    import uuid
+    from datetime import datetime, timezone
+
+    from dspy_registry import records
+
+    times = iter(
+        [datetime(2026, 1, 1, 12, 0, 0, 1, tzinfo=timezone.utc), datetime(2026, 1, 1, 12, 0, 0, 2, tzinfo=timezone.utc)]
+    )
+    ids = iter([uuid.UUID(int=2**128 - 1), uuid.UUID(int=0)])
+    monkeypatch.setattr(records, "utc_now", lambda: next(times))
+    monkeypatch.setattr(records.uuid, "uuid4", lambda: next(ids))
+    for score in (0.25, 0.75):
+        records.append(published.store, "qa", "v1.1", "evaluations", {"metric": "m", "score": score, "n": 4})
+    assert published.records(published.resolve("v1.1")).latest_score == 0.75

@@ -10,8 +10,8 @@ a git host's pages. Paths:
     programs/<p>/versions/<v>.html          manifest, interface, prompts per predictor, records
     programs/<p>/diff/<a>..<b>.html         two versions side by side, with the pickers
 
-Read-only; never imports dspy (the rendered messages are the bundle's prompts/<predictor>.md files). Data that other
-parts of dspyreg add later (yanked state, lineage, token counts) is read with getattr and shown when present.
+Read-only; never imports dspy (the rendered messages are the bundle's prompts/<predictor>.md files). The yanked
+state and the lineage are shown as `show` shows them.
 """
 
 from __future__ import annotations
@@ -348,9 +348,11 @@ def _demo_items(demo: Any) -> list[tuple[str, str]]:
 
 def _lineage(manifest: Any, versions: Sequence[str], index: int) -> dict[str, Any]:
     """What this version came from: the manifest's [lineage] table once publish records one, else its predecessor."""
-    recorded = getattr(manifest, "lineage", None)
-    if recorded:
-        return {"recorded": dict(recorded) if isinstance(recorded, Mapping) else recorded, "previous": None}
+    from ..render import lineage_rows  # the rows `dspyreg show` prints, credentials masked as there
+
+    rows = lineage_rows(manifest.lineage, manifest.runtime)
+    if rows:
+        return {"recorded": dict(rows), "previous": None}
     return {"recorded": None, "previous": versions[index - 1] if index > 0 else None}
 
 
