@@ -123,23 +123,46 @@ def _warn_moved_outside(reg: Registry, ref: str, name: str | None) -> None:
         console_err().print(f"[yellow]warning:[/yellow] {one_line(str(problem))} (see `dspyreg verify`)")
 
 
+LOG_ROWS = 20
+
+
 def log(
     program: Annotated[Optional[str], typer.Argument(metavar="[PROGRAM]", help="Only this program.")] = None,
     env: Annotated[Optional[str], typer.Option("--env", help="Only this environment.")] = None,
+    limit: Annotated[
+        Optional[int],
+        typer.Option(
+            "--limit", min=1, help=f"Only the newest N moves [default: {LOG_ROWS}; with --json: every move]."
+        ),
+    ] = None,
+    all_moves: Annotated[bool, typer.Option("--all", help="Every move of the journal (overrides --limit).")] = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
 ) -> None:
-    """Show the journal: every environment move, oldest first."""
+    """Show the journal: the newest environment moves first (--json: oldest first, as every JSON list)."""
     with funnel(traceback), open_registry(registry) as reg:
-        entries = reg.log(program if program is not None else name, env)
+        if all_moves or (json_out and limit is None):
+            shown = None
+        else:
+            shown = limit if limit is not None else LOG_ROWS
+        # One more than shown says whether older moves exist, without reading the journal any further back.
+        entries = reg.log(program if program is not None else name, env, limit=None if shown is None else shown + 1)
+        more = shown is not None and len(entries) > shown
+        if more:
+            entries = entries[1:]
         if json_out:
             print_json([e.to_json() for e in entries])
         else:
             from .render import log_table
 
-            print_fitted(lambda width: log_table(entries, width=width))
+            newest_first = entries[::-1]
+            print_fitted(lambda width: log_table(newest_first, width=width))
+            if more:
+                console_err().print(
+                    f"[dim]the newest {shown} moves; older ones: --limit N or --all[/dim]", highlight=False
+                )
 
 
 def diff(

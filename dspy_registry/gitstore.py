@@ -13,7 +13,7 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -308,6 +308,66 @@ class GitStore(GitRemote):
             if message.strip():
                 yield message
 
+    def stream_messages(self, ref: str) -> Generator[str, None, None]:
+        """Commit messages of `ref`'s first-parent history, newest first, read as git prints them: a reader that
+        stops early (closes the iterator) stops git too, so the journal's old commits are never read."""
+        args = ["log", "--first-parent", "-z", "--format=%B", ref, "--"]
+        proc = subprocess.Popen(
+            ["git", f"--git-dir={self.git_dir}", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=self._env(),
+            start_new_session=True,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        finished = False
+        try:
+            pending = b""
+            while chunk := proc.stdout.read1(1 << 16):
+                *done, pending = (pending + chunk).split(b"\0")
+                for message in done:
+                    if message.strip():
+                        yield message.decode(errors="replace")
+            if pending.strip():
+                yield pending.decode(errors="replace")
+            finished = True
+        finally:
+            if not finished:
+                proc.kill()
+            proc.stdout.close()
+            err = proc.stderr.read().decode(errors="replace")
+            proc.stderr.close()
+            code = proc.wait()
+        if code != 0:
+            raise GitError(args, code, err)
+
+    def read_many(self, specs: list[str]) -> list[GitObject | None]:
+        """Many objects by name (as `read`), through one `git cat-file --batch` fed every name at once: the cost
+        of one process, not one round trip per object."""
+        if not specs:
+            return []
+        proc = subprocess.run(
+            ["git", f"--git-dir={self.git_dir}", "cat-file", "--batch"],
+            input="".join(f"{spec}\n" for spec in specs).encode(),
+            capture_output=True,
+            env=self._env(),
+            start_new_session=True,
+        )
+        if proc.returncode != 0:
+            raise GitError(["cat-file", "--batch"], proc.returncode, proc.stderr.decode(errors="replace"))
+        out, at, found = proc.stdout, 0, []
+        for _ in specs:
+            end = out.index(b"\n", at)
+            parts = out[at:end].decode().split()
+            at = end + 1
+            if len(parts) != 3 or parts[-1] in ("missing", "ambiguous"):  # `<spec> missing`
+                found.append(None)
+                continue
+            sha, kind, size = parts
+            found.append(GitObject(sha, kind, out[at : at + int(size)]))
+            at += int(size) + 1
+        return found
+
     # -- writing objects (invisible until a transaction moves a ref) -----------------------------------------------
     def write_blobs(self, contents: Mapping[str, bytes]) -> dict[str, str]:
         if not contents:
@@ -383,6 +443,20 @@ class GitStore(GitRemote):
             self._push(updates)
         else:
             self._local_transaction(updates, lock_retries=lock_retries)
+        self.pack_when_due()
+
+    def pack_when_due(self) -> None:
+        """`git gc --auto` after a write: nothing when few objects are loose (a directory count), else git packs
+        them in a process it detaches itself (gc.autoDetach), so the command does not wait. Unpacked, every
+        version keeps its objects loose, about 30 times the disk. Housekeeping: its failure fails no write."""
+        subprocess.run(
+            ["git", f"--git-dir={self.git_dir}", "gc", "--auto", "--quiet"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self._env(),
+            start_new_session=True,
+        )
 
     def _local_transaction(self, updates: list[RefUpdate], *, lock_retries: int = 8, check_old: bool = True) -> None:
         """Only an expected old value that changed is a conflict (ConflictError, exit 3); a lock another git holds

@@ -1,0 +1,169 @@
+"""What a command does by default does not grow with history it does not show (issue 17, item 4): `log` pages and
+reads the journal only as far back as it shows, the .proto numbering reads every earlier interface in one pass and
+parses each distinct one once, registries pack themselves after writes, and publish reads a program's tags once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from dspy_registry import proto
+from dspy_registry.cli import app
+from dspy_registry.gitstore import TreeEntry, utc_now
+from dspy_registry.refs import JOURNAL_REF, MAIN_REF, ZERO_SHA, RefUpdate, tag_ref
+from dspy_registry.registry import Registry
+
+from .conftest import EXAMPLE_SPEC, git, publish_args
+
+runner = CliRunner()
+
+
+def cli(reg: Registry, *args: str) -> Any:
+    return runner.invoke(app, [*args, "--registry", reg.location])
+
+
+def moved(published: Registry, count: int) -> list[str]:
+    """`count` promotes to staging alternating v1.0 and v1.1; the versions moved to, oldest first."""
+    versions = [("v1.0", "v1.1")[i % 2] for i in range(count)]
+    for version in versions:
+        published.promote(version, "staging", reason=f"move {version}")
+    return versions
+
+
+def test_log_pages_newest_first_for_people_and_oldest_first_in_json(published: Registry) -> None:
+    moved(published, 25)
+    every = json.loads(cli(published, "log", "--json").stdout)
+    assert len(every) == 25  # --json without --limit keeps its contract: every move, oldest first
+    assert [e["to_version"] for e in every] == [("v1.0", "v1.1")[i % 2] for i in range(25)]
+    newest = json.loads(cli(published, "log", "--json", "--limit", "3").stdout)
+    assert newest == every[-3:]  # the newest 3, still oldest first
+    assert json.loads(cli(published, "log", "--json", "--limit", "3", "--all").stdout) == every
+
+    people = cli(published, "log")
+    assert people.exit_code == 0, people.output
+    rows = [line for line in people.stdout.splitlines() if " promote " in line]
+    assert len(rows) == 20  # the default page
+    times = [line.split()[0] + line.split()[1] for line in rows]
+    assert times == sorted(times, reverse=True)  # newest first
+    assert "--all" in people.stderr  # says how to see older moves
+    assert len([line for line in cli(published, "log", "--all").stdout.splitlines() if " promote " in line]) == 25
+    few = cli(published, "log", "--limit", "4")
+    assert len([line for line in few.stdout.splitlines() if " promote " in line]) == 4
+
+
+def test_log_with_a_limit_never_reads_the_old_journal(published: Registry) -> None:
+    """The oldest journal commits are deleted from the object store: `log --limit` (and the default page) still
+    answer, reading only the newest commits; `--all` must read them and says the repository is broken."""
+    moved(published, 12)
+    path = Path(published.location)
+    commits = git(path, "rev-list", "--first-parent", JOURNAL_REF).split()
+    assert len(commits) == 13  # the journal's first commit (init) and one per move, all loose objects here
+    for old in commits[-3:]:
+        (path / "objects" / old[:2] / old[2:]).unlink()
+    published.store.close()
+
+    shown = json.loads(cli(published, "log", "--json", "--limit", "5").stdout)
+    assert [e["reason"] for e in shown] == [f"move {('v1.0', 'v1.1')[i % 2]}" for i in range(7, 12)]
+    assert cli(published, "log", "--env", "staging", "--limit", "8").exit_code == 0
+    broken = cli(published, "log", "--all")
+    assert broken.exit_code != 0
+
+
+def interface_json(inputs: list[tuple[str, str]], outputs: list[tuple[str, str]]) -> bytes:
+    def fields(pairs: list[tuple[str, str]]) -> list[dict[str, str]]:
+        return [{"name": n, "type": t, "description": f"the {n}"} for n, t in pairs]
+
+    return json.dumps({"inputs": fields(inputs), "outputs": fields(outputs)}).encode()
+
+
+def add_version(reg: Registry, version: str, interface: bytes) -> None:
+    """A version tag on a commit of main whose qa/interface.json is `interface` (the rest of the bundle as v1.1)."""
+    store = reg.store
+    parent = store.ref_value(MAIN_REF)
+    assert parent is not None
+    blob = store.write_blobs({"i": interface})["i"]
+    tree = store.write_tree(parent, {"qa/interface.json": TreeEntry("100644", "blob", blob)})
+    who, now = store.identity(), utc_now()
+    commit = store.write_commit(tree, [parent], f"Publish qa {version}\n", who, now)
+    tag = store.write_tag(commit, f"qa/{version}", f"Publish qa {version}\n", who, now)
+    store.transaction([RefUpdate(MAIN_REF, commit, parent), RefUpdate(tag_ref("qa", version), tag, ZERO_SHA)])
+
+
+def test_proto_reads_history_in_one_pass_byte_identical(
+    published: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shapes = [
+        ([("question", "str")], [("answer", "str")]),
+        ([("question", "str"), ("context", "list[str]")], [("answer", "str")]),
+        ([("question", "str"), ("context", "list[str]")], [("answer", "str"), ("confidence", "float")]),
+        ([("question", "str")], [("answer", "int"), ("confidence", "float")]),
+    ]
+    versions = []
+    for i, (inputs, outputs) in enumerate(shapes):
+        for j in range(3):  # runs of equal interfaces, as most histories are
+            versions.append(f"v2.{i}.{j}")
+            add_version(published, versions[-1], interface_json(inputs, outputs))
+    parsed: list[object] = []
+    real_signature = proto.signature
+
+    def counting(program: str, interface: Any) -> proto.Signature:
+        parsed.append(interface)
+        return real_signature(program, interface)
+
+    monkeypatch.setattr(proto, "signature", counting)
+    for version in ("v1.1", versions[4], versions[-1]):
+        resolved = published.resolve(version, "qa")
+        commits = [c for v, c in published.version_commits("qa") if v == version or versions_before(v, version)]
+        # what proto read before: each version's interface.json, one read at a time, in semantic-version order
+        old = proto.program_proto("qa", [published.store.read_blob(c, "qa/interface.json") for c in commits])
+        parsed.clear()
+        assert published.proto(resolved) == old
+        distinct = {published.store.read_blob(c, "qa/interface.json") for c in commits}
+        assert len(parsed) == len(distinct)  # each distinct interface parsed once, not once per version
+    assert "confidence" in published.proto(published.resolve(versions[-1], "qa"))
+
+
+def versions_before(v: str, target: str) -> bool:
+    from dspy_registry.refs import version_key
+
+    return version_key(v) < version_key(target)
+
+
+def objects(path: Path) -> dict[str, int]:
+    """`git count-objects -v`: `count` loose objects, `packs` packs."""
+    return {k: int(v) for k, v in (line.split(": ") for line in git(path, "count-objects", "-v").splitlines())}
+
+
+def test_writes_pack_the_registry_when_git_says_it_is_due(published: Registry) -> None:
+    """gc --auto is due once there are more packs than gc.autoPackLimit: the next write of dspyreg packs every loose
+    object (gc.autoDetach off so the test sees the result; by default git packs in the background)."""
+    path = Path(published.location)
+    git(path, "repack", "-q")
+    published.promote("v1.0", "staging")
+    git(path, "repack", "-q")  # two packs now
+    git(path, "config", "gc.autoPackLimit", "1")
+    git(path, "config", "gc.autoDetach", "false")
+    published.promote("v1.1", "staging")  # writes 4 objects: a tag, a journal blob, tree and commit
+    packed = objects(path)
+    assert packed["packs"] == 1  # gc ran: one pack
+    assert packed["count"] < 4  # the move's objects are in it (unreachable ones stay loose for git's prune period)
+    assert json.loads(cli(published, "log", "--json").stdout)[-1]["to_version"] == "v1.1"
+    git(path, "fsck", "--strict", "--no-progress")
+
+
+def test_publish_reads_the_programs_tags_once(
+    published: Registry, states: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace = tmp_path / "trace2.json"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+    result = cli(published, *publish_args(EXAMPLE_SPEC, states["v1.1"], "v1.2"))
+    assert result.exit_code == 0, result.output
+    monkeypatch.delenv("GIT_TRACE2_EVENT")
+    starts = [json.loads(line) for line in trace.read_text().splitlines()]
+    argvs = [e["argv"] for e in starts if e.get("event") == "start"]
+    tag_reads = [a for a in argvs if "for-each-ref" in a and any("refs/tags/qa" in x for x in a)]
+    assert len(tag_reads) <= 1, tag_reads
