@@ -90,6 +90,7 @@ class GitStore(GitRemote):
         self.remote = remote
         self.settings: tuple[tuple[str, str], ...] = ()  # git config for this process's git commands only
         self._cat: subprocess.Popen[bytes] | None = None
+        self._history: tuple[str, frozenset[str] | None] | None = None  # is_ancestor's tip and its commits
 
     # -- opening -------------------------------------------------------------------------------------------------
     @classmethod
@@ -196,7 +197,18 @@ class GitStore(GitRemote):
         return obj.sha if obj is not None else None
 
     def is_ancestor(self, commit: str, ref: str) -> bool:
-        """Is `commit` in the history of `ref` (one `git merge-base --is-ancestor`, no walk in Python)?"""
+        """Is `commit` in the history of `ref` (one `git merge-base --is-ancestor`, no walk in Python)? Asked again
+        of the same tip (`verify --all`: every version against main), the tip's commits are listed once and kept,
+        so ten thousand versions cost one `git rev-list`, not ten thousand processes."""
+        tip = self.peel_to_commit(ref)
+        if tip is not None and len(commit) == len(tip) and self._history is not None and self._history[0] == tip:
+            if self._history[1] is None:
+                listed = self.run("rev-list", tip, "--").split()
+                self._history = tip, frozenset(listed)
+            assert self._history[1] is not None
+            return commit in self._history[1]
+        if tip is not None:
+            self._history = tip, None
         args = ["merge-base", "--is-ancestor", commit, ref]
         proc = subprocess.run(
             ["git", f"--git-dir={self.git_dir}", *args], capture_output=True, env={**os.environ, **_GIT_ENV}

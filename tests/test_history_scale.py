@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from dspy_registry import proto
 from dspy_registry.cli import app
 from dspy_registry.gitstore import TreeEntry, utc_now
-from dspy_registry.refs import JOURNAL_REF, MAIN_REF, ZERO_SHA, RefUpdate, tag_ref
+from dspy_registry.refs import JOURNAL_REF, MAIN_REF, ZERO_SHA, RefUpdate, tag_ref, version_key
 from dspy_registry.registry import Registry
 
-from .conftest import EXAMPLE_SPEC, git, publish_args
+from .conftest import EXAMPLE_SPEC, git, publish_args, publish_example
 
 runner = CliRunner()
 
@@ -117,7 +117,7 @@ def test_proto_reads_history_in_one_pass_byte_identical(
     monkeypatch.setattr(proto, "signature", counting)
     for version in ("v1.1", versions[4], versions[-1]):
         resolved = published.resolve(version, "qa")
-        commits = [c for v, c in published.version_commits("qa") if v == version or versions_before(v, version)]
+        commits = [c for v, c in tags_by_version(published) if version_key(v) <= version_key(version)]
         # what proto read before: each version's interface.json, one read at a time, in semantic-version order
         old = proto.program_proto("qa", [published.store.read_blob(c, "qa/interface.json") for c in commits])
         parsed.clear()
@@ -127,10 +127,10 @@ def test_proto_reads_history_in_one_pass_byte_identical(
     assert "confidence" in published.proto(published.resolve(versions[-1], "qa"))
 
 
-def versions_before(v: str, target: str) -> bool:
-    from dspy_registry.refs import version_key
-
-    return version_key(v) < version_key(target)
+def tags_by_version(reg: Registry) -> list[tuple[str, str]]:
+    """(version, commit) of every version tag of qa, in semantic-version order."""
+    rows = git(Path(reg.location), "for-each-ref", "--format=%(refname:lstrip=3) %(*objectname)", "refs/tags/qa/v*")
+    return sorted((tuple(r.split()) for r in rows.splitlines()), key=lambda r: version_key(r[0]))  # type: ignore[misc]
 
 
 def objects(path: Path) -> dict[str, int]:
@@ -167,3 +167,37 @@ def test_publish_reads_the_programs_tags_once(
     argvs = [e["argv"] for e in starts if e.get("event") == "start"]
     tag_reads = [a for a in argvs if "for-each-ref" in a and any("refs/tags/qa" in x for x in a)]
     assert len(tag_reads) <= 1, tag_reads
+
+
+def git_commands(trace: Path) -> list[list[str]]:
+    """The argv of every git command a GIT_TRACE2_EVENT file records."""
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    return [e["argv"][1:] for e in events if e.get("event") == "start"]
+
+
+def test_verify_all_checks_history_with_a_fixed_number_of_processes(
+    published: Registry, states: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every version against main without one git process per version; an old version moved off main by hand is
+    still reported, and only it."""
+    for version in ("v1.2", "v1.3", "v1.4", "v1.5"):
+        publish_example(published, states["v1.0"], version)
+    path = Path(published.location)
+    old = "qa/v1.0^{commit}"
+    off_main = git(path, "commit-tree", "-m", "by hand", "-p", old, f"{old}^{{tree}}").strip()
+    git(path, "tag", "-f", "-a", "-m", "moved by hand", "qa/v1.0", off_main)
+    published.store.close()
+    trace = tmp_path / "trace2.json"
+    monkeypatch.setenv("GIT_TRACE2_EVENT", str(trace))
+    result = cli(published, "verify", "--all", "--json")
+    monkeypatch.delenv("GIT_TRACE2_EVENT")
+    assert result.exit_code == 1
+    problems = [p for p in json.loads(result.stdout) if p.get("level") != "warning"]
+    assert problems == [
+        {
+            "subject": "refs/tags/qa/v1.0",
+            "message": f"points at commit {off_main[:12]}, which is not on main (moved by hand?)",
+        }
+    ]
+    walks = [a for a in git_commands(trace) if "merge-base" in a or "rev-list" in a]
+    assert len(walks) <= 2, walks  # one merge-base, then one rev-list of main for the other five versions
