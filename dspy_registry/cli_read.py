@@ -131,9 +131,7 @@ def log(
     env: Annotated[Optional[str], typer.Option("--env", help="Only this environment.")] = None,
     limit: Annotated[
         Optional[int],
-        typer.Option(
-            "--limit", min=1, help=f"Only the newest N moves [default: {LOG_ROWS}; with --json: every move]."
-        ),
+        typer.Option("--limit", min=1, help=f"Only the newest N moves [default: {LOG_ROWS}; with --json: every move]."),
     ] = None,
     all_moves: Annotated[bool, typer.Option("--all", help="Every move of the journal (overrides --limit).")] = False,
     name: NameOpt = None,
@@ -143,10 +141,8 @@ def log(
 ) -> None:
     """Show the journal: the newest environment moves first (--json: oldest first, as every JSON list)."""
     with funnel(traceback), open_registry(registry) as reg:
-        if all_moves or (json_out and limit is None):
-            shown = None
-        else:
-            shown = limit if limit is not None else LOG_ROWS
+        everything = all_moves or (json_out and limit is None)
+        shown = None if everything else (limit or LOG_ROWS)
         # One more than shown says whether older moves exist, without reading the journal any further back.
         entries = reg.log(program if program is not None else name, env, limit=None if shown is None else shown + 1)
         more = shown is not None and len(entries) > shown

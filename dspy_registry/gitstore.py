@@ -335,7 +335,7 @@ class GitStore(GitRemote):
         finished = False
         try:
             pending = b""
-            while chunk := proc.stdout.read1(1 << 16):
+            while chunk := os.read(proc.stdout.fileno(), 1 << 16):
                 *done, pending = (pending + chunk).split(b"\0")
                 for message in done:
                     if message.strip():
@@ -367,7 +367,8 @@ class GitStore(GitRemote):
         )
         if proc.returncode != 0:
             raise GitError(["cat-file", "--batch"], proc.returncode, proc.stderr.decode(errors="replace"))
-        out, at, found = proc.stdout, 0, []
+        out, at = proc.stdout, 0
+        found: list[GitObject | None] = []
         for _ in specs:
             end = out.index(b"\n", at)
             parts = out[at:end].decode().split()

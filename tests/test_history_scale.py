@@ -93,9 +93,7 @@ def add_version(reg: Registry, version: str, interface: bytes) -> None:
     store.transaction([RefUpdate(MAIN_REF, commit, parent), RefUpdate(tag_ref("qa", version), tag, ZERO_SHA)])
 
 
-def test_proto_reads_history_in_one_pass_byte_identical(
-    published: Registry, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_proto_reads_history_in_one_pass_byte_identical(published: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
     shapes = [
         ([("question", "str")], [("answer", "str")]),
         ([("question", "str"), ("context", "list[str]")], [("answer", "str")]),
