@@ -65,13 +65,19 @@ def sync(
             )
 
 
-PEOPLE_ROWS = 50
+PEOPLE_ROWS = 50  # versions of one program a person sees without --all
+PEOPLE_ROWS_EACH = 5  # of each program, when the list holds several
 
 
 def list_(
     program: Annotated[Optional[str], typer.Argument(metavar="[PROGRAM]", help="Only this program.")] = None,
     all_versions: Annotated[
-        bool, typer.Option("--all", help=f"Show every version, not only the newest {PEOPLE_ROWS} (--json has all).")
+        bool,
+        typer.Option(
+            "--all",
+            help=f"Show every version, not only the newest {PEOPLE_ROWS} of a program ({PEOPLE_ROWS_EACH} of each when "
+            "several are listed) and those an environment points at (--json has all).",
+        ),
     ] = False,
     yanked: Annotated[bool, typer.Option("--yanked", help="Also list yanked versions (marked).")] = False,
     name: NameOpt = None,
@@ -81,15 +87,17 @@ def list_(
 ) -> None:
     """List published versions and where each environment points (yanked versions only with --yanked)."""
     with funnel(traceback), open_registry(registry) as reg:
-        versions = [v for v in reg.versions(program if program is not None else name) if yanked or v.yanked is None]
+        only = program if program is not None else name
+        limit = None
+        if not (json_out or all_versions):
+            limit = PEOPLE_ROWS if only is not None or len(reg.programs()) <= 1 else PEOPLE_ROWS_EACH
+        versions = [v for v in reg.versions(only, scored=limit) if yanked or v.yanked is None]
         if json_out:
             print_json([v.to_json() for v in versions])
         else:
             from .render import versions_table
 
-            print_fitted(
-                lambda width: versions_table(versions, limit=None if all_versions else PEOPLE_ROWS, width=width)
-            )
+            print_fitted(lambda width: versions_table(versions, limit=limit, width=width))
 
 
 def show(

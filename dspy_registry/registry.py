@@ -229,13 +229,29 @@ class Registry:
         return out
 
     # -- reading -----------------------------------------------------------------------------------------------------
-    def versions(self, program: str | None = None) -> list[VersionInfo]:
-        """Every published version (of one program, or all), oldest first by semantic version."""
+    def versions(self, program: str | None = None, *, scored: int | None = None) -> list[VersionInfo]:
+        """Every published version (of one program, or all), oldest first by semantic version. With `scored`, only
+        the newest `scored` versions of each program (beside the yanked ones) and those an environment points at
+        carry their evaluation score: the rest of the history's records are not read."""
         pattern = f"refs/tags/{self._known(program)}/" if program is not None else "refs/tags/"
         rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
-        infos = journal.version_infos(rows, (*self.config.environments, ROLLBACK_ENV), latest_scores(self.store))
+        infos = journal.version_infos(rows, (*self.config.environments, ROLLBACK_ENV), {})
         yanks = {p: lifecycle.yanked(self.store, p) for p in {v.name for v in infos}}
-        return [replace(v, yanked=y.reason) if (y := yanks[v.name].get(v.version)) else v for v in infos]
+        wanted: set[tuple[str, str]] | None = None
+        if scored is not None:
+            seen: dict[str, int] = {}
+            wanted = set()
+            for v in reversed(infos):  # newest first
+                seen[v.name] = seen.get(v.name, 0) + 1
+                if seen[v.name] <= scored + len(yanks[v.name]) or v.environments:
+                    wanted.add((v.name, v.version))
+        scores = latest_scores(self.store, wanted, program)
+        return [
+            replace(v, yanked=y.reason if y else None, eval_score=scores.get((v.name, v.version)))
+            if (y := yanks[v.name].get(v.version)) or (v.name, v.version) in scores
+            else v
+            for v in infos
+        ]
 
     def show(self, ref: str, name: str | None = None) -> VersionDetail:
         resolved = self.resolve(ref, name)

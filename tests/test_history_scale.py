@@ -199,3 +199,29 @@ def test_verify_all_checks_history_with_a_fixed_number_of_processes(
     ]
     walks = [a for a in git_commands(trace) if "merge-base" in a or "rev-list" in a]
     assert len(walks) <= 2, walks  # one merge-base, then one rev-list of main for the other five versions
+
+
+def test_a_new_registry_packs_after_a_thousand_loose_objects(registry_path: Path) -> None:
+    assert git(registry_path, "config", "--local", "gc.auto").strip() == "1000"
+
+
+def test_list_for_people_reads_only_the_records_it_shows(published: Registry, states: dict[str, Path]) -> None:
+    """Several programs: the newest 5 of each are shown. The evaluation record of an old, hidden version is corrupt:
+    `list` never reads it; `list --all` and `list --json` show every version, so they read it and say so."""
+    publish_example(published, states["v1.0"], "v1.0", name="other")
+    for version in ("v2.0", "v2.1", "v2.2", "v2.3", "v2.4"):
+        add_version(published, version, interface_json([("question", "str")], [("answer", "str")]))
+    store = published.store
+    blob = store.write_blobs({"r": b'{"score": "high"}'})["r"]
+    tree = store.write_tree(None, {"qa/v1.0/evaluations/20250101T000000Z-x.json": TreeEntry("100644", "blob", blob)})
+    commit = store.write_commit(tree, [], "a record by hand\n", store.identity(), utc_now())
+    store.transaction([RefUpdate("refs/heads/dspyreg/records", commit, ZERO_SHA)])
+
+    people = cli(published, "list")
+    assert people.exit_code == 0, people.output
+    shown = [line.split()[:2] for line in people.stdout.splitlines() if line.startswith(("qa ", "other "))]
+    assert shown == [["other", "v1.0"]] + [["qa", f"v2.{i}"] for i in range(5)]
+    assert "older versions not shown" in people.stdout
+    for args in (["list", "--all"], ["list", "--json"]):
+        result = cli(published, *args)
+        assert result.exit_code == 1 and "is corrupt" in result.stderr, (args, result.output)
