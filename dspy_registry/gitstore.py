@@ -34,7 +34,7 @@ from .refs import ZERO_SHA, RefUpdate
 
 _GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
-PACK_AFTER_LOOSE_OBJECTS = 1000
+PACK_AFTER_LOOSE_OBJECTS = 500
 # What a bundle may hold: regular files (executable or not) and folders. Links and submodules are never written.
 _FILE_MODES = {0o100644: "100644", 0o100755: "100755"}
 _TREE_MODE = 0o40000
@@ -131,7 +131,7 @@ class GitStore(GitRemote):
         path.mkdir(parents=True, exist_ok=True)
         store = cls((path if bare else path / ".git").resolve())
         store.run("init", "--quiet", "--initial-branch=main", *(["--bare"] if bare else []), str(path.resolve()))
-        # A version writes about ten loose objects: pack at a thousand (about 100 versions), not at git's default
+        # A version writes about ten loose objects: pack at 500 (about 50 versions), not at git's default
         # 6,700; the registry's own setting, so its owner may change it (`pack_when_due` runs `git gc --auto`).
         store.run("config", "--local", "gc.auto", str(PACK_AFTER_LOOSE_OBJECTS))
         return store

@@ -201,8 +201,8 @@ def test_verify_all_checks_history_with_a_fixed_number_of_processes(
     assert len(walks) <= 2, walks  # one merge-base, then one rev-list of main for the other five versions
 
 
-def test_a_new_registry_packs_after_a_thousand_loose_objects(registry_path: Path) -> None:
-    assert git(registry_path, "config", "--local", "gc.auto").strip() == "1000"
+def test_a_new_registry_packs_after_500_loose_objects(registry_path: Path) -> None:
+    assert git(registry_path, "config", "--local", "gc.auto").strip() == "500"
 
 
 def test_list_for_people_reads_only_the_records_it_shows(published: Registry, states: dict[str, Path]) -> None:
