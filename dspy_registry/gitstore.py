@@ -357,13 +357,14 @@ class GitStore(GitRemote):
         if code != 0:
             raise GitError(args, code, err)
 
-    def read_many(self, specs: list[str]) -> list[GitObject | None]:
+    def read_many(self, specs: list[str], *, ids_only: bool = False) -> list[GitObject | None]:
         """Many objects by name (as `read`), through one `git cat-file --batch` fed every name at once: the cost
-        of one process, not one round trip per object."""
+        of one process, not one round trip per object. `ids_only`: their sha and type (empty data), read by
+        `--batch-check`, for callers that read each distinct object once."""
         if not specs:
             return []
         proc = subprocess.run(
-            ["git", f"--git-dir={self.git_dir}", "cat-file", "--batch"],
+            ["git", f"--git-dir={self.git_dir}", "cat-file", "--batch-check" if ids_only else "--batch"],
             input="".join(f"{spec}\n" for spec in specs).encode(),
             capture_output=True,
             env=self._env(),
@@ -381,6 +382,9 @@ class GitStore(GitRemote):
                 found.append(None)
                 continue
             sha, kind, size = parts
+            if ids_only:
+                found.append(GitObject(sha, kind, b""))
+                continue
             found.append(GitObject(sha, kind, out[at : at + int(size)]))
             at += int(size) + 1
         return found

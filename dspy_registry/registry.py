@@ -342,9 +342,12 @@ class Registry:
         program, target = resolved.program, version_key(resolved.version)
         history = [commit for version, commit in self.version_commits(program) if version_key(version) < target]
         history.append(resolved.commit)
-        # Every interface in one pass (one cat-file process): the history grows, the cost per version is a line.
-        found = self.store.read_many([f"{c}:{program}/interface.json" for c in history])
-        return program_proto(program, [obj.data if obj is not None and obj.type == "blob" else None for obj in found])
+        # Every interface in one pass: which blob each version holds (one cat-file process), then each distinct blob
+        # once (another); versions mostly share their interface, so the history grows by a line per version.
+        ids = self.store.read_many([f"{c}:{program}/interface.json" for c in history], ids_only=True)
+        blobs = sorted({obj.sha for obj in ids if obj is not None and obj.type == "blob"})
+        data = {obj.sha: obj.data for obj in self.store.read_many(blobs) if obj is not None and obj.type == "blob"}
+        return program_proto(program, [data.get(obj.sha) if obj is not None else None for obj in ids])
 
     def version_commits(self, program: str) -> list[tuple[str, str]]:
         """(version, commit) of every published version of `program`, oldest first: the versions `versions` lists,
