@@ -65,13 +65,19 @@ def sync(
             )
 
 
-PEOPLE_ROWS = 50
+PEOPLE_ROWS = 50  # versions of one program a person sees without --all
+PEOPLE_ROWS_EACH = 5  # of each program, when the list holds several
 
 
 def list_(
     program: Annotated[Optional[str], typer.Argument(metavar="[PROGRAM]", help="Only this program.")] = None,
     all_versions: Annotated[
-        bool, typer.Option("--all", help=f"Show every version, not only the newest {PEOPLE_ROWS} (--json has all).")
+        bool,
+        typer.Option(
+            "--all",
+            help=f"Show every version, not only the newest {PEOPLE_ROWS} of a program ({PEOPLE_ROWS_EACH} of each when "
+            "several are listed) and those an environment points at (--json has all).",
+        ),
     ] = False,
     yanked: Annotated[bool, typer.Option("--yanked", help="Also list yanked versions (marked).")] = False,
     name: NameOpt = None,
@@ -81,15 +87,17 @@ def list_(
 ) -> None:
     """List published versions and where each environment points (yanked versions only with --yanked)."""
     with funnel(traceback), open_registry(registry) as reg:
-        versions = [v for v in reg.versions(program if program is not None else name) if yanked or v.yanked is None]
+        only = program if program is not None else name
+        limit = None
+        if not (json_out or all_versions):
+            limit = PEOPLE_ROWS if only is not None or len(reg.programs()) <= 1 else PEOPLE_ROWS_EACH
+        versions = [v for v in reg.versions(only, scored=limit) if yanked or v.yanked is None]
         if json_out:
             print_json([v.to_json() for v in versions])
         else:
             from .render import versions_table
 
-            print_fitted(
-                lambda width: versions_table(versions, limit=None if all_versions else PEOPLE_ROWS, width=width)
-            )
+            print_fitted(lambda width: versions_table(versions, limit=limit, width=width))
 
 
 def show(
@@ -123,23 +131,42 @@ def _warn_moved_outside(reg: Registry, ref: str, name: str | None) -> None:
         console_err().print(f"[yellow]warning:[/yellow] {one_line(str(problem))} (see `dspyreg verify`)")
 
 
+LOG_ROWS = 20
+
+
 def log(
     program: Annotated[Optional[str], typer.Argument(metavar="[PROGRAM]", help="Only this program.")] = None,
     env: Annotated[Optional[str], typer.Option("--env", help="Only this environment.")] = None,
+    limit: Annotated[
+        Optional[int],
+        typer.Option("--limit", min=1, help=f"Only the newest N moves [default: {LOG_ROWS}; with --json: every move]."),
+    ] = None,
+    all_moves: Annotated[bool, typer.Option("--all", help="Every move of the journal (overrides --limit).")] = False,
     name: NameOpt = None,
     registry: RegistryOpt = None,
     json_out: JsonOpt = False,
     traceback: TracebackOpt = False,
 ) -> None:
-    """Show the journal: every environment move, oldest first."""
+    """Show the journal: the newest environment moves first (--json: oldest first, as every JSON list)."""
     with funnel(traceback), open_registry(registry) as reg:
-        entries = reg.log(program if program is not None else name, env)
+        everything = all_moves or (json_out and limit is None)
+        shown = None if everything else (limit or LOG_ROWS)
+        # One more than shown says whether older moves exist, without reading the journal any further back.
+        entries = reg.log(program if program is not None else name, env, limit=None if shown is None else shown + 1)
+        more = shown is not None and len(entries) > shown
+        if more:
+            entries = entries[1:]
         if json_out:
             print_json([e.to_json() for e in entries])
         else:
             from .render import log_table
 
-            print_fitted(lambda width: log_table(entries, width=width))
+            newest_first = entries[::-1]
+            print_fitted(lambda width: log_table(newest_first, width=width))
+            if more:
+                console_err().print(
+                    f"[dim]the newest {shown} moves; older ones: --limit N or --all[/dim]", highlight=False
+                )
 
 
 def diff(

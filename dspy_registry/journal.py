@@ -188,16 +188,28 @@ def _entry_shaped(value: dict[str, Any]) -> bool:
     )
 
 
-def log(store: GitStore, program: str | None = None, env: str | None = None) -> list[JournalEntry]:
-    """Every environment move, oldest first; optionally of one program and one environment."""
-    if store.ref_value(JOURNAL_REF) is None:
+def log(
+    store: GitStore, program: str | None = None, env: str | None = None, *, limit: int | None = None
+) -> list[JournalEntry]:
+    """Every environment move, oldest first; optionally of one program and one environment; with `limit`, only the
+    newest `limit` of them, and the journal is read from its tip only as far as they go (its length costs nothing)."""
+    if store.ref_value(JOURNAL_REF) is None or limit == 0:
         return []
-    entries = [
-        e
-        for message in store.messages(JOURNAL_REF)
-        for e in reversed(journal_entries(message))
-        if (program is None or e.program == program) and (env is None or e.env == env)
-    ]
+    entries: list[JournalEntry] = []
+    messages = store.stream_messages(JOURNAL_REF)
+    try:
+        for message in messages:
+            entries += (
+                e
+                for e in reversed(journal_entries(message))
+                if (program is None or e.program == program) and (env is None or e.env == env)
+            )
+            if limit is not None and len(entries) >= limit:
+                break
+    finally:
+        messages.close()  # stops git: the older commits are never read
+    if limit is not None:
+        del entries[limit:]
     entries.reverse()
     return entries
 

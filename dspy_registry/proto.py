@@ -528,13 +528,21 @@ def _reserved(numbers: list[int], names: list[str], indent: str) -> list[str]:
 def program_proto(program: str, interfaces: Sequence[bytes | None]) -> str:
     """The .proto of the last of `interfaces`, the raw interface.json of each published version of `program` up to
     it in semantic-version order: the earlier ones number its fields."""
+    # A run of equal interfaces numbers as one of them does (numbering is idempotent), and an interface reads to the
+    # same signature every time: ten thousand versions with a few interface changes cost a few parses.
+    kept = [raw for i, raw in enumerate(interfaces) if i == len(interfaces) - 1 or raw != interfaces[i + 1]]
+    parsed: dict[bytes | None, Signature] = {}
     signatures = []
-    for raw in interfaces:
+    for raw in kept:
+        if raw in parsed:
+            signatures.append(parsed[raw])
+            continue
         try:
             interface = json.loads(raw) if raw else {}
         except ValueError:
             interface = {}  # an earlier version's unreadable interface numbers nothing
         if not isinstance(interface, dict):
             interface = {}
-        signatures.append(signature(program, interface))
+        parsed[raw] = signature(program, interface)
+        signatures.append(parsed[raw])
     return render(program, signatures)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConflictError, CorruptRecord
@@ -68,20 +68,23 @@ def read(store: GitStore, program: str, version: str) -> Records:
     )
 
 
-def latest_scores(store: GitStore) -> dict[tuple[str, str], float]:
-    """(program, version) -> the score of its latest evaluation, for every version that has one (one git call)."""
+def latest_scores(
+    store: GitStore, wanted: Collection[tuple[str, str]] | None = None, program: str | None = None
+) -> dict[tuple[str, str], float]:
+    """(program, version) -> the score of its latest evaluation, for every version that has one (of `program` only,
+    and only those in `wanted`, when given): one listing and one `cat-file` pass for all the records read."""
     if store.ref_value(RECORDS_REF) is None:
         return {}
     latest: dict[tuple[str, str], str] = {}
-    for path in sorted(store.list_files(RECORDS_REF, ".")):
+    for path in sorted(store.list_files(RECORDS_REF, program or ".")):
         parts = path.split("/")
-        if len(parts) == 4 and parts[2] == "evaluations":
+        if len(parts) == 4 and parts[2] == "evaluations" and (wanted is None or (parts[0], parts[1]) in wanted):
             latest[(parts[0], parts[1])] = path
+    found = store.read_many([f"{RECORDS_REF}:{path}" for path in latest.values()])
     out = {}
-    for key, path in latest.items():
-        data = store.read_blob(RECORDS_REF, path)
-        if data is not None:
-            out[key] = float(_checked(data, path, "evaluations")["score"])
+    for (key, path), obj in zip(latest.items(), found):
+        if obj is not None and obj.type == "blob":
+            out[key] = float(_checked(obj.data, path, "evaluations")["score"])
     return out
 
 

@@ -52,6 +52,7 @@ from .refs import (
     normalize_version,
     parse_ref,
     same_release,
+    split_tag_ref,
     tag_ref,
     version_key,
 )
@@ -100,6 +101,7 @@ class Registry:
         self.store = store
         self.location = location
         self._config: RegistryConfig | None = None
+        self._published: tuple[tuple[str, str | None], list[str]] | None = None
 
     @classmethod
     def open(cls, location: str | Path | None = None) -> Registry:
@@ -229,13 +231,29 @@ class Registry:
         return out
 
     # -- reading -----------------------------------------------------------------------------------------------------
-    def versions(self, program: str | None = None) -> list[VersionInfo]:
-        """Every published version (of one program, or all), oldest first by semantic version."""
+    def versions(self, program: str | None = None, *, scored: int | None = None) -> list[VersionInfo]:
+        """Every published version (of one program, or all), oldest first by semantic version. With `scored`, only
+        the newest `scored` versions of each program (beside the yanked ones) and those an environment points at
+        carry their evaluation score: the rest of the history's records are not read."""
         pattern = f"refs/tags/{self._known(program)}/" if program is not None else "refs/tags/"
         rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
-        infos = journal.version_infos(rows, (*self.config.environments, ROLLBACK_ENV), latest_scores(self.store))
+        infos = journal.version_infos(rows, (*self.config.environments, ROLLBACK_ENV), {})
         yanks = {p: lifecycle.yanked(self.store, p) for p in {v.name for v in infos}}
-        return [replace(v, yanked=y.reason) if (y := yanks[v.name].get(v.version)) else v for v in infos]
+        wanted: set[tuple[str, str]] | None = None
+        if scored is not None:
+            seen: dict[str, int] = {}
+            wanted = set()
+            for v in reversed(infos):  # newest first
+                seen[v.name] = seen.get(v.name, 0) + 1
+                if seen[v.name] <= scored + len(yanks[v.name]) or v.environments:
+                    wanted.add((v.name, v.version))
+        scores = latest_scores(self.store, wanted, program)
+        return [
+            replace(v, yanked=y.reason if y else None, eval_score=scores.get((v.name, v.version)))
+            if (y := yanks[v.name].get(v.version)) or (v.name, v.version) in scores
+            else v
+            for v in infos
+        ]
 
     def show(self, ref: str, name: str | None = None) -> VersionDetail:
         resolved = self.resolve(ref, name)
@@ -258,13 +276,16 @@ class Registry:
         info = replace(info, eval_score=records.latest_score, yanked=yank.reason if yank else None)
         return VersionDetail(info, manifest, self._json_file(resolved, "prompts.json"), records)
 
-    def log(self, program: str | None = None, env: str | None = None) -> list[JournalEntry]:
-        """Every environment move, oldest first; optionally of one program and one environment."""
+    def log(
+        self, program: str | None = None, env: str | None = None, *, limit: int | None = None
+    ) -> list[JournalEntry]:
+        """Every environment move, oldest first; optionally of one program and one environment; with `limit`, the
+        newest `limit` only (reading no further back in the journal)."""
         if program is not None:
             self._known(program)
         if env is not None:
             self._check_env(env, allow_rollback=True)
-        return journal.log(self.store, program, env)
+        return journal.log(self.store, program, env, limit=limit)
 
     def view(self, ref: str, name: str | None = None) -> ProgramView:
         """A version as a side of `diff`."""
@@ -326,9 +347,25 @@ class Registry:
         from .proto import program_proto
 
         program, target = resolved.program, version_key(resolved.version)
-        history = [v.commit for v in self.versions(program) if version_key(v.version) < target]
+        history = [commit for version, commit in self.version_commits(program) if version_key(version) < target]
         history.append(resolved.commit)
-        return program_proto(program, [self.store.read_blob(c, f"{program}/interface.json") for c in history])
+        # Every interface in one pass: which blob each version holds (one cat-file process), then each distinct blob
+        # once (another); versions mostly share their interface, so the history grows by a line per version.
+        ids = self.store.read_many([f"{c}:{program}/interface.json" for c in history], ids_only=True)
+        blobs = sorted({obj.sha for obj in ids if obj is not None and obj.type == "blob"})
+        data = {obj.sha: obj.data for obj in self.store.read_many(blobs) if obj is not None and obj.type == "blob"}
+        return program_proto(program, [data.get(obj.sha) if obj is not None else None for obj in ids])
+
+    def version_commits(self, program: str) -> list[tuple[str, str]]:
+        """(version, commit) of every published version of `program`, oldest first: the versions `versions` lists,
+        from the tags alone (no payload, score or yank is read)."""
+        rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)"], f"refs/tags/{program}/")
+        found = []
+        for refname, commit, kind in rows:
+            parsed = split_tag_ref(refname)
+            if parsed is not None and kind == "tag" and parsed[0] == program and is_version(parsed[1]):
+                found.append((parsed[1], commit))
+        return sorted(found, key=lambda r: version_key(r[0]))
 
     # -- writing -----------------------------------------------------------------------------------------------------
     def publish(
@@ -390,9 +427,7 @@ class Registry:
         """A warning when callers of the highest published version of `name` would see another program."""
         from .interface_diff import diff_interface, publish_warning
 
-        published = [
-            v for (v,) in self.store.for_each_ref(["%(refname:lstrip=3)"], f"refs/tags/{name}/") if is_version(v)
-        ]
+        published = self._published_versions(name)
         if not published or "interface.json" not in files:
             return ()
         previous = max(published, key=version_key)
@@ -410,12 +445,21 @@ class Registry:
         version = normalize_version(version)
         if self.store.ref_value(tag_ref(name, version)) is not None:
             raise DuplicateVersion(f"{name} {version} is already published; versions are immutable: use a new version")
-        for (existing,) in self.store.for_each_ref(["%(refname:lstrip=3)"], f"refs/tags/{name}/"):
-            if is_version(existing) and same_release(existing, version):
+        for existing in self._published_versions(name):
+            if same_release(existing, version):
                 raise DuplicateVersion(
                     f"{name} {existing} is already published and names the same release as {version}"
                 )
         return version
+
+    def _published_versions(self, name: str) -> list[str]:
+        """The versions `name` has published: one for-each-ref, kept while `main` holds (a publish moves it), so the
+        CLI's early check, publish's own and its interface warning read the program's tags once."""
+        key = (name, self.store.ref_value(MAIN_REF))
+        if self._published is None or self._published[0] != key:
+            rows = self.store.for_each_ref(["%(refname:lstrip=3)"], f"refs/tags/{name}/")
+            self._published = key, [v for (v,) in rows if is_version(v)]
+        return self._published[1]
 
     def promote(
         self,

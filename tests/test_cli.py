@@ -101,7 +101,7 @@ def test_rollback_output_and_errors(reg: Path) -> None:
 def test_unexpected_errors_exit_2_and_traceback_shows_them(reg: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dspy_registry.registry import Registry
 
-    def boom(self: Registry, program: str | None = None) -> None:
+    def boom(self: Registry, program: str | None = None, **_: object) -> None:
         raise ZeroDivisionError("boom")
 
     monkeypatch.setattr(Registry, "versions", boom)
