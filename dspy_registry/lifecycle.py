@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import CorruptRecord, InvalidName, RegistryError
+from .gitstore import utc_now
 from .journal import journal_commit
-from .refs import JOURNAL_REF, is_version
+from .refs import JOURNAL_REF, check_text, is_version, parse_ref
 from .results import Approval, JournalEntry, Yank
 from .signing import check_signature
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from .gitstore import GitStore, Identity
+    from .registry_api import RegistryAPI
+    from .results import Resolved
     from .signing import PublicKey
 
 YANKED = "_yanked.json"
@@ -160,3 +163,35 @@ def _corrupt(program: str, name: str) -> CorruptRecord:
 
 def _actor(who: Identity, now: datetime) -> tuple[str, str]:
     return f"{who.name} <{who.email}>", now.isoformat().replace("+00:00", "Z")
+
+
+# -- the commands (functions of a Registry, named by its facade) ----------------------------------------------------
+def yank(reg: RegistryAPI, ref: str, *, name: str | None = None, reason: str = "", undo: bool = False) -> JournalEntry:
+    """Yank a version (`undo`: unyank it): it stays resolvable by its exact ref and keeps its history, but `list`
+    hides it, promote refuses it, and load, serve and show flag it. Journaled."""
+    resolved = _exact_version(reg, ref, name, "yank" if not undo else "unyank")
+    check_text("--reason", reason, multiline=True)
+    if not undo and not reason.strip():
+        raise InvalidName("yank needs --reason: the journal and every warning about the version say why")
+    who, now = reg.store.identity(), utc_now()
+    return set_yanked(reg.store, resolved.program, resolved.version, reason, yank=not undo, who=who, now=now)
+
+
+def approve(
+    reg: RegistryAPI, ref: str, env: str, *, name: str | None = None, reason: str = "", sign: bool | None = None
+) -> Approval:
+    """Record that the configured git identity approves a version for `env` (signed when signing is on); the gate
+    `approvals` in [gates.<env>] counts approvals from people other than the version's publisher."""
+    resolved = _exact_version(reg, ref, name, "approve")
+    check_text("--reason", reason, multiline=True)
+    env = reg.check_env(env)
+    signer = reg.signer(sign)
+    who, now = reg.store.identity(), utc_now()
+    return add_approval(reg.store, resolved.program, resolved.version, env, reason, who=who, now=now, signer=signer)
+
+
+def _exact_version(reg: RegistryAPI, ref: str, name: str | None, what: str) -> Resolved:
+    spec = parse_ref(ref, name)
+    if spec.version is None:
+        raise InvalidName(f"{what} takes a version (v1.1 or qa/v1.1), not {ref!r}")
+    return reg.resolve(ref, name)

@@ -5,21 +5,34 @@ version is written the same way (`write_version`: the bundle's tree on main and 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConflictError, InvalidName, RegistryError
+from .errors import ConflictError, DuplicateVersion, InvalidName, RegistryError
 from .gitstore import TreeEntry
 from .journal import payload_line
-from .refs import MAIN_REF, ZERO_SHA, RefUpdate, check_text, tag_ref
+from .refs import (
+    MAIN_REF,
+    ZERO_SHA,
+    RefUpdate,
+    check_program,
+    check_text,
+    is_version,
+    normalize_version,
+    same_release,
+    tag_ref,
+    version_key,
+)
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from .bundle import ProgramSource, PublishMeta
     from .gitstore import GitStore, Identity
+    from .registry_api import RegistryAPI
 
 PUBLISH_RETRIES = 5
 
@@ -148,3 +161,46 @@ def write_version(
         f"main kept moving while publishing {name} {version} ({PUBLISH_RETRIES} tries); "
         "nothing was changed: re-run the command"
     )
+
+
+# -- what a new version may be --------------------------------------------------------------------------------------
+def interface_warnings(
+    reg: RegistryAPI, name: str, version: str, entrypoint: str, files: Mapping[str, bytes]
+) -> tuple[str, ...]:
+    """A warning when callers of the highest published version of `name` would see another program."""
+    from .interface_diff import diff_interface, publish_warning
+
+    published = published_versions(reg, name)
+    if not published or "interface.json" not in files:
+        return ()
+    previous = max(published, key=version_key)
+    try:
+        resolved = reg.resolve(previous, name)
+        before = reg.manifest(resolved).program.entrypoint, reg.interface(resolved)
+    except RegistryError:
+        return ()  # a damaged earlier version is verify's to report; it does not stop a new one
+    changes = diff_interface(*before, entrypoint, json.loads(files["interface.json"]))
+    return (publish_warning(name, previous, version, changes),) if changes else ()
+
+
+def check_new_version(reg: RegistryAPI, name: str, version: str) -> str:
+    """The normalized version, if `name` may publish it; raises otherwise."""
+    check_program(name)
+    version = normalize_version(version)
+    if reg.store.ref_value(tag_ref(name, version)) is not None:
+        raise DuplicateVersion(f"{name} {version} is already published; versions are immutable: use a new version")
+    for existing in published_versions(reg, name):
+        if same_release(existing, version):
+            raise DuplicateVersion(f"{name} {existing} is already published and names the same release as {version}")
+    return version
+
+
+def published_versions(reg: RegistryAPI, name: str) -> list[str]:
+    """The versions `name` has published: one for-each-ref, kept while `main` holds (a publish moves it), so the
+    CLI's early check, publish's own and its interface warning read the program's tags once."""
+    key = (name, reg.store.ref_value(MAIN_REF))
+    if reg.published_tags is None or reg.published_tags[0] != key:
+        rows = reg.store.for_each_ref(["%(refname:lstrip=3)"], f"refs/tags/{name}/")
+        reg.published_tags = key, [v for (v,) in rows if is_version(v)]
+    versions: list[str] = reg.published_tags[1]
+    return versions

@@ -1,31 +1,26 @@
-"""The facade: init, publish, list, show, log, diff, promote, rollback, eval, bench, verify, export and load on one
-registry.
+"""The facade: every command on one registry as one method (init, publish, list, show, log, diff, promote,
+rollback, unassign, yank, approve, eval, bench, verify, export, load).
 
 Every write builds objects first and then moves all the refs it touches in one transaction with expected old
 values (see gitstore.py), so a command either happens whole or not at all. Reads look refs up by name, never by
-scanning every tag, except `list`, whose job is to list them. The concerns live below it: opening.py (where a
-store comes from), journal.py (the journal format), sides.py (diff sides), quality.py (eval, bench, gates),
-verify.py and trust.py, export.py; this module reads what they need from git and hands it to them.
+scanning every tag, except `list`, whose job is to list them. This module resolves names and refs and reads
+versions; the concerns live below it: opening.py (where a store comes from), publishing.py (what a new version may
+be, and writing it), moves.py (promote, gates, the one environment move), lifecycle.py (yank, approvals),
+journal.py (the journal format), sides.py (diff sides), quality.py (eval, bench), checks.py, verify.py and trust.py
+(verification), delivery.py (bundles, loading, drift).
 """
 
 from __future__ import annotations
 
 import json
-import uuid
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import journal, lifecycle
+from . import delivery, journal, lifecycle, moves
 from .errors import (
-    ConflictError,
-    DuplicateVersion,
-    ForgedTag,
-    GateRefused,
     InvalidName,
-    RegistryError,
     UnknownRef,
 )
 from .export import bundle_json
@@ -35,10 +30,9 @@ from .hints import cache_dir
 from .lineage import Lineage
 from .manifest import Manifest, RegistryConfig
 from .opening import init_store, open_store
-from .publishing import check_metadata, write_version
+from .publishing import check_metadata, check_new_version, interface_warnings, write_version
 from .records import latest_scores
 from .refs import (
-    JOURNAL_REF,
     MAIN_REF,
     PROGRAM_RE,
     ROLLBACK_ENV,
@@ -49,9 +43,7 @@ from .refs import (
     check_program,
     check_text,
     is_version,
-    normalize_version,
     parse_ref,
-    same_release,
     split_tag_ref,
     tag_ref,
     version_key,
@@ -68,7 +60,7 @@ from .results import (
     VersionDetail,
     VersionInfo,
 )
-from .sides import diff_files, diff_sides, example_values, is_state_path, rendered_side, state_view, version_view
+from .sides import diff_files, diff_sides, is_state_path, rendered_versions, state_view, version_view
 from .signing import tag_signer
 
 if TYPE_CHECKING:
@@ -87,8 +79,6 @@ if TYPE_CHECKING:
 __all__ = ["JournalEntry", "MoveResult", "PublishResult", "Registry", "Resolved", "VersionDetail", "VersionInfo"]
 __all__ += ["Records", "cache_dir", "default_registry", "diff_files", "is_state_path", "state_view"]
 
-BUNDLE_LAYOUT = 3  # bump when export writes different files, so caches of older layouts are not reused
-
 
 def default_registry() -> str:
     from .hints import default_location
@@ -101,7 +91,7 @@ class Registry:
         self.store = store
         self.location = location
         self._config: RegistryConfig | None = None
-        self._published: tuple[tuple[str, str | None], list[str]] | None = None
+        self.published_tags: tuple[tuple[str, str | None], list[str]] | None = None
 
     @classmethod
     def open(cls, location: str | Path | None = None) -> Registry:
@@ -147,7 +137,7 @@ class Registry:
             n for n, e in self.store.list_tree(MAIN_REF).items() if e.type == "tree" and PROGRAM_RE.fullmatch(n)
         )
 
-    def _program(self, program: str | None) -> str:
+    def program_of(self, program: str | None) -> str:
         if program is not None:
             return check_program(program)
         programs = self.programs()
@@ -165,7 +155,7 @@ class Registry:
             raise UnknownRef(f"{self.location} holds no program {program!r}: see `dspyreg list`")
         return program
 
-    def _check_env(self, env: str, *, allow_rollback: bool = False) -> str:
+    def check_env(self, env: str, *, allow_rollback: bool = False) -> str:
         check_environment(env)
         known = self.config.environments + ((ROLLBACK_ENV,) if allow_rollback else ())
         if env not in known:
@@ -175,7 +165,7 @@ class Registry:
     # -- resolving ---------------------------------------------------------------------------------------------------
     def resolve(self, ref: str, name: str | None = None) -> Resolved:
         spec = parse_ref(ref, name)
-        program = self._program(spec.program)
+        program = self.program_of(spec.program)
         if spec.version is not None:
             commit = self.store.peel_to_commit(tag_ref(program, spec.version))
             if commit is not None:
@@ -185,7 +175,7 @@ class Registry:
                 raise UnknownRef(f"{program} {spec.version} is not published: see `dspyreg list {program}`")
             spec = RefSpec(program, sha=leaf)
         if spec.environment is not None:
-            env = self._check_env(spec.environment, allow_rollback=True)
+            env = self.check_env(spec.environment, allow_rollback=True)
             state = journal.env_state(self.store, program, env, None)
             commit = self.store.peel_to_commit(tag_ref(program, env))
             if commit is None:
@@ -284,7 +274,7 @@ class Registry:
         if program is not None:
             self._known(program)
         if env is not None:
-            self._check_env(env, allow_rollback=True)
+            self.check_env(env, allow_rollback=True)
         return journal.log(self.store, program, env, limit=limit)
 
     def view(self, ref: str, name: str | None = None) -> ProgramView:
@@ -296,10 +286,10 @@ class Registry:
             self._json_file(resolved, "prompts.json"),
             self._json_file(resolved, "program.json"),
             self.records(resolved),
-            self._interface(resolved),
+            self.interface(resolved),
         )
 
-    def _interface(self, resolved: Resolved) -> dict[str, Any] | None:
+    def interface(self, resolved: Resolved) -> dict[str, Any] | None:
         """interface.json, or None for a version published before it existed (or holding something else)."""
         data = self.store.read_blob(resolved.commit, f"{resolved.program}/interface.json")
         try:
@@ -321,25 +311,9 @@ class Registry:
     def diff_rendered(
         self, a: str, b: str, name: str | None = None, given: dict[str, Any] | None = None
     ) -> RenderedDiff:
-        """The messages each predictor's adapter sends under `a` and under `b`, for `given` (else each version's
-        recorded example input), diffed message by message. Both sides are registry refs; no code is imported."""
-        from .rendered import RENDERED_JSON, rendered_diff
-
-        for side in (a, b):
-            if is_state_path(side):
-                raise InvalidName(f"{side}: diff --rendered compares two published versions, not a state file")
-        resolved = [self.resolve(a, name), self.resolve(b, name)]
-        examples = [self.store.read_blob(r.commit, f"{r.program}/examples/input.json") for r in resolved]
-        # One input rendered under both: the given one, else B's recorded example (what A and B would each send).
-        source = "the given input" if given is not None else f"{resolved[1].version}'s examples/input.json"
-        values = given if given is not None else example_values(examples[1])
-        sides = [
-            rendered_side(
-                f"{r.program}/{r.version}", self.store.read_blob(r.commit, f"{r.program}/{RENDERED_JSON}"), ex, values
-            )
-            for r, ex in zip(resolved, examples, strict=True)
-        ]
-        return rendered_diff(sides[0], sides[1], source)
+        """The messages each predictor's adapter sends under `a` and under `b` for one input (see
+        sides.rendered_versions). Both sides are registry refs; no code is imported."""
+        return rendered_versions(self, a, b, name, given)
 
     def proto(self, resolved: Resolved) -> str:
         """The .proto of `resolved`: its signature, numbered by the interfaces of every published version up to it,
@@ -393,7 +367,7 @@ class Registry:
         from .provenance import checked_trainset_size, code_lineage, host_versions, optimizer_lineage
 
         version = self.check_new_version(name, version)
-        signer = self._signer(sign)
+        signer = self.signer(sign)
         optimizer, optimizer_record, lineage_warnings = optimizer_lineage(optimizer)
         trainset_size = checked_trainset_size(trainset, trainset_size)
         lineage = Lineage(trainset, devset, optimizer_record, code_lineage(source.path), host_versions())
@@ -416,50 +390,14 @@ class Registry:
             lineage=lineage,
         )
         bundle = build_bundle(source, state, meta, origin=origin)
-        interface = self._interface_warnings(name, version, source.entrypoint, bundle.files)
+        interface = interface_warnings(self, name, version, source.entrypoint, bundle.files)
         warnings = (*lineage_warnings, *bundle.warnings, *interface)
         commit = write_version(self.store, meta, bundle.files, who=who, now=now, signer=signer)
         return PublishResult(name, version, commit, tuple(sorted(bundle.files)), warnings)
 
-    def _interface_warnings(
-        self, name: str, version: str, entrypoint: str, files: Mapping[str, bytes]
-    ) -> tuple[str, ...]:
-        """A warning when callers of the highest published version of `name` would see another program."""
-        from .interface_diff import diff_interface, publish_warning
-
-        published = self._published_versions(name)
-        if not published or "interface.json" not in files:
-            return ()
-        previous = max(published, key=version_key)
-        try:
-            resolved = self.resolve(previous, name)
-            before = self.manifest(resolved).program.entrypoint, self._interface(resolved)
-        except RegistryError:
-            return ()  # a damaged earlier version is verify's to report; it does not stop a new one
-        changes = diff_interface(*before, entrypoint, json.loads(files["interface.json"]))
-        return (publish_warning(name, previous, version, changes),) if changes else ()
-
     def check_new_version(self, name: str, version: str) -> str:
-        """The normalized version, if `name` may publish it; raises otherwise."""
-        check_program(name)
-        version = normalize_version(version)
-        if self.store.ref_value(tag_ref(name, version)) is not None:
-            raise DuplicateVersion(f"{name} {version} is already published; versions are immutable: use a new version")
-        for existing in self._published_versions(name):
-            if same_release(existing, version):
-                raise DuplicateVersion(
-                    f"{name} {existing} is already published and names the same release as {version}"
-                )
-        return version
-
-    def _published_versions(self, name: str) -> list[str]:
-        """The versions `name` has published: one for-each-ref, kept while `main` holds (a publish moves it), so the
-        CLI's early check, publish's own and its interface warning read the program's tags once."""
-        key = (name, self.store.ref_value(MAIN_REF))
-        if self._published is None or self._published[0] != key:
-            rows = self.store.for_each_ref(["%(refname:lstrip=3)"], f"refs/tags/{name}/")
-            self._published = key, [v for (v,) in rows if is_version(v)]
-        return self._published[1]
+        """The normalized version, if `name` may publish it; raises otherwise (see publishing.check_new_version)."""
+        return check_new_version(self, name, version)
 
     def promote(
         self,
@@ -472,101 +410,23 @@ class Registry:
         sign: bool | None = None,
     ) -> MoveResult:
         """Point `to` (default: the next environment) at `source`'s version, if registry.toml's gates allow it;
-        `force` (with a reason) overrides the gates and the journal records the override."""
-        spec = parse_ref(source, name)
-        program = self._program(spec.program)
-        envs = self.config.environments
-        if spec.environment is not None:
-            src_env = self._check_env(spec.environment, allow_rollback=True)
-            if to is None:
-                if src_env == ROLLBACK_ENV or envs.index(src_env) == len(envs) - 1:
-                    raise InvalidName(f"{src_env} is the last environment: say where to with --to")
-                to = envs[envs.index(src_env) + 1]
-        elif to is None:
-            to = envs[0]
-        if to == ROLLBACK_ENV:
-            raise InvalidName(
-                "the rollback environment is managed by dspyreg: promote to prod, or use `dspyreg rollback`"
-            )
-        target_env = self._check_env(to)
-        check_text("--reason", reason, multiline=True)
-        if force and not reason.strip():
-            raise InvalidName("--force needs --reason: the journal records why the gates were overridden")
-        resolved = self.resolve(str(RefSpec(program, spec.version, spec.environment, spec.sha)))
-        if yank := lifecycle.yanked(self.store, program).get(resolved.version):
-            raise lifecycle.Yanked(
-                f"{program} {resolved.version} is yanked ({yank.reason}): promote another version, "
-                f"or `dspyreg unyank {resolved.version}` first"
-            )
-        refusals = self.gate_refusals(program, target_env, resolved)
-        if refusals and not force:
-            raise GateRefused(
-                f"promotion of {program} {resolved.version} to {target_env} refused by registry.toml's gates: "
-                f"{'; '.join(refusals)} (override with --force --reason)"
-            )
-        return self._move(
-            program, target_env, resolved.version, "promote", reason, override="; ".join(refusals), sign=sign
-        )
+        `force` (with a reason) overrides the gates and the journal records the override (see moves.py)."""
+        return moves.promote(self, source, to, name=name, reason=reason, force=force, sign=sign)
 
     def gate_refusals(self, program: str, env: str, candidate: Resolved) -> list[str]:
         """What registry.toml's [gates.<env>] say against moving `env` to `candidate` (empty: the gates allow it)."""
-        from .quality import Incumbent, gate_refusals
-
-        gates = self.config.gates.get(env) or {}
-        if not gates:
-            return []
-        records = self.records(candidate)
-        current = journal.env_state(self.store, program, env, None).version
-        incumbent = None
-        if gates.get("no_regression") and current and current != candidate.version:
-            incumbent = Incumbent(current, self._score(self.resolve(current, program)))
-        comparison = None
-        if gates.get("min_delta_ci_low") is not None and current and current != candidate.version:
-            comparison = self._comparison(self.resolve(current, program), candidate, records)
-        latest = records.latest_evaluation
-        refusals = gate_refusals(
-            gates,
-            env,
-            f"{program} {candidate.version}",
-            self._score(candidate, records),
-            evaluated=latest is not None,
-            incumbent=incumbent,
-            leakage=latest.leakage if latest is not None else None,
-            comparison=comparison,
-        )
-        if needed := gates.get("approvals"):
-            found = lifecycle.approvals(self.store, program)
-            publisher = self.manifest(candidate).program.author
-            signers = self.config.signing.allowed(env, self.production)
-            if refusal := lifecycle.approval_refusal(found, candidate.version, env, publisher, needed, signers):
-                refusals.append(f"{program} {refusal}")
-        return refusals
-
-    def _comparison(self, a: Resolved, b: Resolved, b_records: Records | None = None) -> ExampleComparison | str:
-        """`a` against `b` example by example, or why they do not compare (one line)."""
-        from .example_compare import NotComparable, compare
-
-        b_records = b_records or self.records(b)
-        try:
-            return compare(
-                f"{a.program}/{a.version}",
-                f"{b.program}/{b.version}",
-                self.records(a).evaluations,
-                b_records.evaluations,
-            )
-        except NotComparable as err:
-            return str(err)
+        return moves.gate_refusals(self, program, env, candidate)
 
     def compare_examples(self, a: str, b: str, name: str | None = None) -> ExampleComparison:
         """`diff --examples`: the two versions' evaluations on one dev set, example by example (records only)."""
         from .example_compare import NotComparable
 
-        result = self._comparison(self.resolve(a, name), self.resolve(b, name))
+        result = moves.comparison(self, self.resolve(a, name), self.resolve(b, name))
         if isinstance(result, str):
             raise NotComparable(result)
         return result
 
-    def _score(self, resolved: Resolved, records: Records | None = None) -> float | None:
+    def score(self, resolved: Resolved, records: Records | None = None) -> float | None:
         """What the gates compare: the latest evaluation's score, else the dev score given at publish."""
         score = (records or self.records(resolved)).latest_score
         return score if score is not None else self.manifest(resolved).optimization.dev_score
@@ -574,108 +434,40 @@ class Registry:
     def rollback(
         self, env: str | None = None, *, name: str | None = None, reason: str = "", sign: bool | None = None
     ) -> MoveResult:
-        program = self._program(name)
+        program = self.program_of(name)
         check_text("--reason", reason, multiline=True)
-        return self._move(program, self._check_env(env or self.production), None, "rollback", reason, sign=sign)
+        return self._move(program, self.check_env(env or self.production), None, "rollback", reason, sign=sign)
 
     def unassign(self, env: str, *, name: str | None = None, reason: str = "", sign: bool | None = None) -> MoveResult:
         """Clear `env` (its tag is deleted; the journal keeps what it held, so `rollback` brings it back)."""
-        program = self._program(name)
+        program = self.program_of(name)
         check_text("--reason", reason, multiline=True)
-        return self._move(program, self._check_env(env), None, "unassign", reason, sign=sign)
+        return self._move(program, self.check_env(env), None, "unassign", reason, sign=sign)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------------
     def yank(self, ref: str, *, name: str | None = None, reason: str = "", undo: bool = False) -> JournalEntry:
-        """Yank a version (`undo`: unyank it): it stays resolvable by its exact ref and keeps its history, but `list`
-        hides it, promote refuses it, and load, serve and show flag it. Journaled."""
-        resolved = self._exact_version(ref, name, "yank" if not undo else "unyank")
-        check_text("--reason", reason, multiline=True)
-        if not undo and not reason.strip():
-            raise InvalidName("yank needs --reason: the journal and every warning about the version say why")
-        who, now = self.store.identity(), utc_now()
-        return lifecycle.set_yanked(
-            self.store, resolved.program, resolved.version, reason, yank=not undo, who=who, now=now
-        )
+        """Yank a version (`undo`: unyank it): see lifecycle.yank. Journaled."""
+        return lifecycle.yank(self, ref, name=name, reason=reason, undo=undo)
 
     def approve(
         self, ref: str, env: str, *, name: str | None = None, reason: str = "", sign: bool | None = None
     ) -> Approval:
-        """Record that the configured git identity approves a version for `env` (signed when signing is on); the
-        gate `approvals` in [gates.<env>] counts approvals from people other than the version's publisher."""
-        resolved = self._exact_version(ref, name, "approve")
-        check_text("--reason", reason, multiline=True)
-        env = self._check_env(env)
-        signer = self._signer(sign)
-        who, now = self.store.identity(), utc_now()
-        return lifecycle.add_approval(
-            self.store, resolved.program, resolved.version, env, reason, who=who, now=now, signer=signer
-        )
+        """Record the configured git identity's approval of a version for `env`: see lifecycle.approve."""
+        return lifecycle.approve(self, ref, env, name=name, reason=reason, sign=sign)
 
     def yanked(self, resolved: Resolved) -> str | None:
         """Why `resolved`'s version is yanked, or None."""
         yank = lifecycle.yanked(self.store, resolved.program).get(resolved.version)
         return yank.reason if yank else None
 
-    def _exact_version(self, ref: str, name: str | None, what: str) -> Resolved:
-        spec = parse_ref(ref, name)
-        if spec.version is None:
-            raise InvalidName(f"{what} takes a version (v1.1 or qa/v1.1), not {ref!r}")
-        return self.resolve(ref, name)
-
-    def _signer(self, sign: bool | None) -> Callable[[bytes], bytes] | None:
+    def signer(self, sign: bool | None) -> Callable[[bytes], bytes] | None:
         """How this write signs its tags (None: unsigned); see signing.tag_signer."""
         return tag_signer(sign, self.config.signing.sign, self.store.git_config)
 
     def _move(
-        self,
-        program: str,
-        env: str,
-        version: str | None,
-        action: str,
-        reason: str,
-        *,
-        override: str = "",
-        sign: bool | None = None,
+        self, program: str, env: str, version: str | None, action: str, reason: str, *, sign: bool | None = None
     ) -> MoveResult:
-        """Move env (and, for production, the rollback tag) and append the journal, in one transaction.
-
-        Every expected old value comes from the reads the new state was computed from (the journal first, then the
-        tags), so a writer that moved any of them meanwhile makes this transaction fail instead of being overwritten.
-        """
-        journal_old = self.store.ref_value(JOURNAL_REF)
-        current = journal.env_state(self.store, program, env, journal_old)
-        new_version, history = journal.next_state(current, program, env, version, clear=action == "unassign")
-        if new_version is not None:
-            from .verify import version_tag_problems
-
-            forged = version_tag_problems(self, program, new_version)
-            if forged:  # the env tag would point wherever the version tag was moved to
-                raise ForgedTag(
-                    f"refusing to {action} {program}/{env} to {new_version}: {forged[0]}; nothing was changed"
-                )
-        version = new_version
-        if current.version == version:
-            return MoveResult(())
-        signer = self._signer(sign)
-        who, now = self.store.identity(), utc_now()
-        actor, when = f"{who.name} <{who.email}>", now.isoformat().replace("+00:00", "Z")
-        move = uuid.uuid4().hex[:16]  # one id for every entry of this transaction
-        entry = JournalEntry(program, env, current.version, version, action, actor, when, reason, move, override)
-        moves = [(current, entry)]
-        if env == self.production:
-            moves += journal.rollback_follows(self.store, entry, history)
-        updates = journal.move_updates(self.store, moves, history, journal_old, who, now, signer)
-        try:
-            self.store.transaction(updates)
-        except ConflictError as err:
-            raise ConflictError(self._lost_to(program, env, journal_old, str(err))) from None
-        return MoveResult(tuple(entry for _, entry in moves))
-
-    def _lost_to(self, program: str, env: str, since: str | None, fallback: str) -> str:
-        """Say which move beat ours (see journal.lost_to), read from the journal afresh."""
-        self.store.sync()
-        self.store.close()
-        return journal.lost_to(self.store, program, env, since, fallback)
+        return moves.move(self, program, env, version, action, reason, sign=sign)
 
     # -- quality records ----------------------------------------------------------------------------------------------
     def records(self, resolved: Resolved) -> Records:
@@ -778,26 +570,12 @@ class Registry:
     def export(
         self, resolved: Resolved, dest: Path, *, force: bool = False, k8s: K8sOptions | None = None
     ) -> ExportResult:
-        """Write the deployment bundle of `resolved` to `dest` (see export.write_export): into a new or empty folder,
-        or with `force` into a used one, replacing only the files the bundle owns. With `k8s`, also the Kubernetes
-        manifests of replicas that follow an environment (see k8s.py)."""
-        from .export import write_export
-
-        files = self.deployment(resolved)
-        if k8s is not None:
-            from .k8s import kubernetes_files
-
-            files.update(kubernetes_files(files, k8s))
-        return write_export(dest, files, force=force)
+        """Write the deployment bundle of `resolved` to `dest` (see delivery.export)."""
+        return delivery.export(self, resolved, dest, force=force, k8s=k8s)
 
     def deployment(self, resolved: Resolved) -> dict[str, bytes]:
-        """Every file of the deployment bundle: the published ones, then what runs them (see export.py), and the
-        typed gRPC interface (see proto.py)."""
-        from .export import bundle_deployment
-
-        files = {e.path: self.store.blob(e.sha) for e in self.bundle(resolved)}
-        where = f"{resolved.program} {resolved.version}"
-        return bundle_deployment(files, resolved.commit, self.records(resolved), self.proto(resolved), where=where)
+        """Every file of the deployment bundle of `resolved` (see delivery.deployment)."""
+        return delivery.deployment(self, resolved)
 
     def bundle(self, resolved: Resolved) -> list[BundleEntry]:
         """The files of `resolved`'s bundle, every path checked before anything is written (UnsafeTree names a
@@ -806,20 +584,8 @@ class Registry:
         return self.store.list_bundle(resolved.commit, f"{resolved.program}/", where=where)
 
     def materialize(self, resolved: Resolved) -> Path:
-        """The deployment bundle of `resolved` in the cache (one folder per commit and program, written once)."""
-        from .version import __version__
-
-        dest = cache_dir() / "bundles" / f"{__version__}-{BUNDLE_LAYOUT}" / resolved.commit / resolved.program
-        self.bundle(resolved)  # a forged tree is refused even when a folder for it is cached already
-        if not (dest / "config.json").is_file():
-            try:
-                self.export(resolved, dest, force=True)
-            except OSError:  # another process wrote it first
-                if not (dest / "config.json").is_file():
-                    raise
-            except RegistryError as err:
-                raise RegistryError(f"{err} (the bundle cache: set DSPYREG_CACHE to a folder you can write)") from None
-        return dest
+        """The deployment bundle of `resolved` in the cache (see delivery.materialize)."""
+        return delivery.materialize(self, resolved)
 
     def load(
         self, ref: str, name: str | None = None, *, verify: bool = True, require_signed: bool = False
@@ -830,34 +596,8 @@ class Registry:
 
     def build(self, resolved: Resolved) -> dspy.Module:
         """The program of `resolved` (checked by the caller), from its bundled code and JSON state, ready to call."""
-        from .runtime.inference import load_program
-
-        if (why := self.yanked(resolved)) is not None:
-            warnings.warn(f"{resolved.program} {resolved.version} is yanked: {why}", stacklevel=3)
-        folder = self.materialize(resolved)
-        self.check_drift(folder, resolved)
-        entrypoint = json.loads((folder / "config.json").read_text())["pipeline"]["entrypoint"]
-        try:
-            return load_program(folder, entrypoint, resolved.commit)
-        except Exception as err:
-            raise RegistryError(
-                f"{resolved.program} {resolved.version} does not load: {type(err).__name__}: {err}"
-            ) from None
+        return delivery.build(self, resolved)
 
     def check_drift(self, folder: Path, resolved: Resolved, report: Callable[[str], None] | None = None) -> None:
-        """Raise RuntimeDrift when registry.toml's [runtime] policy refuses the installed DSPy (or LiteLLM) for the
-        versions the bundle in `folder` records; else report each minor or major difference once per process
-        (default: a DriftWarning through Python's warnings)."""
-        import warnings
-
-        from .errors import RuntimeDrift
-        from .runtime.drift import DriftRefused, DriftWarning, check, recorded_versions
-
-        def warn(message: str) -> None:
-            warnings.warn(message, DriftWarning, stacklevel=5)
-
-        try:
-            what = f"{resolved.program} {resolved.version}"
-            check(what, recorded_versions(folder), self.config.runtime, report or warn)
-        except DriftRefused as err:
-            raise RuntimeDrift(str(err)) from None
+        """Refuse or report the DSPy drift of the bundle in `folder` (see delivery.check_drift)."""
+        delivery.check_drift(self, folder, resolved, report)

@@ -19,7 +19,8 @@ from .state import mask_credentials, mask_lm_state
 if TYPE_CHECKING:
     from .diff import Diff, PredictorView, ProgramView
     from .manifest import Manifest
-    from .rendered import SideRendering
+    from .registry_api import RegistryAPI
+    from .rendered import RenderedDiff, SideRendering
     from .results import Records, Resolved
 
 
@@ -151,3 +152,26 @@ def _records_metadata(records: Records) -> dict[str, Any]:
             "bench.cost_per_query": bench.cost_per_query,
         }
     return {k: v for k, v in meta.items() if v is not None}
+
+
+def rendered_versions(
+    reg: RegistryAPI, a: str, b: str, name: str | None, given: Mapping[str, Any] | None
+) -> RenderedDiff:
+    """`diff --rendered`: for `given` (else B's recorded example input: what A and B would each send for one input),
+    the messages each predictor's adapter sends under `a` and under `b`, diffed message by message."""
+    from .rendered import RENDERED_JSON, rendered_diff
+
+    for side in (a, b):
+        if is_state_path(side):
+            raise InvalidName(f"{side}: diff --rendered compares two published versions, not a state file")
+    resolved = [reg.resolve(a, name), reg.resolve(b, name)]
+    examples = [reg.store.read_blob(r.commit, f"{r.program}/examples/input.json") for r in resolved]
+    source = "the given input" if given is not None else f"{resolved[1].version}'s examples/input.json"
+    values = given if given is not None else example_values(examples[1])
+    sides = [
+        rendered_side(
+            f"{r.program}/{r.version}", reg.store.read_blob(r.commit, f"{r.program}/{RENDERED_JSON}"), ex, values
+        )
+        for r, ex in zip(resolved, examples, strict=True)
+    ]
+    return rendered_diff(sides[0], sides[1], source)

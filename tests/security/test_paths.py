@@ -158,7 +158,7 @@ def test_list_bundle_checks_every_name_and_mode(
 def test_a_bundle_cached_before_the_check_is_not_used(published: Registry, sandbox: Path) -> None:
     """A cache folder for the forged commit (as an older dspyreg would have left it) does not skip the check."""
     from dspy_registry import __version__
-    from dspy_registry.registry import BUNDLE_LAYOUT
+    from dspy_registry.delivery import BUNDLE_LAYOUT
 
     commit, refusal = forge(published, "dotdot", sandbox)
     published.export(
