@@ -15,7 +15,6 @@ where the time goes. Figures on a shared machine are noisy: the load average is 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import io
 import os
 import pstats
