@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from importlib import import_module
 from typing import Annotated, Any
 
 import typer
 import typer.core
 from typer.core import TyperGroup
 
-from . import cli_quality, cli_read, cli_serve, cli_ui, cli_write
 from .cli_common import console_err, one_line
 
 # click's UsageError, wherever this typer takes click from (typer 0.28 vendors it as typer._click).
@@ -72,18 +72,6 @@ class _Command(typer.core.TyperCommand):
         return " ".join(first.split())
 
 
-app = typer.Typer(
-    name="dspyreg",
-    cls=_Commands,
-    help="Version, diff, promote, roll back and serve optimized DSPy programs from a git artifact registry.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
 def _print_version(value: bool) -> None:
     if value:
         from .version import __version__
@@ -92,7 +80,6 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool,
@@ -102,37 +89,73 @@ def _root(
     """Version, diff, promote, roll back and serve optimized DSPy programs from a git artifact registry."""
 
 
-# Every command, in the order `dspyreg --help` and docs/cli.md list them.
-for _name, _command in (
-    ("init", cli_write.init),
-    ("git-setup", cli_write.git_setup),
-    ("sync", cli_read.sync),
-    ("publish", cli_write.publish),
-    ("list", cli_read.list_),
-    ("show", cli_read.show),
-    ("log", cli_read.log),
-    ("diff", cli_read.diff),
-    ("textconv", cli_read.textconv),
-    ("promote", cli_write.promote),
-    ("rollback", cli_write.rollback),
-    ("unassign", cli_write.unassign),
-    ("yank", cli_write.yank),
-    ("unyank", cli_write.unyank),
-    ("approve", cli_write.approve),
-    ("eval", cli_quality.eval_),
-    ("bench", cli_quality.bench),
-    ("export", cli_serve.export),
-    ("verify", cli_read.verify),
-    ("serve", cli_serve.serve),
-    ("proto", cli_serve.proto),
-    ("ui", cli_ui.ui),
-    ("site", cli_ui.site),
-):
-    app.command(_name, cls=_Command)(_command)
+# Every command, in the order `dspyreg --help` and docs/cli.md list them, with the module and function it lives in.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("init", "cli_write", "init"),
+    ("git-setup", "cli_write", "git_setup"),
+    ("sync", "cli_read", "sync"),
+    ("publish", "cli_write", "publish"),
+    ("list", "cli_read", "list_"),
+    ("show", "cli_read", "show"),
+    ("log", "cli_read", "log"),
+    ("diff", "cli_read", "diff"),
+    ("textconv", "cli_read", "textconv"),
+    ("promote", "cli_write", "promote"),
+    ("rollback", "cli_write", "rollback"),
+    ("unassign", "cli_write", "unassign"),
+    ("yank", "cli_write", "yank"),
+    ("unyank", "cli_write", "unyank"),
+    ("approve", "cli_write", "approve"),
+    ("eval", "cli_quality", "eval_"),
+    ("bench", "cli_quality", "bench"),
+    ("export", "cli_serve", "export"),
+    ("verify", "cli_read", "verify"),
+    ("serve", "cli_serve", "serve"),
+    ("proto", "cli_serve", "proto"),
+    ("ui", "cli_ui", "ui"),
+    ("site", "cli_ui", "site"),
+)
+
+
+def make_app(names: Sequence[str] | None = None) -> typer.Typer:
+    """The typer app with every command, or only the commands `names` (in the order of COMMANDS): the modules of
+    the others are not imported and their click commands are not built."""
+    app = typer.Typer(
+        name="dspyreg",
+        cls=_Commands,
+        help="Version, diff, promote, roll back and serve optimized DSPy programs from a git artifact registry.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    for name, module, function in COMMANDS:
+        if names is None or name in names:
+            app.command(name, cls=_Command)(getattr(import_module(f"{__package__}.{module}"), function))
+    return app
+
+
+_full_app: typer.Typer | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `from dspy_registry.cli import app`: the whole app, built on first use (main() builds only what it runs).
+    global _full_app
+    if name == "app":
+        if _full_app is None:
+            _full_app = make_app()
+        return _full_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
-    app()
+    # `dspyreg <command> ...` runs one command: the app holds only it, so a read or a move imports and builds only
+    # its own module (0.1 s budget, docs/performance.md). Anything else (help, --version, a typo) gets every command.
+    args = sys.argv[1:2]
+    known = {name for name, _, _ in COMMANDS}
+    make_app(args if args and args[0] in known else None)()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +259,9 @@ def config(manifest: Manifest, commit: str, state: Mapping[str, Any], records: R
 
 
 def _installed(package: str) -> str | None:
+    # importlib.metadata costs more to import than a read command may spend: only export asks what is installed.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version(package)
     except PackageNotFoundError:

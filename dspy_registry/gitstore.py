@@ -92,6 +92,9 @@ class GitStore(GitRemote):
         self.settings: tuple[tuple[str, str], ...] = ()  # git config for this process's git commands only
         self._cat: subprocess.Popen[bytes] | None = None
         self._history: tuple[str, frozenset[str] | None] | None = None  # is_ancestor's tip and its commits
+        # Every git config value this repository sees, read by one `git config --list` for all the keys a command
+        # asks (remote, identity, signing): one process, not one per key. Keyed by `settings`, dropped by a write.
+        self._config_values: tuple[tuple[tuple[str, str], ...], dict[str, str]] | None = None
 
     # -- opening -------------------------------------------------------------------------------------------------
     @classmethod
@@ -152,6 +155,8 @@ class GitStore(GitRemote):
     # -- running git ---------------------------------------------------------------------------------------------
     def run(self, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> str:
         cmd = ["git", f"--git-dir={self.git_dir}", *args]
+        if args[:1] == ("config",):
+            self._config_values = None  # it may write: read the values again next time
         # Its own session: a Ctrl-C at the terminal reaches dspyreg, which decides (interrupts.py), never git midway.
         proc = subprocess.run(cmd, input=input, capture_output=True, env=self._env(env), start_new_session=True)
         if proc.returncode != 0:
@@ -168,10 +173,18 @@ class GitStore(GitRemote):
         return self._config(key)
 
     def _config(self, key: str) -> str | None:
-        try:
-            return self.run("config", "--get", key).strip() or None
-        except GitError:
-            return None
+        """As `git config --get key` answers (the last value; None when unset or empty)."""
+        if self._config_values is None or self._config_values[0] != self.settings:
+            values: dict[str, str] = {}
+            try:
+                listed = self.run("config", "-z", "--list")
+            except GitError:
+                listed = ""
+            for item in filter(None, listed.split("\0")):
+                name, _, value = item.partition("\n")  # `name` alone: a key without `=` (an implicit true)
+                values[name] = value
+            self._config_values = (self.settings, values)
+        return self._config_values[1].get(_config_name(key), "").strip() or None
 
     # -- reading -------------------------------------------------------------------------------------------------
     def read(self, spec: str) -> GitObject | None:
@@ -241,6 +254,14 @@ class GitStore(GitRemote):
             obj = self.read(f"{obj.sha}^{{tree}}")
         if obj is None or obj.type != "tree":
             return {}
+        try:
+            # The tree object is at hand already (cat-file --batch): no `ls-tree` process.
+            return {
+                name.decode(): TreeEntry(*_canonical_mode(raw_mode), sha)
+                for raw_mode, name, sha in _tree_items(obj.data, len(obj.sha) // 2)
+            }
+        except ValueError:  # a malformed tree (written byte by byte): git says what is wrong with it
+            pass
         out = self.run("ls-tree", "-z", obj.sha)
         entries: dict[str, TreeEntry] = {}
         for line in filter(None, out.split("\0")):
@@ -558,6 +579,26 @@ def _tree_items(data: bytes, width: int) -> Iterator[tuple[str, bytes, str]]:
             raise ValueError("truncated tree entry")
         yield data[at:space].decode("ascii", "replace"), data[space + 1 : nul], data[nul + 1 : nul + 1 + width].hex()
         at = nul + 1 + width
+
+
+def _canonical_mode(raw_mode: str) -> tuple[str, str]:
+    """(mode, type) of a raw tree entry as `git ls-tree` prints them: git's canon_mode, zero-padded octal."""
+    mode = int(raw_mode, 8)  # ValueError for anything but octal digits
+    kind = mode & 0o170000
+    if kind == 0o100000:
+        return ("100755" if mode & 0o100 else "100644"), "blob"
+    if kind == 0o120000:
+        return "120000", "blob"
+    if kind == 0o040000:
+        return "040000", "tree"
+    return "160000", "commit"
+
+
+def _config_name(key: str) -> str:
+    """A config key as `git config --list` prints it: section and name in lower case, a subsection as written."""
+    section, _, rest = key.partition(".")
+    middle, _, name = rest.rpartition(".")
+    return ".".join(p for p in (section.lower(), middle, name.lower()) if p)
 
 
 def _shown(name: bytes) -> str:

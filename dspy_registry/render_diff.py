@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.panel import Panel
@@ -29,8 +29,10 @@ from .diff import (
 from .interface_diff import InterfaceChanges
 from .lineage import describe
 from .render import add_row, shorten
-from .rendered import MessageChange, RenderedDiff
 from .tokens import NOT_RECORDED, TOKENIZERS_DIFFER, TokenDelta, cost_text, delta_lines, signed
+
+if TYPE_CHECKING:  # only `diff --rendered` builds these: a plain diff does not import rendered.py
+    from .rendered import MessageChange, RenderedDiff
 
 
 # -- diff as rich text -------------------------------------------------------------------------------------------------

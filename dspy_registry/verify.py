@@ -30,8 +30,6 @@ from .journal import journal_version, payload_version, tag_payload
 from .manifest import BadManifest, Manifest
 from .provenance import args_findings
 from .refs import JOURNAL_REF, MAIN_REF, ROLLBACK_ENV, UNSET, tag_ref
-from .rendered import RENDERED_JSON, rendered_problem
-from .runtime.inference import EntrypointError, entrypoint_module
 from .state import lm_findings, parse_state, secret_findings
 
 if TYPE_CHECKING:
@@ -155,6 +153,9 @@ def _bundle_problems(reg: RegistryReader, resolved: Resolved, *, load: bool, tim
     except RegistryError as err:
         return [*problems, Problem(f"{where}:program.json", str(err))]
     problems += _secret_problems(where, state, contents.get("prompts.json"), manifest)
+    # Imported here: `show` and `promote` check environment tags through this module and need neither.
+    from .rendered import RENDERED_JSON, rendered_problem
+
     rendered = rendered_problem(contents.get(RENDERED_JSON))  # shape and size: `diff --rendered` reads it
     problems += [Problem(f"{where}:{RENDERED_JSON}", rendered)] if rendered else []
     if load and not problems:
@@ -185,6 +186,8 @@ def _entrypoint_problem(entrypoint: str, files: Mapping[str, str]) -> str | None
     """Why `entrypoint` does not name a module of the bundle's code/ listed in [files]; None when it does."""
     if not isinstance(entrypoint, str):  # the manifest is TOML written by anyone: the type is not checked on read
         return f"entrypoint {entrypoint!r} is not a string `module:Attr`"
+    from .runtime.inference import EntrypointError, entrypoint_module
+
     try:
         _, _, candidates = entrypoint_module(entrypoint)
     except EntrypointError as err:

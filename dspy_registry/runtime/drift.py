@@ -21,7 +21,6 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 PACKAGES = ("dspy", "litellm")
@@ -85,6 +84,9 @@ def refuses(policy: str, level: str) -> bool:
 
 def installed_versions() -> dict[str, str]:
     """The installed version of each package of PACKAGES (absent ones left out), read from package metadata."""
+    # Imported here: manifest.py reads PACKAGES, and a read command must not pay for importlib.metadata (0.1 s).
+    from importlib.metadata import PackageNotFoundError, version
+
     found: dict[str, str] = {}
     for package in PACKAGES:
         for distribution in _DISTRIBUTIONS[package]:

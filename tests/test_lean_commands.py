@@ -1,0 +1,109 @@
+"""The read and move commands start lean (0.1 s budget, docs/performance.md): run as the console script runs them,
+they import only their own command's module and nothing their output does not need, and a move starts few git
+processes (counted from git's own trace, GIT_TRACE2_EVENT). No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dspy_registry.registry import Registry
+
+# What no read or move command needs: tomlkit (reads take tomllib), importlib.metadata (export and verify's drift
+# check ask what is installed), the modules of other commands, and rich when the output is JSON.
+NOT_NEEDED = (
+    "tomlkit",
+    "importlib.metadata",
+    "dspy_registry.cli_quality",
+    "dspy_registry.cli_serve",
+    "dspy_registry.cli_ui",
+    "dspy_registry.rendered",
+)
+
+PROBE = """
+import json, sys
+sys.argv = ["dspyreg", *sys.argv[1:]]
+from dspy_registry.entry import main
+try:
+    main()
+except SystemExit as exit:
+    code = exit.code
+print("LOADED=" + json.dumps([m for m in {names!r} if m in sys.modules]) + " CODE=" + json.dumps(code))
+"""
+
+
+@pytest.fixture
+def moved(published: Registry) -> Registry:
+    published.promote("v1.0", "prod")
+    published.promote("v1.1", "prod")
+    return published
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["list", "--json"],
+        ["show", "v1.0", "--json"],
+        ["show", "prod", "--json"],
+        ["log", "--json"],
+        ["diff", "v1.0", "v1.1", "--format", "json"],
+        ["promote", "v1.0", "--to", "staging", "--json"],
+        ["rollback", "--json"],
+    ],
+)
+def test_json_commands_import_neither_rich_nor_what_they_do_not_use(command: list[str], moved: Registry) -> None:
+    names = (*NOT_NEEDED, "rich")
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(names=names), *command, "--registry", moved.location],
+        capture_output=True,
+        text=True,
+    )
+    loaded, code = proc.stdout.rsplit("LOADED=", 1)[1].split(" CODE=")
+    assert json.loads(code) in (0, None), proc.stderr
+    assert json.loads(loaded) == [], f"{command} imported {loaded}"
+
+
+@pytest.mark.parametrize("command", [["list"], ["show", "prod"], ["log"], ["diff", "v1.0", "v1.1"]])
+def test_table_commands_import_only_what_they_draw_with(command: list[str], moved: Registry) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(names=NOT_NEEDED), *command, "--registry", moved.location],
+        capture_output=True,
+        text=True,
+    )
+    loaded, code = proc.stdout.rsplit("LOADED=", 1)[1].split(" CODE=")
+    assert json.loads(code) in (0, None), proc.stderr
+    assert json.loads(loaded) == [], f"{command} imported {loaded}"
+
+
+def git_processes(command: list[str], registry: Registry, trace: Path) -> list[list[str]]:
+    """The argv of every git process `dspyreg <command>` started, from git's trace2 event stream."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dspy_registry.cli", *command, "--registry", registry.location],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GIT_TRACE2_EVENT": str(trace)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    return [e["argv"] for e in events if e["event"] == "start"]
+
+
+@pytest.mark.parametrize(
+    ("command", "most"),
+    [
+        # open (rev-parse, one `config --list` for remote, identity and signing), one cat-file --batch reader, the
+        # ancestry check, then the writes: mktag, hash-object, two mktree (journal folders), commit-tree, update-ref.
+        (["promote", "v1.0", "--to", "staging"], 10),
+        (["rollback"], 10),
+    ],
+)
+def test_a_move_starts_few_git_processes(command: list[str], most: int, moved: Registry, tmp_path: Path) -> None:
+    started = git_processes(command, moved, tmp_path / "trace.json")
+    assert len(started) <= most, "\n".join(" ".join(argv) for argv in started)
+    # No process per config key, and no `ls-tree` of a tree the cat-file reader has already read.
+    assert not [argv for argv in started if "ls-tree" in argv or "--get" in argv]
