@@ -143,6 +143,8 @@ def test_workers_share_one_count(prod_v11: Registry, fake_lm: Any, tmp_path: Pat
     """With --workers 2, every scrape shows the whole server, whichever worker answers it."""
     with dspyreg_serve(prod_v11.location, tmp_path, "--workers", "2") as srv:
         srv.wait_ready()
+        # each worker loads its version by itself: /ready from one says nothing of the other (each logs its swap)
+        seconds_until(lambda: str(sum(e.get("event") == "swapped" for e in srv.log_lines())), "2", 60, "both workers")
         for _ in range(6):  # urllib opens a new connection per call: the kernel spreads them over the workers
             assert srv.post("/predict", QUESTION)[0] == 200
         for _ in range(6):
