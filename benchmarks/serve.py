@@ -9,7 +9,8 @@ One run builds a throwaway registry (`dspyreg init`, examples/optimize.py, `dspy
 --latency-ms per call; the example program makes 3 calls per request) and measures, each point for --seconds after a
 warm-up in which every client has had an answer:
 
-- in-process: `PipelineServer.run` in a loop in a fresh process, one caller: the CPU the program itself costs;
+- in-process: `PipelineServer.run` in a loop on each of as many threads as clients, in a fresh process: the CPU the
+  program itself costs;
 - naive: FastAPI + uvicorn, an `async def /predict` calling the program directly (it blocks the event loop);
 - competent: FastAPI + uvicorn, `async def /predict` awaiting `dspy.asyncify(program)` with 64 threads;
 - `dspyreg serve --workers 1` and `--workers 2` (`--poll-seconds 1`);
@@ -147,28 +148,37 @@ def child_fake_lm(argv: list[str]) -> None:
 
 
 def child_inprocess(argv: list[str]) -> None:
-    """PipelineServer.run in a loop, one caller: the floor any server adds its overhead to."""
+    """PipelineServer.run in a loop on each of --clients threads: the floor any server adds its overhead to."""
     p = argparse.ArgumentParser()
     p.add_argument("--bundle", required=True)
     p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--clients", type=int, required=True)
     args = p.parse_args(argv)
     from dspy_registry.runtime.inference import PipelineServer
 
     server = PipelineServer(args.bundle)
     for n in range(3):  # warm: first calls import and build what later ones reuse
         server.run({"question": QUESTIONS[n % len(QUESTIONS)]})
-    lat: list[float] = []
+    lats: list[list[float]] = [[] for _ in range(args.clients)]
     cpu0, start = time.process_time(), time.perf_counter()
-    while time.perf_counter() - start < args.seconds:
-        t = time.perf_counter()
-        server.run({"question": QUESTIONS[len(lat) % len(QUESTIONS)]})
-        lat.append(time.perf_counter() - t)
+
+    def caller(lat: list[float]) -> None:
+        while time.perf_counter() - start < args.seconds:
+            t = time.perf_counter()
+            server.run({"question": QUESTIONS[len(lat) % len(QUESTIONS)]})
+            lat.append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=caller, args=(lat,)) for lat in lats]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    lat.sort()
+    lat = sorted(x for xs in lats for x in xs)
     print(
         json.dumps(
             {
-                "clients": 1,
+                "clients": args.clients,
                 "window_seconds": round(wall, 2),
                 "answers": len(lat),
                 "throughput_rps": round(len(lat) / wall, 2),
@@ -434,11 +444,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "serve_w2": ("dspyreg serve --workers 2", [*serve, "--workers", "2"]),
             }
 
-        log(f"in-process: PipelineServer.run in a loop for {args.seconds:g} s")
-        base = json.loads(
-            run([sys.executable, me, "_inprocess", "--bundle", bundle, "--seconds", str(args.seconds)], env=env)
-        )
-        results["points"].append({"key": "inprocess", "server": "in-process PipelineServer.run", **base})
+        for clients in args.clients:
+            log(f"in-process: PipelineServer.run on {clients} threads for {args.seconds:g} s")
+            argv = ["--bundle", bundle, "--seconds", str(args.seconds), "--clients", str(clients)]
+            base = json.loads(run([sys.executable, me, "_inprocess", *argv], env=env))
+            results["points"].append({"key": "inprocess", "server": "in-process PipelineServer.run", **base})
 
         for key in ("naive", "competent", "serve_w1", "serve_w2"):
             port = free_port()
@@ -526,7 +536,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(target, measured, met) for each target of the issue that this run measured."""
     found: list[tuple[str, str, bool]] = []
     low, high = min(results["settings"]["clients"]), max(results["settings"]["clients"])
-    base, w1 = point(results, "inprocess"), point(results, "serve_w1", low)
+    base, w1 = point(results, "inprocess", low), point(results, "serve_w1", low)
     if base and w1 and w1["server_cpu_ms_per_request"] is not None:
         over = w1["server_cpu_ms_per_request"] - base["server_cpu_ms_per_request"]
         found.append(
