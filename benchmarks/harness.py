@@ -7,6 +7,8 @@ docs/performance.md, outside the generated blocks.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import platform
 import shutil
@@ -123,6 +125,95 @@ def median_seconds(call: Callable[[], object], repeats: int) -> float:
     return statistics.median(seconds_of(call, repeats))
 
 
+# -- long-running processes (servers, the fake LM) -----------------------------------------------------------------
+class Proc:
+    """A subprocess in its own session, its output in `logdir`; `stop` kills its whole process group (workers too)."""
+
+    def __init__(self, name: str, argv: Argv, env: Mapping[str, str], logdir: Path) -> None:
+        self.name = name
+        self.out_path, self.err_path = logdir / f"{name}.out", logdir / f"{name}.err"
+        self._out, self._err = self.out_path.open("wb"), self.err_path.open("wb")
+        self.started = time.perf_counter()
+        self.popen = subprocess.Popen(
+            [str(a) for a in argv], env=dict(env), stdout=self._out, stderr=self._err, start_new_session=True
+        )
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stderr_text(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+            if self.popen.poll() is not None:
+                break
+            try:
+                os.killpg(self.pid, sig)
+                self.popen.wait(wait)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # stragglers of the group (uvicorn workers)
+            os.killpg(self.pid, signal.SIGKILL)
+        self._out.close()
+        self._err.close()
+
+
+def wait_until(check: Callable[[], bool], proc: Proc, what: str, timeout: float = 90.0, every: float = 0.1) -> float:
+    """Poll `check` (an OSError counts as "not yet") until true; seconds since `proc` started. Raises if `proc`
+    exits or `timeout` passes."""
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited while waiting for {what}:\n{proc.stderr_text()[-3000:]}")
+        with contextlib.suppress(OSError):
+            if check():
+                return time.perf_counter() - proc.started
+        time.sleep(every)
+    raise RuntimeError(f"{proc.name}: no {what} after {timeout:.0f} s:\n{proc.stderr_text()[-3000:]}")
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # fields from 3 (state) on
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every descendant of it (from /proc)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        fields = _stat_fields(int(entry)) if entry.isdigit() else None
+        if fields:
+            parents[int(entry)] = int(fields[1])
+    found, frontier = [pid], [pid]
+    while frontier:
+        kids = [p for p, parent in parents.items() if parent == frontier[-1]]
+        frontier.pop()
+        found += kids
+        frontier += kids
+    return found
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime (+ those of reaped children) of one process, from /proc/<pid>/stat."""
+    fields = _stat_fields(pid)
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK if fields else 0.0
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return None
+    return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)]
+
+
 # -- fresh registries -----------------------------------------------------------------------------------------------
 def example_states(folder: Path) -> Path:
     """Optimize examples/ offline (deterministic DummyLM) once: qa-v1.0.json, qa-v1.1.json ... in `folder`."""
@@ -218,7 +309,7 @@ def facts_table(facts: Mapping[str, object]) -> str:
 def targets_table(targets: Sequence[tuple[str, str, bool]]) -> str:
     """(target, measured, met) rows."""
     return markdown_table(
-        ["target", "measured", "met"], [(t, m, "**met**" if ok else "**missed**") for t, m, ok in targets]
+        ["target", "measured", "met"], [(t, m, "**MET**" if ok else "**MISSED**") for t, m, ok in targets]
     )
 
 
