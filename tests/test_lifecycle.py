@@ -191,11 +191,11 @@ def test_a_forged_signature_does_not_count(
     folder = tmp_path / "keys"
     folder.mkdir()
     alice = make_key(folder, "alice")
+    as_person(monkeypatch, "Alice")
+    use_key(alice)  # before the registry is opened: an open registry reads git's config once
     published = _gate(
         published, tmp_path, f'\n[gates.prod]\napprovals = 1\n\n[signing.environments]\nprod = ["{alice.public}"]\n'
     )
-    as_person(monkeypatch, "Alice")
-    use_key(alice)
     published.approve("v1.0", "prod", sign=True)  # a real signature, but over an approval of v1.0
     signature = lifecycle.approvals(published.store, "qa")[0].signature
     assert signature is not None
