@@ -23,9 +23,18 @@ failing command stops the benchmark, and the dspyreg registry is checked again a
 promote so that it always has somewhere to go back to. GTO has no rollback: its row is `gto assign` of the previous
 version. GTO is installed in its own venv (benchmarks/.venv-gto) so its pins never touch ours.
 
+Then, against the smallest and the largest size, what must not grow with history (issue 17, items 4-5), each
+printed MET or MISSED with its figures, a MISSED one with the top of `-X importtime` and a cProfile of the command:
+`log` (people and `--json --limit 20`) at 10 and `--moves` journal moves (a copy of the smallest registry, moves
+added by fast-import), human `list` at `--programs` (e.g. 100x100, fast-import, one evaluation record per version),
+`proto`, `export` and `dspyreg serve prod` cold start to the first 200 from /predict (python -m
+dspy_registry.fake_lm), `verify --all` time and peak RSS of its process tree, and disk per version after
+`--disk-versions` real publishes and promotes (as written, after one more `git gc --auto`, after `git gc`).
+
 Results: markdown tables on stdout (progress goes to stderr), benchmarks/results/registry_scale.json, and the
 generated block of the `## Registry scale` section of docs/performance.md (text outside the block is kept).
---quick (sizes 10 and 100, 3 runs, no GTO) writes registry_scale-quick.json and leaves the docs alone.
+--quick (sizes 10 and 200, 3 runs, no GTO, 200 moves, 10x10 programs, 60 publishes) writes
+ registry_scale-quick.json and leaves the docs alone.
 """
 
 from __future__ import annotations
@@ -536,7 +545,8 @@ def tree(pid: int) -> list[int]:
             parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
     found, frontier = [pid], [pid]
     while frontier:
-        kids = [p for p, pp in parents.items() if pp == frontier.pop()]
+        current = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == current]
         found += kids
         frontier += kids
     return found
@@ -706,7 +716,8 @@ def flat(small: float | None, large: float | None, limit: float | None, slack: f
 def timed_median(argvs: list[Argv], repeats: int, limit: float, setup: Argv | None = None) -> float | None:
     """Median of `repeats` fresh runs after one warm-up (argvs used in turn); None when a run passed `limit`."""
     plan = Plan("x", "x", argvs, setup)
-    return measure_plan(Tool("dspyreg", [plan]), plan, 0, repeats, float("inf"), limit).median
+    median = measure_plan(Tool("dspyreg", [plan]), plan, 0, repeats, float("inf"), limit).median
+    return None if median is None else round(median, 3)
 
 
 def growth_figures(
@@ -780,7 +791,10 @@ def growth_figures(
             if name == "proto":
                 argvs = [dspyreg("proto", ref, "--registry", reg)]
             else:
-                argvs = [dspyreg("export", ref, work / f"export-{n}-{k}", "--registry", reg) for k in range(r + 1)]
+                dests = [work / f"export-{n}-{k}" for k in range(r + 1)]
+                for dest in dests:  # each timed export writes a new folder, as a first export does
+                    shutil.rmtree(dest, ignore_errors=True)
+                argvs = [dspyreg("export", ref, dest, "--registry", reg) for dest in dests]
             values_list.append(timed_median(argvs, r, limit))
         values = (values_list[0], values_list[1])
         last = (
