@@ -34,7 +34,7 @@ dspy_registry.fake_lm), `verify --all` time and peak RSS of its process tree, an
 Results: markdown tables on stdout (progress goes to stderr), benchmarks/results/registry_scale.json, and the
 generated block of the `## Registry scale` section of docs/performance.md (text outside the block is kept).
 --quick (sizes 10 and 200, 3 runs, no GTO, 200 moves, 10x10 programs, 60 publishes) writes
- registry_scale-quick.json and leaves the docs alone.
+registry_scale-quick.json and leaves the docs alone.
 """
 
 from __future__ import annotations
