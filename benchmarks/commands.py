@@ -15,17 +15,12 @@ where the time goes. Figures on a shared machine are noisy: the load average is 
 from __future__ import annotations
 
 import argparse
-import io
 import os
-import pstats
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-from harness import BASE_ENV, dspyreg, loadavg, log, markdown_table, timed
+from harness import dspyreg, loadavg, log, markdown_table, timed, why
 from registry_scale import PROGRAM, build_dspyreg, moving_versions, real_bundle, version_of
 
 TARGETS = {"verify": 0.3}
@@ -57,30 +52,6 @@ def median_of(timed_argvs: list[list[str | Path]], setup: list[str | Path] | Non
         if k:
             seconds.append(elapsed)
     return statistics.median(seconds)
-
-
-def why(argv: list[str | Path], top: int = 12) -> str:
-    """The slowest imports (cumulative) and the top cProfile entries of one run of `argv`."""
-    env = {**os.environ, **BASE_ENV}
-    args = [str(x) for x in argv[1:]]
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "dspy_registry.cli", *args], capture_output=True, text=True, env=env
-    )
-    rows = []
-    for line in proc.stderr.splitlines():
-        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
-        if m:
-            rows.append((int(m[2]), m[4]))
-    imports = ", ".join(f"{name} {us / 1000:.1f} ms" for us, name in sorted(rows, reverse=True)[:top])
-    with tempfile.NamedTemporaryFile(suffix=".prof") as out:
-        subprocess.run(
-            [sys.executable, "-m", "cProfile", "-o", out.name, "-m", "dspy_registry.cli", *args],
-            capture_output=True,
-            env=env,
-        )
-        text = io.StringIO()
-        pstats.Stats(out.name, stream=text).sort_stats("cumulative").print_stats(top)
-    return f"  slowest imports (cumulative): {imports}\n  cProfile (cumulative):\n{text.getvalue()}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([command, *(f"{results[command, n]:.3f}" for n in sizes), f"{target:g}", verdict])
     print(f"Median seconds of {args.repeats} fresh runs (load average {loadavg()}; version {version_of(0)} first)\n")
     print(markdown_table(["command", *(f"N={n:,}" for n in sizes), "target s", "verdict"], rows))
-    for command, n, argv in missed:
-        print(f"\nMISSED: {command} at N={n:,} ({results[command, n]:.3f} s); why:\n{why(argv)}")
+    for command, n, missed_argv in missed:
+        print(f"\nMISSED: {command} at N={n:,} ({results[command, n]:.3f} s); why:\n{why(missed_argv)}")
     return 0
 
 

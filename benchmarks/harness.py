@@ -8,15 +8,19 @@ docs/performance.md, outside the generated blocks.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import platform
+import pstats
+import re
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -212,6 +216,31 @@ def percentile(sorted_values: Sequence[float], p: float) -> float | None:
     if not sorted_values:
         return None
     return sorted_values[max(0, math.ceil(p / 100 * len(sorted_values)) - 1)]
+
+
+# -- why a target was missed ----------------------------------------------------------------------------------------
+def why(argv: list[str | Path], top: int = 12) -> str:
+    """The slowest imports (cumulative) and the top cProfile entries of one run of `argv`."""
+    env = {**os.environ, **BASE_ENV}
+    args = [str(x) for x in argv[1:]]
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "dspy_registry.cli", *args], capture_output=True, text=True, env=env
+    )
+    rows = []
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
+        if m:
+            rows.append((int(m[2]), m[4]))
+    imports = ", ".join(f"{name} {us / 1000:.1f} ms" for us, name in sorted(rows, reverse=True)[:top])
+    with tempfile.NamedTemporaryFile(suffix=".prof") as out:
+        subprocess.run(
+            [sys.executable, "-m", "cProfile", "-o", out.name, "-m", "dspy_registry.cli", *args],
+            capture_output=True,
+            env=env,
+        )
+        text = io.StringIO()
+        pstats.Stats(out.name, stream=text).sort_stats("cumulative").print_stats(top)
+    return f"  slowest imports (cumulative): {imports}\n  cProfile (cumulative):\n{text.getvalue()}"
 
 
 # -- fresh registries -----------------------------------------------------------------------------------------------

@@ -23,18 +23,30 @@ failing command stops the benchmark, and the dspyreg registry is checked again a
 promote so that it always has somewhere to go back to. GTO has no rollback: its row is `gto assign` of the previous
 version. GTO is installed in its own venv (benchmarks/.venv-gto) so its pins never touch ours.
 
+Then, against the smallest and the largest size, what must not grow with history (issue 17, items 4-5), each
+printed MET or MISSED with its figures, a MISSED one with the top of `-X importtime` and a cProfile of the command:
+`log` (people and `--json --limit 20`) at 10 and `--moves` journal moves (a copy of the smallest registry, moves
+added by fast-import), human `list` at `--programs` (e.g. 100x100, fast-import, one evaluation record per version),
+`proto`, `export` and `dspyreg serve prod` cold start to the first 200 from /predict (python -m
+dspy_registry.fake_lm), `verify --all` time and peak RSS of its process tree, and disk per version after
+`--disk-versions` real publishes and promotes (as written, after one more `git gc --auto`, after `git gc`).
+
 Results: markdown tables on stdout (progress goes to stderr), benchmarks/results/registry_scale.json, and the
 generated block of the `## Registry scale` section of docs/performance.md (text outside the block is kept).
---quick (sizes 10 and 100, 3 runs, no GTO) writes registry_scale-quick.json and leaves the docs alone.
+--quick (sizes 10 and 200, 3 runs, no GTO, 200 moves, 10x10 programs, 60 publishes) writes
+registry_scale-quick.json and leaves the docs alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +58,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import (
+    BASE_ENV,
     GIT_ENV,
     RESULTS,
     ROOT,
@@ -54,6 +67,8 @@ from harness import (
     dspyreg,
     example_states,
     facts_table,
+    figure,
+    free_port,
     fresh_registry,
     git,
     git_bytes,
@@ -66,6 +81,7 @@ from harness import (
     run,
     targets_table,
     timed,
+    why,
     write_generated_block,
 )
 
@@ -177,19 +193,22 @@ def build_dspyreg(path: Path, n: int, bundle: Bundle, *, gc: bool = True) -> Non
         compact(path)
 
 
-def dspyreg_stream(count: int, bundle: Bundle, parent: str, start: int) -> Iterator[bytes]:
-    """Versions 0..count-1 as `dspyreg publish` writes them: a commit on main and an annotated tag, same messages.
+def dspyreg_stream(count: int, bundle: Bundle, parent: str, start: int, program: str = PROGRAM) -> Iterator[bytes]:
+    """Versions 0..count-1 of `program` as `dspyreg publish` writes them: a commit on main and an annotated tag, same
+    messages.
 
-    The first commit adds the whole bundle; each later one rewrites only qa/manifest.toml (version, created).
+    The first commit adds the whole bundle; each later one rewrites only <program>/manifest.toml (version, created).
     """
-    manifest = bundle.files["manifest.toml"].decode()
+    manifest = re.sub(
+        r'^name = ".*"$', f'name = "{program}"', bundle.files["manifest.toml"].decode(), count=1, flags=re.M
+    )
     who = bundle.who
     for i in range(count):
         version, ts = version_of(i), start + i
         text = re.sub(r'^version = ".*"$', f'version = "{version}"', manifest, count=1, flags=re.M)
         text = re.sub(r'^created = ".*"$', f'created = "{iso(ts)}"', text, count=1, flags=re.M)
         message = (
-            bundle.message.replace(f"{PROGRAM} {bundle.version}", f"{PROGRAM} {version}", 1)
+            bundle.message.replace(f"{PROGRAM} {bundle.version}", f"{program} {version}", 1)
             .replace(bundle.created, iso(ts))
             .encode()
         )
@@ -199,9 +218,9 @@ def dspyreg_stream(count: int, bundle: Bundle, parent: str, start: int) -> Itera
             yield f"from {parent}\n".encode()
             for rel, content in sorted(bundle.files.items()):
                 if rel != "manifest.toml":
-                    yield f"M 100644 inline {PROGRAM}/{rel}\n".encode() + data(content)
-        yield f"M 100644 inline {PROGRAM}/manifest.toml\n".encode() + data(text.encode())
-        yield (f"tag {PROGRAM}/{version}\nfrom :{i + 1}\n".encode() + b"tagger " + who.line(ts) + b"\n" + data(message))
+                    yield f"M 100644 inline {program}/{rel}\n".encode() + data(content)
+        yield f"M 100644 inline {program}/manifest.toml\n".encode() + data(text.encode())
+        yield (f"tag {program}/{version}\nfrom :{i + 1}\n".encode() + b"tagger " + who.line(ts) + b"\n" + data(message))
 
 
 def check_dspyreg(path: Path, n: int) -> None:
@@ -434,6 +453,447 @@ def measure_plan(tool: Tool, plan: Plan, n: int, repeats: int, budget: float, li
     return cell
 
 
+# -- what must not grow with history (issue 17, items 4-5) -----------------------------------------------------------
+JOURNAL_REF = "refs/heads/dspyreg/journal"
+RECORDS_REF = "refs/heads/dspyreg/records"
+LOG_TARGET = LIST_TARGET = 0.1  # seconds, median of a fresh process
+FLAT_SLACK = 0.1  # seconds: "no growth with history" = the large history within this of the small one
+MEMORY_SLACK_MIB = 50.0  # verify --all streams: its peak RSS at the largest size within this of the smallest
+DISK_TARGET_KIB = 10.0  # per version as written, against 41 KiB unpacked (the issue's measurement)
+
+
+def build_journal(src: Path, dst: Path, moves: int) -> None:
+    """A copy of registry `src` whose journal holds `moves` moves: one real `dspyreg promote`, then that commit's
+    move repeated by fast-import (same message and tree, one second apart), then `git gc`."""
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    run(dspyreg("promote", version_of(0), "--to", "staging", "--registry", dst))
+    message = git_bytes(dst, "log", "-1", "--format=%B", JOURNAL_REF)
+    tip = git(dst, "rev-parse", JOURNAL_REF).strip()
+    start = history_start(moves)
+
+    def stream() -> Iterator[bytes]:
+        for i in range(moves - 1):
+            yield f"commit {JOURNAL_REF}\n".encode() + b"committer A <a@example.com> %d +0000\n" % (start + i)
+            yield data(message) + (f"from {tip}\n".encode() if i == 0 else b"")
+
+    if moves > 1:
+        fast_import(dst, stream())
+    compact(dst)
+    count = int(git(dst, "rev-list", "--count", JOURNAL_REF))
+    require(count >= moves, f"the journal holds {count} commits, expected at least {moves}")
+
+
+def build_programs(path: Path, programs: int, versions: int, bundle: Bundle) -> None:
+    """`dspyreg init`, then `programs` programs of `versions` versions each by fast-import, one evaluation record
+    (20 examples) per version on the records branch, then `git gc`; checked with `dspyreg list --json`."""
+    from dspy_registry.leakage import example_id
+
+    shutil.rmtree(path, ignore_errors=True)
+    run(dspyreg("init", path))
+    start = history_start(versions)
+    names = [f"p{k:03d}" for k in range(programs)]
+    for name in names:
+        fast_import(path, dspyreg_stream(versions, bundle, git(path, "rev-parse", "main").strip(), start, name))
+
+    def records() -> Iterator[bytes]:
+        yield f"commit {RECORDS_REF}\n".encode() + b"committer A <a@example.com> %d +0000\n" % start
+        yield data(b"records")
+        questions = [f"q{j}" for j in range(20)]
+        examples = [{"inputs": {"question": q}, "score": 1.0, "id": example_id({"question": q})} for q in questions]
+        for name in names:
+            for i in range(versions):
+                record = {"time": iso(start), "metric": "m", "score": 0.5, "n": 20, "examples": examples, "id": "x"}
+                rel = f"{name}/{version_of(i)}/evaluations/{iso(start).replace('-', '').replace(':', '')}-x.json"
+                yield f"M 100644 inline {rel}\n".encode() + data(json.dumps(record).encode())
+
+    fast_import(path, records())
+    compact(path)
+    listed = json.loads(run(dspyreg("list", "--json", "--registry", path)))
+    require(len(listed) == programs * versions, f"dspyreg list shows {len(listed)} versions of {programs * versions}")
+
+
+@dataclass(frozen=True)
+class Peak:
+    """One run of a command: wall seconds, the peak summed RSS of its process tree (sampled every 20 ms) and the
+    largest RSS of any one process of it (the kernel's ru_maxrss, exact)."""
+
+    seconds: float
+    tree_mib: float
+    process_mib: float
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    found, frontier = [pid], [pid]
+    while frontier:
+        current = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == current]
+        found += kids
+        frontier += kids
+    return found
+
+
+def peak_run(argv: Argv) -> Peak:
+    """Run `argv` to the end, sampling its process tree's RSS; raise if it fails."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            [str(a) for a in argv], env={**os.environ, **BASE_ENV}, stdout=subprocess.DEVNULL, stderr=errors
+        )
+        peak = 0
+        while True:
+            # wait4 gives this child's own rusage: ru_maxrss is the largest RSS of it and its waited-for children.
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, sum(rss_kib(p) for p in tree(proc.pid)))
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            errors.seek(0)
+            raise RuntimeError(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{errors.read().decode()}")
+    return Peak(round(elapsed, 3), round(peak / 1024, 1), round(usage.ru_maxrss / 1024, 1))
+
+
+def cold_start(registry: Path, lm_env: dict[str, str], limit: float = 120.0) -> float:
+    """Seconds from starting `dspyreg serve prod` to its first 200 from POST /predict (the fake LM answers)."""
+    port = free_port()
+    argv = dspyreg("serve", "prod", "--port", str(port), "--registry", registry)
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [str(a) for a in argv],
+        env={**os.environ, **BASE_ENV, **lm_env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        while time.perf_counter() - start < limit:
+            if proc.poll() is not None:
+                raise RuntimeError(f"dspyreg serve exited ({proc.returncode}):\n{proc.stderr.read().decode()}")  # type: ignore[union-attr]
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("POST", "/predict", json.dumps({"question": "What is dspyreg?"}), JSON_HEADERS)
+                status = conn.getresponse().status
+                conn.close()
+            except (ConnectionError, http.client.HTTPException, OSError):
+                time.sleep(0.01)
+                continue
+            if status == 200:
+                return time.perf_counter() - start
+            if status != 503:  # not ready yet is 503; anything else is a failure
+                raise RuntimeError(f"POST /predict answered {status}")
+            time.sleep(0.01)
+        raise TimedOut(" ".join(map(str, argv)))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class FakeLM:
+    """`python -m dspy_registry.fake_lm` on a free port, for `dspyreg serve`'s cold start."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dspy_registry.fake_lm", "--port", str(self.port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **BASE_ENV},
+        )
+        assert self.proc.stdout is not None
+        require("fake LM on" in self.proc.stdout.readline().decode(), "the fake LM prints its banner")
+        self.env = {
+            "DSPYREG_LM_MODEL": "openai/fake-model",
+            "DSPYREG_LM_API_BASE": f"http://127.0.0.1:{self.port}/v1",
+            "DSPYREG_LM_API_KEY": "x",
+            "DSPYREG_LM_NUM_RETRIES": "0",
+        }
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+DISK_CHILD = """
+import sys, time
+from pathlib import Path
+from dspy_registry.registry import Registry
+from dspy_registry.bundle import import_program
+from dspy_registry.state import read_state_file
+root, n, spec, state_path = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+Registry.init(root).close()
+state = read_state_file(state_path)
+with Registry.open(root) as reg:
+    for i in range(n):
+        version = f"v{1 + i // 100}.{i % 100}.0"
+        reg.publish(import_program(spec), state, name="qa", version=version, dev_score=0.75, trainset_size=8)
+        reg.promote(version, "staging")
+"""
+
+
+@dataclass(frozen=True)
+class Disk:
+    """KiB per version of a registry written by N real publishes and promotes (the library, in one process)."""
+
+    versions: int
+    written_kib: float  # as dspyreg left it: its `git gc --auto` after each write had its chance
+    auto_kib: float  # after one more `git gc --auto` (what the next write would run)
+    gc_kib: float  # after a full `git gc`: the floor
+    loose_objects: int  # after the writes
+
+
+def du_kib(path: Path) -> int:
+    return int(run(["du", "-sk", path]).split()[0])
+
+
+def wait_for_gc(repo: Path, limit: float = 120.0) -> None:
+    """A detached `git gc --auto` holds gc.pid while it runs: wait for it to finish."""
+    end = time.time() + limit
+    while (repo / "gc.pid").exists() and time.time() < end:
+        time.sleep(0.2)
+
+
+def measure_disk(path: Path, n: int, bundle: Bundle) -> Disk:
+    shutil.rmtree(path, ignore_errors=True)
+    spec = f"{ROOT / 'examples' / 'qa_program.py'}:DocsQA"
+    run([sys.executable, "-c", DISK_CHILD, path, str(n), spec, bundle.state])
+    wait_for_gc(path)
+    written, loose = du_kib(path), int(git(path, "count-objects").split()[0])
+    git(path, "gc", "--auto", "--quiet")
+    wait_for_gc(path)
+    auto = du_kib(path)
+    git(path, "gc", "--quiet", "--prune=now")
+    return Disk(n, round(written / n, 1), round(auto / n, 1), round(du_kib(path) / n, 1), loose)
+
+
+@dataclass(frozen=True)
+class Growth:
+    """One measurement at a small and a large history, against its target (issue 17, items 4-5)."""
+
+    what: str
+    small: str  # the small history, e.g. "10 moves"
+    large: str
+    small_value: float | None
+    large_value: float | None
+    unit: str
+    target: str
+    met: bool
+    why: str = ""  # for a missed target: the profile's top entries
+
+
+def flat(small: float | None, large: float | None, limit: float | None, slack: float = FLAT_SLACK) -> bool:
+    """MET: the large history within `slack` of the small one, and (when `limit` is given) both at most `limit`."""
+    if small is None or large is None or large > small + slack:
+        return False
+    return limit is None or max(small, large) <= limit
+
+
+def timed_median(argvs: list[Argv], repeats: int, limit: float, setup: Argv | None = None) -> float | None:
+    """Median of `repeats` fresh runs after one warm-up (argvs used in turn); None when a run passed `limit`."""
+    plan = Plan("x", "x", argvs, setup)
+    median = measure_plan(Tool("dspyreg", [plan]), plan, 0, repeats, float("inf"), limit).median
+    return None if median is None else round(median, 3)
+
+
+def growth_figures(
+    work: Path, bundle: Bundle, small: Path, large: Path, sizes: tuple[int, int], args: argparse.Namespace
+) -> tuple[list[Growth], Disk | None, dict[str, Peak]]:
+    """Every measurement of what must not grow with history; `small` and `large` are built registries of
+    `sizes` versions with prod set (the promote/rollback timings leave it)."""
+    figures: list[Growth] = []
+    r, limit = args.repeats, args.timeout
+
+    def judge(
+        what: str,
+        labels: tuple[str, str],
+        values: tuple[float | None, float | None],
+        unit: str,
+        target: str,
+        met: bool,
+        argv: Argv | None,
+    ) -> None:
+        reason = ""
+        if not met and argv is not None:
+            log(f"  MISSED {what}: profiling `{' '.join(map(str, argv[1:]))}`")
+            reason = why(argv)
+        figures.append(Growth(what, *labels, *values, unit, target, met, reason))
+        log(f"  {what}: {values[0]} / {values[1]} {unit} -> {'MET' if met else 'MISSED'}")
+
+    # log at few and many moves
+    few, many = work / "journal-10", work / f"journal-{args.moves}"
+    build_journal(small, few, 10)
+    build_journal(small, many, args.moves)
+    for label, extra in (("dspyreg log", ()), ("dspyreg log --json --limit 20", ("--json", "--limit", "20"))):
+        argvs = [dspyreg("log", *extra, "--registry", reg) for reg in (few, many)]
+        values = (timed_median([argvs[0]], r, limit), timed_median([argvs[1]], r, limit))
+        ok = flat(*values, LOG_TARGET)
+        judge(
+            label,
+            ("10 moves", f"{args.moves:,} moves"),
+            values,
+            "s",
+            f"<= {LOG_TARGET:g} s and flat (within {FLAT_SLACK:g} s)",
+            ok,
+            argvs[1],
+        )
+
+    # list of many programs
+    programs, versions = args.programs
+    multi = work / f"programs-{programs}x{versions}"
+    t0 = time.perf_counter()
+    build_programs(multi, programs, versions, bundle)
+    log(f"built {programs} programs x {versions} versions in {time.perf_counter() - t0:.1f} s")
+    argv = dspyreg("list", "--registry", multi)
+    value = timed_median([argv], r, limit)
+    judge(
+        "dspyreg list (people)",
+        ("-", f"{programs} x {versions} versions"),
+        (None, value),
+        "s",
+        f"<= {LIST_TARGET:g} s",
+        value is not None and value <= LIST_TARGET,
+        argv,
+    )
+
+    # proto, export and serve's cold start: no growth with history
+    n_small, n_large = sizes
+    labels = (f"{n_small:,} versions", f"{n_large:,} versions")
+    newest = f"{PROGRAM}/{version_of(n_large - 1)}"
+    for name in ("proto", "export"):
+        values_list: list[float | None] = []
+        for reg, n in ((small, n_small), (large, n_large)):
+            ref = f"{PROGRAM}/{version_of(n - 1)}"
+            if name == "proto":
+                argvs = [dspyreg("proto", ref, "--registry", reg)]
+            else:
+                dests = [work / f"export-{n}-{k}" for k in range(r + 1)]
+                for dest in dests:  # each timed export writes a new folder, as a first export does
+                    shutil.rmtree(dest, ignore_errors=True)
+                argvs = [dspyreg("export", ref, dest, "--registry", reg) for dest in dests]
+            values_list.append(timed_median(argvs, r, limit))
+        values = (values_list[0], values_list[1])
+        last = (
+            dspyreg("proto", newest, "--registry", large)
+            if name == "proto"
+            else dspyreg("export", newest, work / "export-why", "--force", "--registry", large)
+        )
+        judge(f"dspyreg {name}", labels, values, "s", f"flat (within {FLAT_SLACK:g} s)", flat(*values, None), last)
+
+    lm = FakeLM()
+    try:
+        starts = [
+            statistics.median(cold_start(reg, lm.env) for _ in range(args.serve_repeats)) for reg in (small, large)
+        ]
+    finally:
+        lm.stop()
+    values = (round(starts[0], 3), round(starts[1], 3))
+    # serve is not profiled (it does not exit); export of the same version runs the same load, verify and .proto.
+    export = dspyreg("export", newest, work / "export-why", "--force", "--registry", large)
+    judge(
+        "dspyreg serve cold start to first 200",
+        labels,
+        values,
+        "s",
+        f"flat (within {FLAT_SLACK:g} s)",
+        flat(*values, None),
+        export,
+    )
+
+    # verify --all: time and peak memory
+    peaks = {}
+    for reg, n in ((small, n_small), (large, n_large)):
+        log(f"  verify --all at {n:,} versions")
+        peaks[f"{n}"] = peak_run(dspyreg("verify", "--all", "--registry", reg))
+    p_small, p_large = peaks[f"{n_small}"], peaks[f"{n_large}"]
+    figures.append(
+        Growth(
+            "dspyreg verify --all (seconds)",
+            *labels,
+            p_small.seconds,
+            p_large.seconds,
+            "s",
+            "(reported; no target)",
+            True,
+        )
+    )
+    mem_ok = p_large.tree_mib <= p_small.tree_mib + MEMORY_SLACK_MIB
+    judge(
+        "dspyreg verify --all (peak RSS of the process tree)",
+        labels,
+        (p_small.tree_mib, p_large.tree_mib),
+        "MiB",
+        f"bounded (within {MEMORY_SLACK_MIB:g} MiB)",
+        mem_ok,
+        dspyreg("verify", "--all", "--registry", small),
+    )
+
+    # disk per version of a registry written by dspyreg
+    disk = None
+    if args.disk_versions:
+        log(f"publishing {args.disk_versions} versions for disk per version")
+        disk = measure_disk(work / "disk", args.disk_versions, bundle)
+        figures.append(
+            Growth(
+                "disk per version as written",
+                "-",
+                f"{disk.versions:,} versions",
+                None,
+                disk.written_kib,
+                "KiB",
+                f"<= {DISK_TARGET_KIB:g} KiB (after git gc: "
+                f"{disk.gc_kib:g}; after one more gc --auto: {disk.auto_kib:g})",
+                disk.written_kib <= DISK_TARGET_KIB,
+                f"  {disk.loose_objects} loose objects left by the writes"
+                if disk.written_kib > DISK_TARGET_KIB
+                else "",
+            )
+        )
+    return figures, disk, peaks
+
+
+def growth_table(figures: list[Growth]) -> str:
+    rows = [
+        [
+            g.what,
+            g.small,
+            figure(g.small_value, "{:g}"),
+            g.large,
+            figure(g.large_value, "{:g}"),
+            g.unit,
+            g.target,
+            "**met**" if g.met else "**missed**",
+        ]
+        for g in figures
+    ]
+    headers = ["measurement", "small history", "value", "large history", "value", "unit", "target", "verdict"]
+    return markdown_table(headers, rows, numeric=(2, 4))
+
+
 # -- reporting --------------------------------------------------------------------------------------------------------
 def cell_text(cell: Cell | None, planned: int) -> str:
     if cell is None:
@@ -487,6 +947,9 @@ class Report:
     build_seconds: dict[str, float]
     wall: float
     command: str
+    growth: list[Growth] = field(default_factory=list)
+    disk: Disk | None = None
+    verify_all: dict[str, Peak] = field(default_factory=dict)
 
     def markdown(self) -> str:
         m, st = self.machine, self.settings
@@ -508,6 +971,15 @@ class Report:
                 "Median wall seconds of one fresh CLI process:",
                 table(self.cells, self.sizes, self.planned),
                 targets_table(targets(self.cells, self.sizes)),
+                *(
+                    [
+                        "What must not grow with history (median wall seconds of fresh processes; verify --all: one "
+                        "run, peak RSS of its process tree sampled every 20 ms):",
+                        growth_table(self.growth),
+                    ]
+                    if self.growth
+                    else []
+                ),
             ]
         )
 
@@ -523,6 +995,9 @@ class Report:
             "targets": [{"target": t, "measured": m, "met": ok} for t, m, ok in targets(self.cells, self.sizes)],
             "command": self.command,
             "cells": [{**asdict(c), "median": c.median} for c in self.cells],
+            "growth": [asdict(g) for g in self.growth],
+            "disk": asdict(self.disk) if self.disk else None,
+            "verify_all": {n: asdict(p) for n, p in self.verify_all.items()},
         }
 
 
@@ -535,6 +1010,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=60.0, help="stop repeating a command after this many seconds [60]")
     p.add_argument("--timeout", type=float, default=60.0, help="kill any single run after this many seconds [60]")
     p.add_argument("--no-gto", action="store_true", help="skip GTO")
+    p.add_argument("--moves", type=int, default=5000, help="journal moves for `log` [5000]")
+    p.add_argument("--programs", default="100x100", help="programs x versions for human `list` [100x100]")
+    p.add_argument("--serve-repeats", type=int, default=3, help="cold starts of `serve` per size [3]")
+    p.add_argument("--disk-versions", type=int, default=600, help="real publishes for disk per version [600; 0: skip]")
+    p.add_argument("--no-growth", action="store_true", help="skip log/list/proto/export/serve/verify --all/disk")
     p.add_argument(
         "--loose-refs",
         action="store_true",
@@ -548,10 +1028,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     if args.quick:
-        args.sizes, args.repeats, args.no_gto, args.no_docs = "10,100", 3, True, True
+        args.sizes, args.repeats, args.no_gto, args.no_docs = "10,200", 3, True, True
+        args.moves, args.programs, args.serve_repeats, args.disk_versions = 200, "10x10", 1, 60
     if args.out is None:
         args.out = RESULTS_JSON.with_name("registry_scale-quick.json") if args.quick else RESULTS_JSON
     args.sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    programs, _, versions = args.programs.partition("x")
+    args.programs = (int(programs), int(versions))
     if any(n < 4 for n in args.sizes):
         p.error("every size must be at least 4 (promote and rollback move between three versions)")
     return args
@@ -578,6 +1061,9 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[Cell] = []
     planned: dict[tuple[str, int], int] = {}
     build_seconds: dict[str, float] = {}
+    growth: list[Growth] = []
+    disk: Disk | None = None
+    verify_all: dict[str, Peak] = {}
     try:
         bundle = real_bundle(workdir)
         for n in args.sizes:
@@ -600,14 +1086,37 @@ def main(argv: list[str] | None = None) -> int:
             log(f"built and checked a GTO repository of {n:,} versions in {build_seconds[f'gto-{n}']} s")
             planned["gto", n] = args.repeats if n < 10_000 else min(args.repeats, args.gto_large_repeats)
             cells += measure(gto_tool(repo, n), n, planned["gto", n], args.budget, args.timeout)
+        if not args.no_growth:
+            small, large = min(args.sizes), max(args.sizes)
+            log(f"what must not grow with history: {small:,} against {large:,} versions")
+            growth, disk, verify_all = growth_figures(
+                workdir, bundle, workdir / f"dspyreg-{small}", workdir / f"dspyreg-{large}", (small, large), args
+            )
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
     wall = time.perf_counter() - started
     command = " ".join(["python benchmarks/registry_scale.py", *(sys.argv[1:] if argv is None else argv)])
     settings = {k: v for k, v in vars(args).items() if k not in ("workdir", "no_docs", "out")}
-    report = Report(cells, args.sizes, planned, info, loadavg(), gto_status, settings, build_seconds, wall, command)
+    report = Report(
+        cells,
+        args.sizes,
+        planned,
+        info,
+        loadavg(),
+        gto_status,
+        settings,
+        build_seconds,
+        wall,
+        command,
+        growth,
+        disk,
+        verify_all,
+    )
     print(report.markdown())
+    for g in growth:
+        if not g.met:
+            print(f"\nMISSED: {g.what} ({g.large_value} {g.unit} at {g.large}; target {g.target}); why:\n{g.why}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     log(f"results: {args.out}")
