@@ -189,9 +189,9 @@ def daemon(tmp_path: Path) -> Iterator[str]:
     try:
         yield url
     finally:
-        DAEMONS.pop(url)
-        proc.terminate()
-        proc.wait(timeout=10)
+        for running in {proc, DAEMONS.pop(url)}:  # a test may have restarted it (a new process on the same port)
+            running.terminate()
+            running.wait(timeout=10)
 
 
 def server_repo(url: str, tmp_path: Path) -> Path:
