@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Collection, Mapping
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConflictError, CorruptRecord
@@ -29,6 +30,11 @@ KINDS = ("evaluations", "benchmarks")
 APPEND_RETRIES = 5
 
 
+def precise_now() -> datetime:
+    """The time to the microsecond (utc_now, for git, drops the microseconds): what record names sort by."""
+    return datetime.now(timezone.utc)
+
+
 def append(store: GitStore, program: str, version: str, kind: str, record: Mapping[str, Any]) -> dict[str, Any]:
     """Add `record` to `program` `version`'s `kind` records; returns it with its `id` and `time`."""
     assert kind in KINDS
@@ -36,7 +42,7 @@ def append(store: GitStore, program: str, version: str, kind: str, record: Mappi
     full = {**record, "id": uuid.uuid4().hex[:16], "time": now.isoformat().replace("+00:00", "Z")}
     # Named by time to the microsecond, so records sort in the order they were written even within one second (the
     # id alone would order two evaluations of one second at random, and "latest" with them).
-    name = f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{full['id']}.json"
+    name = f"{precise_now().strftime('%Y%m%dT%H%M%S%fZ')}-{full['id']}.json"
     blob = store.write_blobs({"r": canonical_json(full)})["r"]
     who = store.identity()
     message = f"Record {kind[:-1]} of {program} {version}\n\n{json.dumps(full, sort_keys=True)}\n"

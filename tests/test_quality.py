@@ -197,7 +197,7 @@ def test_records_of_one_second_keep_the_order_they_were_written(
         [datetime(2026, 1, 1, 12, 0, 0, 1, tzinfo=timezone.utc), datetime(2026, 1, 1, 12, 0, 0, 2, tzinfo=timezone.utc)]
     )
     ids = iter([uuid.UUID(int=2**128 - 1), uuid.UUID(int=0)])
-    monkeypatch.setattr(records, "utc_now", lambda: next(times))
+    monkeypatch.setattr(records, "precise_now", lambda: next(times))
     monkeypatch.setattr(records.uuid, "uuid4", lambda: next(ids))
     for score in (0.25, 0.75):
         records.append(published.store, "qa", "v1.1", "evaluations", {"metric": "m", "score": score, "n": 4})
