@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
 
@@ -106,27 +106,26 @@ def funnel(traceback: bool) -> Iterator[None]:
                 )
     except typer.Exit:
         raise
-    except RegistryError as err:
-        if traceback:
-            raise
-        console_err().print(f"[red]error:[/red] {one_line(str(err))}", markup=True, highlight=False)
-        raise typer.Exit(err.exit_code) from None
-    except _runtime_config_error() as err:
-        # A DSPYREG_LM_* setting the runtime cannot use: it raises its own type (it imports nothing of ours).
-        if traceback:
-            raise
-        console_err().print(f"[red]error:[/red] {one_line(str(err))}", markup=True, highlight=False)
-        raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        console_err().print("[red]interrupted:[/red] nothing was changed")
-        raise typer.Exit(130) from None
+        _cancelled()
     except Exception as err:
+        if interrupts.cancelled():  # a library caught the interrupt and raised its own error: nothing landed
+            _cancelled()
         if traceback:
             raise
+        if isinstance(err, (RegistryError, *_runtime_config_error())):
+            # A DSPYREG_LM_* setting the runtime cannot use raises the runtime's own type (it imports nothing of ours).
+            console_err().print(f"[red]error:[/red] {one_line(str(err))}", markup=True, highlight=False)
+            raise typer.Exit(getattr(err, "exit_code", 1)) from None
         console_err().print(
             f"[red]unexpected error:[/red] {type(err).__name__}: {one_line(str(err))} (rerun with --traceback)"
         )
         raise typer.Exit(2) from None
+
+
+def _cancelled() -> NoReturn:
+    console_err().print("[red]interrupted:[/red] nothing was changed")
+    raise typer.Exit(130) from None
 
 
 def _runtime_config_error() -> tuple[type[Exception], ...]:

@@ -21,11 +21,22 @@ class _State:
     committing = False  # a ref transaction has started in this command
     held = False  # an interrupt arrived after that and was held
     in_command = False  # inside a command's error funnel, which reports the interrupt itself
+    cancelled = False  # an interrupt arrived before that: the command is cancelled, whatever caught it on the way
 
 
 def commit_point() -> None:
-    """Called right before refs move: from here on the command's outcome is what the transaction did."""
+    """Called right before refs move: from here on the command's outcome is what the transaction did.
+
+    An interrupt that arrived earlier but was swallowed on its way up (raised inside a `__del__`, or caught and
+    wrapped by a library the command called) cancels the command here, before anything lands."""
+    if _State.cancelled and not _State.committing:
+        raise KeyboardInterrupt
     _State.committing = True
+
+
+def cancelled() -> bool:
+    """An interrupt arrived before any ref moved: whatever error it turned into on its way up, nothing landed."""
+    return _State.cancelled and not _State.committing
 
 
 def committed_then_interrupted() -> bool:
@@ -38,6 +49,7 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
         _State.held = True
         return
     if _State.in_command:
+        _State.cancelled = True
         raise KeyboardInterrupt
     # Starting up or parsing arguments, where click would swallow KeyboardInterrupt silently.
     import sys
@@ -46,10 +58,23 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(130)
 
 
+def _quiet_unraisable(unraisable: Any) -> None:
+    """An interrupt raised where Python cannot propagate it (a `__del__`, a weakref callback) is not a crash to
+    print: it was recorded as cancelling the command, and `commit_point` acts on it."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _State.cancelled:
+        return
+    _quiet_unraisable.previous(unraisable)  # type: ignore[attr-defined]
+
+
 def install() -> Any:
     """From now on in this process, SIGINT interrupts until a commit point and is held after it. Returns the
     previous handler (None outside the main thread, where Python allows no handler)."""
-    _State.committing = _State.held = False
+    _State.committing = _State.held = _State.cancelled = False
+    import sys
+
+    if sys.unraisablehook is not _quiet_unraisable:
+        _quiet_unraisable.previous = sys.unraisablehook  # type: ignore[attr-defined]
+        sys.unraisablehook = _quiet_unraisable
     try:
         return signal.signal(signal.SIGINT, _on_sigint)
     except ValueError:  # not the main thread (e.g. a test runner's worker): leave Python's default

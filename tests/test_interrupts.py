@@ -152,3 +152,47 @@ def test_ctrl_c_while_importing_the_program_exits_130(
     )
     assert outcome.code == 130 and "Traceback" not in outcome.err and "nothing was changed" in outcome.err
     assert not git(registry_path, "tag", "-l").strip()
+
+
+# An interrupt does not always reach the funnel as KeyboardInterrupt: Python drops one raised inside `__del__` (it
+# only prints "Exception ignored"), and a library may catch it and raise its own error (pydantic's class creation
+# turns it into RuntimeError). Both must still end "nothing was changed", exit 130, with no ref moved.
+SWALLOWED = """
+import signal, sys
+import typer
+from dspy_registry import cli_common
+from dspy_registry.registry import Registry
+
+class Finalized:
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)  # the handler raises inside __del__: Python ignores it
+
+try:
+    with cli_common.funnel(False):
+        with Registry.open(sys.argv[1]) as reg:
+            {how}
+            reg.promote("v1.0", "staging", name="qa")
+except typer.Exit as done:
+    sys.exit(done.exit_code)
+"""
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "Finalized(); import gc; gc.collect()",
+        "try:\n                signal.raise_signal(signal.SIGINT)\n"
+        "            except KeyboardInterrupt as err:\n"
+        "                raise RuntimeError('wrapped by a library') from err",
+    ],
+    ids=["raised-in-del", "wrapped-by-a-library"],
+)
+def test_an_interrupt_swallowed_on_its_way_up_still_cancels(published: Registry, registry_path: Path, how: str) -> None:
+    before = git(registry_path, "for-each-ref")
+    done = subprocess.run(
+        [sys.executable, "-c", SWALLOWED.format(how=how), str(registry_path)], capture_output=True, text=True
+    )
+    assert done.returncode == 130, done.stderr
+    assert "nothing was changed" in done.stderr
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+    assert git(registry_path, "for-each-ref") == before
