@@ -63,10 +63,12 @@ class Side(Protocol):
 
 @dataclass(frozen=True)
 class CanarySpec:
-    """What --canary asks: the environment whose version takes `percent` of the calls."""
+    """What --canary asks: the environment whose version takes `percent` of the calls, sticky per caller by the value
+    of the header `key_header`."""
 
     environment: str
     percent: float
+    key_header: str = DEFAULT_KEY_HEADER
 
 
 def parse_canary(
@@ -92,7 +94,7 @@ def parse_canary(
         percent = math.nan
     if not (0 < percent <= 100):  # nan fails too
         raise RegistryError(f"--canary {text!r}: PERCENT must be a number above 0 and at most 100")
-    return CanarySpec(env, percent)
+    return CanarySpec(env, percent, key_header)
 
 
 def in_canary(key: str, percent: float) -> bool:

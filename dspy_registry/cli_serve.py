@@ -263,12 +263,19 @@ def serve(
                     split = parse_canary(canary, environments, resolved.environment, canary_key_header)
             console_err().print(f"[yellow]warning:[/yellow] {one_line(used.message)}", soft_wrap=True)
         from .runtime.inference import check_lm_environment
-        from .serve import ServeConfig, check_free
+        from .serve import Limits, ServeConfig, check_free
         from .serve import serve as run_server
 
         check_lm_environment()  # a server that cannot make its LM would run without ever swapping a version in
         check_free(host, port, "HTTP", "--port")  # a bad --host or a taken port: one line, not uvicorn's exit 3
 
+        limits = Limits(
+            max_body_bytes=max_body_bytes,
+            max_batch=max_batch,
+            body_timeout=body_timeout,
+            max_connections=max_connections,
+            header_timeout=header_timeout,
+        )
         config = ServeConfig(
             registry=location,
             ref=target,
@@ -276,17 +283,11 @@ def serve(
             poll_seconds=poll_seconds,
             verify=not no_verify,
             threads=threads,
-            max_body_bytes=max_body_bytes,
+            limits=limits,
             grpc_port=grpc_port,
             require_signed=require_signed,
-            max_batch=max_batch,
-            body_timeout=body_timeout,
-            max_connections=max_connections,
-            header_timeout=header_timeout,
             metrics_public=metrics_public,
-            canary=split.environment if split else None,
-            canary_percent=split.percent if split else 0.0,
-            canary_key_header=canary_key_header,
+            canary=split,
         )
         following = (
             f"following {resolved.program}/{resolved.environment} every {poll_seconds:g} s"

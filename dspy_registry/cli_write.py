@@ -85,10 +85,7 @@ def publish(
     ] = None,
     trainset: Annotated[
         Optional[Path],
-        typer.Option(
-            "--trainset",
-            help="The training examples (JSON lines): their content hash and count go to the manifest's [lineage].",
-        ),
+        typer.Option("--trainset", help="The training examples (JSON lines): hash and count, in [lineage]."),
     ] = None,
     devset: Annotated[
         Optional[Path],

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .canary import DEFAULT_KEY_HEADER, SplitBackend
+from .canary import CanarySpec, SplitBackend
 from .errors import RegistryError, RemoteUnreachable
 from .gitremote import hide_userinfo
 from .gitstore import GitStore, is_url
@@ -49,6 +49,17 @@ CONFIG_ENV = "DSPYREG_SERVE_CONFIG"
 
 
 @dataclass(frozen=True, kw_only=True)
+class Limits:
+    """What one server process accepts, REST and gRPC alike (docs/security.md); the exported api.py has the same."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    max_batch: int = DEFAULT_MAX_BATCH  # inputs per batch
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # HTTP connections per process
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+
+
+@dataclass(frozen=True, kw_only=True)
 class ServeConfig:
     registry: str
     ref: str
@@ -56,19 +67,23 @@ class ServeConfig:
     poll_seconds: float = 2.0
     verify: bool = True
     threads: int = DEFAULT_THREADS
-    max_body_bytes: int = DEFAULT_MAX_BODY
+    limits: Limits = Limits()
     grpc_port: int | None = None  # also serve gRPC on this port, on grpc_host
     grpc_host: str = "127.0.0.1"
     grpc_reuse_port: bool = False  # set by serve() when several worker processes share the port
     require_signed: bool = False  # swap in only versions whose tags registry.toml's [signing] allows (trust.py)
-    max_batch: int = DEFAULT_MAX_BATCH  # inputs per batch, REST and gRPC
-    body_timeout: float = DEFAULT_BODY_TIMEOUT
-    max_connections: int = DEFAULT_MAX_CONNECTIONS  # HTTP connections per process
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT
     metrics_public: bool = False  # /metrics without the bearer token (a Prometheus scrape usually has none)
-    canary: str | None = None  # --canary: the environment whose version answers canary_percent of the calls
-    canary_percent: float = 0.0
-    canary_key_header: str = DEFAULT_KEY_HEADER
+    canary: CanarySpec | None = None  # --canary: another environment's version answers a share of the calls
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeConfig:
+        """The config a worker process reads back from the environment (`--workers N`)."""
+        fields = json.loads(text)
+        limits, canary = Limits(**fields.pop("limits")), fields.pop("canary")
+        return cls(**fields, limits=limits, canary=CanarySpec(**canary) if canary else None)
 
 
 class FollowingBackend:
@@ -251,10 +266,11 @@ def build_app(config: ServeConfig) -> Any:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     main = FollowingBackend(config)
     backend: FollowingBackend | SplitBackend = main
-    if config.canary is not None:  # a second follower, for the canary's environment (canary.py)
-        side = replace(config, ref=config.canary, name=main.program)
-        canary = FollowingBackend(side, follows=(main.program, config.canary))
-        backend = SplitBackend(main, canary, config.canary_percent, config.canary_key_header)
+    split = config.canary
+    if split is not None:  # a second follower, for the canary's environment (canary.py)
+        side = replace(config, ref=split.environment, name=main.program)
+        canary = FollowingBackend(side, follows=(main.program, split.environment))
+        backend = SplitBackend(main, canary, split.percent, split.key_header)
     grpc_server = None
     if config.grpc_port is not None:
         from .grpc_api import GrpcServer
@@ -263,8 +279,8 @@ def build_app(config: ServeConfig) -> Any:
             backend.program,
             backend,
             threads=config.threads,
-            max_body_bytes=config.max_body_bytes,
-            max_batch=config.max_batch,
+            max_body_bytes=config.limits.max_body_bytes,
+            max_batch=config.limits.max_batch,
         )
         backend.prepare = grpc_server.prepare
         grpc_server.start(config.grpc_host, config.grpc_port, reuse_port=config.grpc_reuse_port)
@@ -272,9 +288,9 @@ def build_app(config: ServeConfig) -> Any:
     app = create_app(
         backend,
         threads=config.threads,
-        max_body_bytes=config.max_body_bytes,
-        max_batch=config.max_batch,
-        body_timeout=config.body_timeout,
+        max_body_bytes=config.limits.max_body_bytes,
+        max_batch=config.limits.max_batch,
+        body_timeout=config.limits.body_timeout,
         metrics_public=config.metrics_public,
     )
     app.router.on_shutdown.append(backend.stop)
@@ -285,20 +301,20 @@ def build_app(config: ServeConfig) -> Any:
 
 def worker_app() -> Any:
     """uvicorn's factory in each worker process (`--workers N`): every worker follows the tag by itself."""
-    return build_app(ServeConfig(**json.loads(os.environ[CONFIG_ENV])))
+    return build_app(ServeConfig.from_json(os.environ[CONFIG_ENV]))
 
 
 def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
     import uvicorn
 
-    options = uvicorn_options(limits=ConnectionLimits(config.max_connections, config.header_timeout))
+    options = uvicorn_options(limits=ConnectionLimits(config.limits.max_connections, config.limits.header_timeout))
     if config.grpc_port is not None:
         _require_grpc()
         if workers > 1:
             check_free(host, config.grpc_port)  # the workers share it: say it is taken before they start
         config = replace(config, grpc_host=host, grpc_reuse_port=workers > 1)
     if workers > 1:
-        os.environ[CONFIG_ENV] = json.dumps(asdict(config))
+        os.environ[CONFIG_ENV] = config.to_json()
         with _multiprocess_metrics():
             uvicorn.run(
                 "dspy_registry.serve:worker_app", factory=True, host=host, port=port, workers=workers, **options

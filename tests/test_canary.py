@@ -238,3 +238,15 @@ def test_a_bad_key_header_is_one_line(split: Registry) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "--canary-header 'x key'" in result.stderr
+
+
+def test_worker_processes_get_the_canary_and_the_limits_they_were_given() -> None:
+    # `--workers N` hands each worker the config through the environment as JSON: nested records must come back whole.
+    from dspy_registry.canary import CanarySpec
+    from dspy_registry.serve import Limits, ServeConfig
+
+    config = ServeConfig(
+        registry="/r", ref="prod", limits=Limits(max_batch=3, body_timeout=2.5), canary=CanarySpec("staging", 10, "X-K")
+    )
+    assert ServeConfig.from_json(config.to_json()) == config
+    assert ServeConfig.from_json(ServeConfig(registry="/r", ref="prod").to_json()).canary is None

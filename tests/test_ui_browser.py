@@ -206,7 +206,7 @@ def test_static_site_works_from_file_urls(browser: Any, example: Registry, tmp_p
     check_every_page(Visit(browser, site.as_uri() + "/", shots), live=False)
 
 
-def test_browser_tests_are_required_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_browser_tests_are_required_in_ci(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DSPYREG_CHROMIUM", "/nonexistent/chromium")
     monkeypatch.setenv("DSPYREG_REQUIRE_BROWSER", "1")
     command = [
@@ -216,6 +216,7 @@ def test_browser_tests_are_required_in_ci(monkeypatch: pytest.MonkeyPatch) -> No
         "-q",
         "-p",
         "no:cacheprovider",
+        f"--basetemp={tmp_path / 'inner'}",  # its own: pytest would otherwise prune the shared base's old runs
         f"{__file__}::test_live_view_shows_every_page",
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, check=False)
