@@ -237,11 +237,11 @@ def serve(
         if grpc_port is not None and not (0 < grpc_port < 65536 and grpc_port != port):
             raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
         _require_serve_extra()
-        split = None
+        split = vetted = None
         try:
             with open_registry(registry) as reg:
                 target = ref or reg.production
-                resolved = resolve_checked(reg, target, name, no_verify, require_signed=require_signed)
+                resolved = vetted = resolve_checked(reg, target, name, no_verify, require_signed=require_signed)
                 # Nothing to serve when the policy refuses the first version: one line, exit 1 (the server logs drift).
                 reg.check_drift(reg.materialize(resolved), resolved, report=lambda message: None)
                 location = reg.location
@@ -301,7 +301,7 @@ def serve(
             f"Serving {resolved.program} {resolved.version} on http://{host}:{port}{grpc} "
             f"({following}, {workers} worker(s))"
         )
-        run_server(config, host=host, port=port, workers=workers)
+        run_server(config, host=host, port=port, workers=workers, vetted=vetted)
 
 
 def _require_serve_extra() -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .canary import CanarySpec, SplitBackend
+from .checks import check_for_use
 from .errors import RegistryError, RemoteUnreachable
 from .gitremote import hide_userinfo
 from .gitstore import GitStore, is_url
@@ -89,9 +90,14 @@ class ServeConfig:
 class FollowingBackend:
     """Serves `ref`; when `ref` is an environment, follows its tag and swaps to each new verified version."""
 
-    def __init__(self, config: ServeConfig, *, follows: tuple[str, str | None] | None = None) -> None:
-        """`follows` (program, environment): follow that environment even while it holds no version (a canary)."""
+    def __init__(
+        self, config: ServeConfig, *, follows: tuple[str, str | None] | None = None, vetted: Resolved | None = None
+    ) -> None:
+        """`follows` (program, environment): follow that environment even while it holds no version (a canary).
+        `vetted`: what the caller has just resolved and checked for use, so the first load need not check it again
+        while the ref still names it (`dspyreg serve` checks before it starts: a refused version is one line)."""
         self.config = config
+        self._vetted = vetted
         try:
             with Registry.open(config.registry) as reg:
                 if follows is None:
@@ -171,12 +177,7 @@ class FollowingBackend:
             self._seen = marker
             try:
                 with Registry.open(self.config.registry) as reg:  # a remote registry is synced here, only on change
-                    resolved = reg.checked(
-                        self.config.ref,
-                        self.config.name,
-                        verify=self.config.verify,
-                        require_signed=self.config.require_signed,
-                    )
+                    resolved, self._vetted = self._resolve(reg), None
                     if self._server is not None and self._server.commit == resolved.commit:
                         return False
                     server = PipelineServer(reg.materialize(resolved), runtime_policy=dict(reg.config.runtime))
@@ -198,6 +199,12 @@ class FollowingBackend:
         swapped = {"event": "swapped", "from": previous.version if previous else None, **_what(resolved)}
         log.warning(json.dumps({**swapped, **({"yanked": yanked} if yanked is not None else {})}))
         return True
+
+    def _resolve(self, reg: Registry) -> Resolved:
+        resolved = reg.resolve(self.config.ref, self.config.name)
+        if resolved != self._vetted:
+            check_for_use(reg, resolved, verify=self.config.verify, require_signed=self.config.require_signed)
+        return resolved
 
     def holds_version(self) -> bool:
         """Whether the target names a version now (an environment tag may not exist yet)."""
@@ -260,11 +267,12 @@ def _what(resolved: Resolved) -> dict[str, Any]:
     return {k: v for k, v in asdict(resolved).items() if v is not None}
 
 
-def build_app(config: ServeConfig) -> Any:
-    """The app for one process: a backend that loads its first version in the background, so /ready starts at 503."""
+def build_app(config: ServeConfig, *, vetted: Resolved | None = None) -> Any:
+    """The app for one process: a backend that loads its first version in the background, so /ready starts at 503.
+    `vetted`: the version the caller has resolved and checked for use (see FollowingBackend)."""
     configure_access_log()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    main = FollowingBackend(config)
+    main = FollowingBackend(config, vetted=vetted)
     backend: FollowingBackend | SplitBackend = main
     split = config.canary
     if split is not None:  # a second follower, for the canary's environment (canary.py)
@@ -304,7 +312,8 @@ def worker_app() -> Any:
     return build_app(ServeConfig.from_json(os.environ[CONFIG_ENV]))
 
 
-def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
+def serve(config: ServeConfig, *, host: str, port: int, workers: int, vetted: Resolved | None = None) -> None:
+    """Run the server (uvicorn) until stopped; `vetted` as in build_app (a worker process checks for itself)."""
     import uvicorn
 
     options = uvicorn_options(limits=ConnectionLimits(config.limits.max_connections, config.limits.header_timeout))
@@ -320,7 +329,7 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int) -> None:
                 "dspy_registry.serve:worker_app", factory=True, host=host, port=port, workers=workers, **options
             )
     else:
-        uvicorn.run(build_app(config), host=host, port=port, **options)
+        uvicorn.run(build_app(config, vetted=vetted), host=host, port=port, **options)
 
 
 @contextmanager

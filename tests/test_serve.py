@@ -126,3 +126,23 @@ def test_a_version_failing_verification_is_not_swapped_in(prod_v11: Registry, fa
         assert srv.get("/version")[1]["commit"] != commit
         events = [e for e in srv.log_lines() if e.get("event") == "not_swapped_in"]
         assert events and "prompts.json" in events[0]["error"]
+
+
+def test_the_first_load_checks_again_only_what_serve_did_not_check(
+    prod_v11: Registry, fake_lm: Any, tmp_path: Path
+) -> None:
+    # `dspyreg serve` checks the version before it starts and hands it over (`vetted`), so the first load does not
+    # verify it twice; a ref that moved in between names something unchecked, and that is verified as ever.
+    from dspy_registry.serve import FollowingBackend, ServeConfig
+
+    config = ServeConfig(registry=prod_v11.location, ref="prod", name="qa")
+    checked = prod_v11.checked("prod", "qa")
+    tamper(Path(prod_v11.location), tmp_path)  # prod force-moved to a changed bundle after the check
+    moved = FollowingBackend(config, vetted=checked)
+    assert not moved.refresh() and moved.current() is None
+    assert "fails verification" in moved.status()["not_swapped_in"]["error"]
+
+    with Registry.open(prod_v11.location) as reg:
+        handed = reg.resolve("prod", "qa")  # what the caller vouches for is taken as checked
+    trusted = FollowingBackend(config, vetted=handed)
+    assert trusted.refresh() and trusted.status()["commit"] == handed.commit
