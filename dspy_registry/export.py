@@ -36,7 +36,7 @@ HEALTHCHECK = [
     "-c",
     f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{PORT}/health', timeout=4)",
 ]
-_SERVE_PACKAGES = {"fastapi": "0.110", "uvicorn": "0.29"}
+_SERVE_PACKAGES = {"fastapi": "0.110", "uvicorn": "0.29", "prometheus-client": "0.20"}  # the image answers /metrics
 OWNED_LIST = ".dspyreg-bundle.json"
 # Secrets and local tools that people keep beside a bundle (docs/deployment.md says to) never reach an image; the
 # Dockerfile also copies the bundle's files by name, so this is the second line.

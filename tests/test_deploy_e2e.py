@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,8 @@ def test_exported_bundle_runs_in_a_fresh_venv(published: Registry, fake_lm: Any,
         assert program["answer.predict"]["signature"]["instructions"] in seen
         assert program["answer.predict"]["demos"][0]["question"] in seen
         assert http("GET", f"{base}/version")[1]["version"] == "v1.1"
+        with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:  # its library is in requirements.txt
+            assert 'dspyreg_requests_total{door="rest"' in response.read().decode()
         assert http("POST", f"{base}/predict", {"question": ["not", "a", "string"]})[0] == 422
         assert http("POST", f"{base}/predict", {"nope": 1})[0] == 422
         fake_lm.fail_with = 503

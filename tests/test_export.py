@@ -68,6 +68,7 @@ def test_export_writes_the_whole_bundle(exported: Path, published: Registry) -> 
     requirements = (exported / "requirements.txt").read_text().splitlines()
     assert f"dspy=={manifest['runtime']['dspy']}" in requirements
     assert any(r.startswith("fastapi") for r in requirements) and any(r.startswith("uvicorn") for r in requirements)
+    assert any(r.startswith("prometheus-client") for r in requirements)  # the image's /metrics works
     assert not any("dspy-registry" in r or "dspy_registry" in r for r in requirements)
     for runtime_file in ("inference.py", "api.py"):  # the runtime never needs dspyreg itself
         assert not re.search(r"^\s*(from|import) dspy_registry", (exported / runtime_file).read_text(), re.M)
