@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,9 +26,9 @@ ORIGINAL_HOME = Path.home()  # before the isolated HOME: where pip's cache is
 EXAMPLE_SPEC = f"{ROOT / 'examples' / 'qa_program.py'}:DocsQA"
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path_factory.mktemp("home")
+def isolate(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """HOME, git's configuration and identity, the bundle cache and the LM settings of one test, away from this
+    machine's."""
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
@@ -43,6 +44,11 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
         monkeypatch.delenv(key, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    isolate(monkeypatch, tmp_path_factory.mktemp("home"))
+
+
 @pytest.fixture(scope="session")
 def states(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The example compiled offline into two different optimized states, as program.save() wrote them."""
@@ -52,9 +58,13 @@ def states(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def registry_path(tmp_path: Path) -> Path:
+def registry_path(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A new registry; for a test that uses `published`, a copy of the one published once per session."""
     path = tmp_path / "registry"
-    Registry.init(path).close()
+    if "published" in request.fixturenames:
+        shutil.copytree(request.getfixturevalue("published_once"), path, symlinks=True)
+    else:
+        Registry.init(path).close()
     return path
 
 
@@ -74,11 +84,22 @@ def publish_example(reg: Registry, state: Path, version: str, name: str = "qa", 
     return result.commit
 
 
+@pytest.fixture(scope="session")
+def published_once(tmp_path_factory: pytest.TempPathFactory, states: dict[str, Path]) -> Path:
+    """qa v1.0 and v1.1 published in an isolated environment like every test's; `published` copies it (a copy of
+    a bare repository is the same registry, and two publishes per test cost more than the rest of most tests)."""
+    path = tmp_path_factory.mktemp("published") / "registry"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        isolate(monkeypatch, tmp_path_factory.mktemp("home"))
+        with Registry.init(path) as reg:
+            publish_example(reg, states["v1.0"], "v1.0", optimizer="BootstrapFewShot", dev_score=0.6, trainset_size=8)
+            publish_example(reg, states["v1.1"], "v1.1", optimizer="COPRO", dev_score=0.7, trainset_size=7)
+    return path
+
+
 @pytest.fixture
-def published(registry: Registry, states: dict[str, Path]) -> Registry:
-    """A registry holding qa v1.0 and v1.1."""
-    publish_example(registry, states["v1.0"], "v1.0", optimizer="BootstrapFewShot", dev_score=0.6, trainset_size=8)
-    publish_example(registry, states["v1.1"], "v1.1", optimizer="COPRO", dev_score=0.7, trainset_size=7)
+def published(registry: Registry) -> Registry:
+    """A registry holding qa v1.0 and v1.1 (registry_path copies `published_once` for tests that use this)."""
     return registry
 
 
