@@ -336,6 +336,29 @@ class GitStore(GitRemote):
         rows = [r.strip("\n") for r in out.split("\0\x01") if r.strip("\n")]
         return [r.split("\0") for r in rows]
 
+    def tags(self, prefix: str = "refs/tags/") -> list[tuple[str, str, str | None]]:
+        """(refname, object, peeled) of every tag whose name starts with `prefix`, sorted by name: `peeled` is what an
+        annotated tag points at in the end, None for a lightweight tag. One `git show-ref -d`, which takes a packed
+        tag's peeled value from packed-refs without reading the tag (a tenth of for_each_ref's `%(*objectname)` at
+        10,000 tags); no message is read: read the tags wanted with `read_many`."""
+        proc = subprocess.run(
+            ["git", f"--git-dir={self.git_dir}", "show-ref", "-d", "--tags"],
+            capture_output=True,
+            env=self._env(),
+            start_new_session=True,
+        )
+        if proc.returncode != 0 and (proc.returncode != 1 or proc.stdout or proc.stderr.strip()):  # 1: no tags
+            raise GitError(["show-ref", "-d", "--tags"], proc.returncode, proc.stderr.decode(errors="replace"))
+        found: list[tuple[str, str, str | None]] = []
+        for line in proc.stdout.decode().splitlines():
+            sha, _, name = line.partition(" ")
+            if name.endswith("^{}"):
+                if found and found[-1][0] == name[:-3]:
+                    found[-1] = (found[-1][0], found[-1][1], sha)
+            elif name.startswith(prefix):
+                found.append((name, sha, None))
+        return found
+
     def messages(self, ref: str, *, limit: int | None = None) -> Iterator[str]:
         """Commit messages of `ref`'s first-parent history, newest first."""
         args = ["log", "--first-parent", "-z", "--format=%B"]

@@ -71,41 +71,54 @@ def typed(payload: Mapping[str, Any], key: str, kind: type) -> Any:
     return value if isinstance(value, kind) else None
 
 
+def tag_rows(tags: Iterable[tuple[str, str, str | None]], messages: Mapping[str, str]) -> list[list[str]]:
+    """Tags as GitStore.tags lists them (refname, object, peeled) as the rows `version_infos` reads, each with its
+    message from `messages` (empty when not read: the version's row then holds no payload)."""
+    return [
+        [refname, peeled or "", "commit" if peeled is None else "tag", messages.get(refname, "")]
+        for refname, _, peeled in tags
+    ]
+
+
 def version_infos(
     rows: Iterable[list[str]], environments: tuple[str, ...], scores: Mapping[tuple[str, str], float]
 ) -> list[VersionInfo]:
     """The version tags among `rows` (refname, peeled commit, object type, message of each tag) as VersionInfos,
     oldest first by semantic version, each with the environments whose tags' payloads name it (in `environments`'
-    order) and its latest evaluation score from `scores`."""
-    found: list[tuple[str, str, str, dict[str, Any]]] = []
+    order), what its own payload records (nothing when its message is empty: not read) and its latest evaluation
+    score from `scores`."""
+    found: list[tuple[str, str, str, str]] = []
     envs: dict[tuple[str, str], list[str]] = {}
     for refname, commit, kind, contents in rows:
         parsed = split_tag_ref(refname)
         if parsed is None or kind != "tag":
             continue
         prog, leaf = parsed
-        payload = tag_payload(contents.encode())
         if is_version(leaf):
-            found.append((prog, leaf, commit, payload))
-        elif (to_version := payload_version(payload)) is not None:
+            found.append((prog, leaf, commit, contents))
+        elif (to_version := payload_version(tag_payload(contents.encode()))) is not None:
             envs.setdefault((prog, to_version), []).append(leaf)
     order = {env: i for i, env in enumerate(environments)}
     found.sort(key=lambda r: (r[0], version_key(r[1])))
-    return [
-        VersionInfo(
-            name=prog,
-            version=version,
-            commit=commit,
-            created=typed(payload, "created", str) or "",
-            environments=tuple(sorted(envs.get((prog, version), []), key=lambda e: order.get(e, 99))),
-            dev_score=typed(payload, "dev_score", float),
-            optimizer=typed(payload, "optimizer", str),
-            trainset_size=typed(payload, "trainset_size", int),
-            notes=typed(payload, "notes", str) or "",
-            eval_score=scores.get((prog, version)),
-        )
-        for prog, version, commit, payload in found
-    ]
+    infos = []
+    for prog, version, commit, contents in found:
+        envs_of = tuple(sorted(envs.get((prog, version), []), key=lambda e: order.get(e, 99)))
+        info = VersionInfo(prog, version, commit, "", envs_of, None, eval_score=scores.get((prog, version)))
+        infos.append(with_payload(info, contents) if contents else info)
+    return infos
+
+
+def with_payload(info: VersionInfo, message: str) -> VersionInfo:
+    """`info` with what its version tag's `message` records: created, dev score, optimizer, trainset size, notes."""
+    payload = tag_payload(message.encode())
+    return replace(
+        info,
+        created=typed(payload, "created", str) or "",
+        dev_score=typed(payload, "dev_score", float),
+        optimizer=typed(payload, "optimizer", str),
+        trainset_size=typed(payload, "trainset_size", int),
+        notes=typed(payload, "notes", str) or "",
+    )
 
 
 # -- per-environment files -------------------------------------------------------------------------------------------

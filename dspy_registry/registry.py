@@ -13,7 +13,7 @@ journal.py (the journal format), sides.py (diff sides), quality.py (eval, bench)
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -224,19 +224,33 @@ class Registry:
     def versions(self, program: str | None = None, *, scored: int | None = None) -> list[VersionInfo]:
         """Every published version (of one program, or all), oldest first by semantic version. With `scored`, only
         the newest `scored` versions of each program (beside the yanked ones) and those an environment points at
-        carry their evaluation score: the rest of the history's records are not read."""
+        carry what their tags record and their evaluation score (the rest hold name, version, commit and
+        environments): the rest of the history's tag messages and records are not read."""
         pattern = f"refs/tags/{self._known(program)}/" if program is not None else "refs/tags/"
-        rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
-        infos = journal.version_infos(rows, (*self.config.environments, ROLLBACK_ENV), {})
-        yanks = {p: lifecycle.yanked(self.store, p) for p in {v.name for v in infos}}
-        wanted: set[tuple[str, str]] | None = None
-        if scored is not None:
+        environments = (*self.config.environments, ROLLBACK_ENV)
+        if scored is None:
+            rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
+            infos = journal.version_infos(rows, environments, {})
+            yanks = {p: lifecycle.yanked(self.store, p) for p in {v.name for v in infos}}
+            wanted: set[tuple[str, str]] | None = None
+        else:
+            tags = self.store.tags(pattern)
+            versions_of = {t[0]: parsed for t in tags if (parsed := split_tag_ref(t[0])) and is_version(parsed[1])}
+            # The environment tags' messages say which versions they hold; the versions' own, only those shown.
+            envs = self._messages(t for t in tags if t[0] not in versions_of)
+            infos = journal.version_infos(journal.tag_rows(tags, envs), environments, {})
+            yanks = {p: lifecycle.yanked(self.store, p) for p in {v.name for v in infos}}
             seen: dict[str, int] = {}
             wanted = set()
             for v in reversed(infos):  # newest first
                 seen[v.name] = seen.get(v.name, 0) + 1
                 if seen[v.name] <= scored + len(yanks[v.name]) or v.environments:
                     wanted.add((v.name, v.version))
+            messages = self._messages(t for t in tags if versions_of.get(t[0]) in wanted)
+            infos = [
+                journal.with_payload(v, message) if (message := messages.get(tag_ref(v.name, v.version))) else v
+                for v in infos
+            ]
         scores = latest_scores(self.store, wanted, program)
         return [
             replace(v, yanked=y.reason if y else None, eval_score=scores.get((v.name, v.version)))
@@ -244,6 +258,15 @@ class Registry:
             else v
             for v in infos
         ]
+
+    def _messages(self, tags: Iterable[tuple[str, str, str | None]]) -> dict[str, str]:
+        """refname -> message of each annotated tag of `tags` (GitStore.tags rows), read in one `cat-file` pass."""
+        wanted = [(refname, sha) for refname, sha, peeled in tags if peeled is not None]
+        out = {}
+        for (refname, _), obj in zip(wanted, self.store.read_many([sha for _, sha in wanted])):
+            if obj is not None and obj.type == "tag":
+                out[refname] = obj.data.partition(b"\n\n")[2].decode(errors="replace")
+        return out
 
     def show(self, ref: str, name: str | None = None) -> VersionDetail:
         resolved = self.resolve(ref, name)

@@ -87,3 +87,22 @@ def test_open_refuses_non_repositories(tmp_path: Path) -> None:
     (outer / "inner").mkdir()
     with pytest.raises(NotARegistry):
         GitStore.open(outer / "inner")
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_tags_lists_each_tag_with_what_it_peels_to(store: GitStore, packed: bool) -> None:
+    assert store.tags() == []  # no tag at all: an empty list, not an error
+    one = _commit(store, {"f": b"1"})
+    tag = store.write_tag(one, "qa/v1", "msg", store.identity(), utc_now())
+    store.transaction(
+        [
+            RefUpdate("refs/heads/main", one, ZERO_SHA),
+            RefUpdate("refs/tags/qa/v1", tag, ZERO_SHA),
+            RefUpdate("refs/tags/qa/light", one, ZERO_SHA),
+            RefUpdate("refs/tags/other/v1", tag, ZERO_SHA),
+        ]
+    )
+    if packed:
+        git(store.git_dir, "pack-refs", "--all")
+    assert store.tags("refs/tags/qa/") == [("refs/tags/qa/light", one, None), ("refs/tags/qa/v1", tag, one)]
+    assert [name for name, _, _ in store.tags()] == ["refs/tags/other/v1", "refs/tags/qa/light", "refs/tags/qa/v1"]

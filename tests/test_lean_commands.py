@@ -108,3 +108,10 @@ def test_a_move_starts_few_git_processes(command: list[str], most: int, moved: R
     assert len(started) <= most, "\n".join(" ".join(argv) for argv in started)
     # No process per config key, and no `ls-tree` of a tree the cat-file reader has already read.
     assert not [argv for argv in started if "ls-tree" in argv or "--get" in argv]
+
+
+def test_list_for_people_reads_only_the_tag_messages_it_shows(published: Registry, tmp_path: Path) -> None:
+    """The newest versions and those an environment holds are shown: the other versions' tags are listed by name
+    (show-ref), never read whole (for-each-ref's %(contents) reads every tag of the history)."""
+    started = git_processes(["list"], published, tmp_path / "trace.json")
+    assert not [argv for argv in started if "for-each-ref" in argv], "\n".join(" ".join(a) for a in started)
