@@ -10,6 +10,7 @@ with `git push --atomic --force-with-lease=<ref>:<old>` (gitremote.py). Locks ot
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -33,6 +34,7 @@ from .locks import (
 from .refs import ZERO_SHA, RefUpdate
 
 _GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
+_HEX_HEAD = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 PACK_AFTER_LOOSE_OBJECTS = 500
 # What a bundle may hold: regular files (executable or not) and folders. Links and submodules are never written.
@@ -101,20 +103,12 @@ class GitStore(GitRemote):
     def open(cls, path: Path) -> GitStore:
         if not path.exists():
             raise NotARegistry(f"{path} does not exist: create a registry with `dspyreg init {path}`")
-        proc = subprocess.run(
-            ["git", "-C", str(path), "rev-parse", "--absolute-git-dir"],
-            capture_output=True,
-            env={**os.environ, **_GIT_ENV},
-        )
-        if proc.returncode != 0:
-            raise NotARegistry(f"{path} is not a git repository: {_init_hint(path)}")
-        git_dir = Path(proc.stdout.decode().strip()).resolve()
-        # A plain folder inside some other work tree is not a registry just because git finds a parent repository.
-        if git_dir not in (path.resolve(), (path / ".git").resolve()):
-            raise NotARegistry(f"{path} is not a git repository: {_init_hint(path)}")
-        store = cls(git_dir)
+        plain = _plain_git_dir(path)
+        store = cls(plain or _discovered_git_dir(path))
         # A clone of a remote registry: its origin is the registry, this clone its cache.
         store.remote = store._config("remote.origin.url")
+        if plain == path.resolve() and (store._config("safe.bareRepository") or "").lower() == "explicit":
+            _discovered_git_dir(path)  # git refuses to find this bare repository by itself: say so as git does
         return store
 
     def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -590,6 +584,48 @@ class GitStore(GitRemote):
 
     def _olds_hold(self, updates: list[RefUpdate]) -> bool:
         return not self._changed(updates)
+
+
+def _plain_git_dir(path: Path) -> Path | None:
+    """The git dir of `path` when it plainly is one that git would find there by itself, without asking git (one
+    process less for every command): a bare repository or a work tree with a `.git` folder, both owned by this user
+    (git refuses another's), with no GIT_* variable that moves git's repository. None: ask git."""
+    uid = getattr(os, "geteuid", None)  # no owners to compare on Windows: ask git
+    if uid is None or any(
+        os.environ.get(name) for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY")
+    ):
+        return None
+    for candidate in (path / ".git", path):  # git's own order
+        try:
+            head = (candidate / "HEAD").read_bytes()[:256]
+            owned = all(os.stat(p).st_uid == uid() for p in {path, candidate})
+        except OSError:
+            continue
+        if (
+            owned
+            and (head.startswith(b"ref: refs/") or bool(_HEX_HEAD.fullmatch(head.strip())))
+            and (candidate / "objects").is_dir()
+            and (candidate / "refs").is_dir()
+        ):
+            return candidate.resolve()
+    return None
+
+
+def _discovered_git_dir(path: Path) -> Path:
+    """The git dir git finds at `path` (`rev-parse --absolute-git-dir`): NotARegistry unless it is `path` itself or
+    its `.git`."""
+    proc = subprocess.run(
+        ["git", "-C", str(path), "rev-parse", "--absolute-git-dir"],
+        capture_output=True,
+        env={**os.environ, **_GIT_ENV},
+    )
+    if proc.returncode != 0:
+        raise NotARegistry(f"{path} is not a git repository: {_init_hint(path)}")
+    git_dir = Path(proc.stdout.decode().strip()).resolve()
+    # A plain folder inside some other work tree is not a registry just because git finds a parent repository.
+    if git_dir not in (path.resolve(), (path / ".git").resolve()):
+        raise NotARegistry(f"{path} is not a git repository: {_init_hint(path)}")
+    return git_dir
 
 
 def _tree_items(data: bytes, width: int) -> Iterator[tuple[str, bytes, str]]:

@@ -18,8 +18,6 @@ from .errors import CorruptRecord, InvalidName, NothingToRollBack, RegistryError
 from .gitstore import TreeEntry
 from .refs import JOURNAL_REF, ROLLBACK_ENV, UNSET, ZERO_SHA, RefUpdate, is_version, split_tag_ref, tag_ref, version_key
 from .results import JournalEntry, VersionInfo
-from .signing import split_signature
-from .state import canonical_json
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -43,6 +41,8 @@ def tag_payload(data: bytes) -> dict[str, Any]:
     while lines and not lines[-1].strip():
         lines.pop()
     if lines and lines[-1].startswith("-----END ") and lines[-1].endswith("-----"):  # the message ends signed
+        from .signing import split_signature  # hashlib and base64: only for a signed message
+
         lines = split_signature(data)[0].decode(errors="replace").split("\n")
         while lines and not lines[-1].strip():
             lines.pop()
@@ -342,6 +342,8 @@ def journal_commit(
 ) -> RefUpdate:
     """The journal's ref update for one change: a commit on `journal_old` writing `files` (path -> JSON value) and
     holding one payload line per entry, expected to land on the journal as it was read."""
+    from .state import canonical_json
+
     blobs = store.write_blobs({path: canonical_json(value) for path, value in files.items()})
     tree = store.write_tree(journal_old, {path: TreeEntry("100644", "blob", sha) for path, sha in blobs.items()})
     body = "".join(payload_line(entry.to_json()) for entry in entries)

@@ -23,14 +23,10 @@ from .errors import (
     InvalidName,
     UnknownRef,
 )
-from .export import bundle_json
-from .git_setup import GitSetupResult, set_up
 from .gitstore import BundleEntry, GitStore, utc_now
 from .hints import cache_dir
-from .lineage import Lineage
 from .manifest import Manifest, RegistryConfig
 from .opening import init_store, open_store
-from .publishing import check_metadata, check_new_version, interface_warnings, write_version
 from .records import latest_scores
 from .refs import (
     MAIN_REF,
@@ -61,7 +57,6 @@ from .results import (
     VersionInfo,
 )
 from .sides import diff_files, diff_sides, is_state_path, rendered_versions, state_view, version_view
-from .signing import tag_signer
 
 if TYPE_CHECKING:
     import dspy
@@ -70,6 +65,7 @@ if TYPE_CHECKING:
     from .diff import Diff, ProgramView
     from .example_compare import ExampleComparison
     from .export import ExportResult
+    from .git_setup import GitSetupResult
     from .k8s import K8sOptions
     from .lineage import DatasetDigest
     from .rendered import RenderedDiff
@@ -209,6 +205,8 @@ class Registry:
         return data
 
     def _json_file(self, resolved: Resolved, path: str) -> Any:
+        from .export import bundle_json
+
         return bundle_json(self._file(resolved, path), f"{resolved.program} {resolved.version}: {path}")
 
     def environments_of(self, program: str) -> dict[str, str]:
@@ -324,6 +322,8 @@ class Registry:
     def git_setup(self) -> GitSetupResult:
         """Plain `git diff`, `git log -p` and `git show` print dspyreg's view of program.json and prompts.json here
         (and in the clone this registry was opened through): see git_setup.py."""
+        from .git_setup import set_up
+
         return set_up(self.store, self.location)
 
     def diff(self, a: str, b: str, name: str | None = None, program_spec: str | None = None) -> Diff:
@@ -387,7 +387,9 @@ class Registry:
     ) -> PublishResult:
         """`optimizer` is a name, or the optimizer object whose class and plain arguments go to [lineage]."""
         from .bundle import PublishMeta, build_bundle
+        from .lineage import Lineage
         from .provenance import checked_trainset_size, code_lineage, host_versions, optimizer_lineage
+        from .publishing import check_metadata, interface_warnings, write_version
 
         version = self.check_new_version(name, version)
         signer = self.signer(sign)
@@ -420,6 +422,8 @@ class Registry:
 
     def check_new_version(self, name: str, version: str) -> str:
         """The normalized version, if `name` may publish it; raises otherwise (see publishing.check_new_version)."""
+        from .publishing import check_new_version
+
         return check_new_version(self, name, version)
 
     def promote(
@@ -485,6 +489,8 @@ class Registry:
 
     def signer(self, sign: bool | None) -> Callable[[bytes], bytes] | None:
         """How this write signs its tags (None: unsigned); see signing.tag_signer."""
+        from .signing import tag_signer
+
         return tag_signer(sign, self.config.signing.sign, self.store.git_config)
 
     def _move(

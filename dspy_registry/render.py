@@ -6,18 +6,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from .export import ExportResult
 from .lineage import Lineage, describe
 from .refs import UNSET
 from .results import JournalEntry, MoveResult, PublishResult, VersionDetail, VersionInfo
 from .tokens import figures_lines
+
+if TYPE_CHECKING:
+    from .export import ExportResult
 
 ENV_STYLE = {"prod": "bold green", "staging": "yellow", "rollback": "magenta"}
 

@@ -87,6 +87,29 @@ def test_open_refuses_non_repositories(tmp_path: Path) -> None:
     (outer / "inner").mkdir()
     with pytest.raises(NotARegistry):
         GitStore.open(outer / "inner")
+    # A folder that only looks like a repository (a HEAD that is not one) is asked of git, which refuses it.
+    fake = tmp_path / "fake"
+    for folder in ("objects", "refs"):
+        (fake / folder).mkdir(parents=True)
+    (fake / "HEAD").write_text("not a ref\n")
+    with pytest.raises(NotARegistry, match="not a git repository"):
+        GitStore.open(fake)
+
+
+def test_open_finds_bare_and_work_tree_repositories_as_git_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = GitStore.init(tmp_path / "bare", bare=True)
+    tree = GitStore.init(tmp_path / "tree", bare=False)
+    assert GitStore.open(tmp_path / "bare").git_dir == bare.git_dir
+    assert GitStore.open(tmp_path / "tree").git_dir == tree.git_dir == (tmp_path / "tree" / ".git").resolve()
+    # git refuses to find a bare repository by itself under safe.bareRepository=explicit: so does dspyreg.
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "safe.bareRepository")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "explicit")
+    with pytest.raises(NotARegistry, match="not a git repository"):
+        GitStore.open(tmp_path / "bare")
+    assert GitStore.open(tmp_path / "tree").git_dir == tree.git_dir
 
 
 @pytest.mark.parametrize("packed", [False, True])
