@@ -122,11 +122,11 @@ def show(
 def _warn_moved_outside(reg: Registry, ref: str, name: str | None) -> None:
     """An environment tag that disagrees with the journal (moved outside dspyreg) is shown with the warnings that
     `verify` would give: reading it is not trusting it. Reads two refs and one blob: no bundle is checked."""
-    from .verify import verify_environments
-
     resolved = reg.resolve(ref, name)
     if resolved.environment is None:
         return
+    from .verify import verify_environments
+
     for problem in verify_environments(reg, resolved.program, (resolved.environment,)):
         console_err().print(f"[yellow]warning:[/yellow] {one_line(str(problem))} (see `dspyreg verify`)")
 

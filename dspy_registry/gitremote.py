@@ -8,7 +8,6 @@ GitStore with a `remote`: its `transaction` pushes, and every command syncs the 
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import re
 import shutil
@@ -76,6 +75,8 @@ class GitRemote:
         """The one cache clone of `url` under `cache_root` (a bare repository made on first use, never re-cloned).
         `settings` (see `network_settings`) apply to its git commands and are never written into it."""
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", hide_userinfo(url).split("://")[-1]).strip("_")[-60:]
+        import hashlib
+
         path = cache_root / "remotes" / f"{slug}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
         if not (path / "HEAD").exists():
             probe = cls(cache_root, url)

@@ -18,8 +18,6 @@ from .errors import CorruptRecord, InvalidName, NothingToRollBack, RegistryError
 from .gitstore import TreeEntry
 from .refs import JOURNAL_REF, ROLLBACK_ENV, UNSET, ZERO_SHA, RefUpdate, is_version, split_tag_ref, tag_ref, version_key
 from .results import JournalEntry, VersionInfo
-from .signing import split_signature
-from .state import canonical_json
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -43,6 +41,8 @@ def tag_payload(data: bytes) -> dict[str, Any]:
     while lines and not lines[-1].strip():
         lines.pop()
     if lines and lines[-1].startswith("-----END ") and lines[-1].endswith("-----"):  # the message ends signed
+        from .signing import split_signature  # hashlib and base64: only for a signed message
+
         lines = split_signature(data)[0].decode(errors="replace").split("\n")
         while lines and not lines[-1].strip():
             lines.pop()
@@ -71,41 +71,54 @@ def typed(payload: Mapping[str, Any], key: str, kind: type) -> Any:
     return value if isinstance(value, kind) else None
 
 
+def tag_rows(tags: Iterable[tuple[str, str, str | None]], messages: Mapping[str, str]) -> list[list[str]]:
+    """Tags as GitStore.tags lists them (refname, object, peeled) as the rows `version_infos` reads, each with its
+    message from `messages` (empty when not read: the version's row then holds no payload)."""
+    return [
+        [refname, peeled or "", "commit" if peeled is None else "tag", messages.get(refname, "")]
+        for refname, _, peeled in tags
+    ]
+
+
 def version_infos(
     rows: Iterable[list[str]], environments: tuple[str, ...], scores: Mapping[tuple[str, str], float]
 ) -> list[VersionInfo]:
     """The version tags among `rows` (refname, peeled commit, object type, message of each tag) as VersionInfos,
     oldest first by semantic version, each with the environments whose tags' payloads name it (in `environments`'
-    order) and its latest evaluation score from `scores`."""
-    found: list[tuple[str, str, str, dict[str, Any]]] = []
+    order), what its own payload records (nothing when its message is empty: not read) and its latest evaluation
+    score from `scores`."""
+    found: list[tuple[str, str, str, str]] = []
     envs: dict[tuple[str, str], list[str]] = {}
     for refname, commit, kind, contents in rows:
         parsed = split_tag_ref(refname)
         if parsed is None or kind != "tag":
             continue
         prog, leaf = parsed
-        payload = tag_payload(contents.encode())
         if is_version(leaf):
-            found.append((prog, leaf, commit, payload))
-        elif (to_version := payload_version(payload)) is not None:
+            found.append((prog, leaf, commit, contents))
+        elif (to_version := payload_version(tag_payload(contents.encode()))) is not None:
             envs.setdefault((prog, to_version), []).append(leaf)
     order = {env: i for i, env in enumerate(environments)}
     found.sort(key=lambda r: (r[0], version_key(r[1])))
-    return [
-        VersionInfo(
-            name=prog,
-            version=version,
-            commit=commit,
-            created=typed(payload, "created", str) or "",
-            environments=tuple(sorted(envs.get((prog, version), []), key=lambda e: order.get(e, 99))),
-            dev_score=typed(payload, "dev_score", float),
-            optimizer=typed(payload, "optimizer", str),
-            trainset_size=typed(payload, "trainset_size", int),
-            notes=typed(payload, "notes", str) or "",
-            eval_score=scores.get((prog, version)),
-        )
-        for prog, version, commit, payload in found
-    ]
+    infos = []
+    for prog, version, commit, contents in found:
+        envs_of = tuple(sorted(envs.get((prog, version), []), key=lambda e: order.get(e, 99)))
+        info = VersionInfo(prog, version, commit, "", envs_of, None, eval_score=scores.get((prog, version)))
+        infos.append(with_payload(info, contents) if contents else info)
+    return infos
+
+
+def with_payload(info: VersionInfo, message: str) -> VersionInfo:
+    """`info` with what its version tag's `message` records: created, dev score, optimizer, trainset size, notes."""
+    payload = tag_payload(message.encode())
+    return replace(
+        info,
+        created=typed(payload, "created", str) or "",
+        dev_score=typed(payload, "dev_score", float),
+        optimizer=typed(payload, "optimizer", str),
+        trainset_size=typed(payload, "trainset_size", int),
+        notes=typed(payload, "notes", str) or "",
+    )
 
 
 # -- per-environment files -------------------------------------------------------------------------------------------
@@ -329,6 +342,8 @@ def journal_commit(
 ) -> RefUpdate:
     """The journal's ref update for one change: a commit on `journal_old` writing `files` (path -> JSON value) and
     holding one payload line per entry, expected to land on the journal as it was read."""
+    from .state import canonical_json
+
     blobs = store.write_blobs({path: canonical_json(value) for path, value in files.items()})
     tree = store.write_tree(journal_old, {path: TreeEntry("100644", "blob", sha) for path, sha in blobs.items()})
     body = "".join(payload_line(entry.to_json()) for entry in entries)

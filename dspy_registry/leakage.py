@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -26,8 +27,11 @@ def example_id(inputs: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:EXAMPLE_ID_LENGTH]
 
 
+_EXAMPLE_ID_RE = re.compile(f"[0-9a-f]{{{EXAMPLE_ID_LENGTH}}}")
+
+
 def is_example_id(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == EXAMPLE_ID_LENGTH and all(c in "0123456789abcdef" for c in value)
+    return isinstance(value, str) and _EXAMPLE_ID_RE.fullmatch(value) is not None
 
 
 def normalized(value: Any) -> str:

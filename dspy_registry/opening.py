@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import NotARegistry, RegistryError
-from .git_setup import configure
 from .gitstore import GitStore, TreeEntry, is_url, utc_now
 from .hints import cache_dir, init_elsewhere
 from .manifest import RegistryConfig
@@ -53,6 +52,8 @@ def init_store(where: str, *, bare: bool = True) -> GitStore:
             )
         _refuse_foreign_refs(where, list(existing))
         _write_template(store)
+        from .git_setup import configure
+
         configure(store)  # the cache clone's own config: git diff there prints dspyreg's view
         return store
     path = Path(where)
@@ -80,6 +81,8 @@ def init_store(where: str, *, bare: bool = True) -> GitStore:
         except OSError as err:
             raise NotARegistry(f"cannot create a registry in {path}: {err.strerror or err}") from None
     _write_template(store)
+    from .git_setup import configure
+
     configure(store)  # .gitattributes came with the template; the driver's command is local config
     if not bare and store.git_dir == (path / ".git").resolve():
         store.run(f"--work-tree={path}", "reset", "-q", "--hard", MAIN_REF)  # show the template in the new checkout

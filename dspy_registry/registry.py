@@ -13,7 +13,7 @@ journal.py (the journal format), sides.py (diff sides), quality.py (eval, bench)
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,14 +23,10 @@ from .errors import (
     InvalidName,
     UnknownRef,
 )
-from .export import bundle_json
-from .git_setup import GitSetupResult, set_up
 from .gitstore import BundleEntry, GitStore, utc_now
 from .hints import cache_dir
-from .lineage import Lineage
 from .manifest import Manifest, RegistryConfig
 from .opening import init_store, open_store
-from .publishing import check_metadata, check_new_version, interface_warnings, write_version
 from .records import latest_scores
 from .refs import (
     MAIN_REF,
@@ -61,7 +57,6 @@ from .results import (
     VersionInfo,
 )
 from .sides import diff_files, diff_sides, is_state_path, rendered_versions, state_view, version_view
-from .signing import tag_signer
 
 if TYPE_CHECKING:
     import dspy
@@ -70,6 +65,7 @@ if TYPE_CHECKING:
     from .diff import Diff, ProgramView
     from .example_compare import ExampleComparison
     from .export import ExportResult
+    from .git_setup import GitSetupResult
     from .k8s import K8sOptions
     from .lineage import DatasetDigest
     from .rendered import RenderedDiff
@@ -209,6 +205,8 @@ class Registry:
         return data
 
     def _json_file(self, resolved: Resolved, path: str) -> Any:
+        from .export import bundle_json
+
         return bundle_json(self._file(resolved, path), f"{resolved.program} {resolved.version}: {path}")
 
     def environments_of(self, program: str) -> dict[str, str]:
@@ -224,19 +222,33 @@ class Registry:
     def versions(self, program: str | None = None, *, scored: int | None = None) -> list[VersionInfo]:
         """Every published version (of one program, or all), oldest first by semantic version. With `scored`, only
         the newest `scored` versions of each program (beside the yanked ones) and those an environment points at
-        carry their evaluation score: the rest of the history's records are not read."""
+        carry what their tags record and their evaluation score (the rest hold name, version, commit and
+        environments): the rest of the history's tag messages and records are not read."""
         pattern = f"refs/tags/{self._known(program)}/" if program is not None else "refs/tags/"
-        rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
-        infos = journal.version_infos(rows, (*self.config.environments, ROLLBACK_ENV), {})
-        yanks = {p: lifecycle.yanked(self.store, p) for p in {v.name for v in infos}}
-        wanted: set[tuple[str, str]] | None = None
-        if scored is not None:
+        environments = (*self.config.environments, ROLLBACK_ENV)
+        if scored is None:
+            rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
+            infos = journal.version_infos(rows, environments, {})
+            yanks = {p: lifecycle.yanked(self.store, p) for p in {v.name for v in infos}}
+            wanted: set[tuple[str, str]] | None = None
+        else:
+            tags = self.store.tags(pattern)
+            versions_of = {t[0]: parsed for t in tags if (parsed := split_tag_ref(t[0])) and is_version(parsed[1])}
+            # The environment tags' messages say which versions they hold; the versions' own, only those shown.
+            envs = self._messages(t for t in tags if t[0] not in versions_of)
+            infos = journal.version_infos(journal.tag_rows(tags, envs), environments, {})
+            yanks = {p: lifecycle.yanked(self.store, p) for p in {v.name for v in infos}}
             seen: dict[str, int] = {}
             wanted = set()
             for v in reversed(infos):  # newest first
                 seen[v.name] = seen.get(v.name, 0) + 1
                 if seen[v.name] <= scored + len(yanks[v.name]) or v.environments:
                     wanted.add((v.name, v.version))
+            messages = self._messages(t for t in tags if versions_of.get(t[0]) in wanted)
+            infos = [
+                journal.with_payload(v, message) if (message := messages.get(tag_ref(v.name, v.version))) else v
+                for v in infos
+            ]
         scores = latest_scores(self.store, wanted, program)
         return [
             replace(v, yanked=y.reason if y else None, eval_score=scores.get((v.name, v.version)))
@@ -244,6 +256,15 @@ class Registry:
             else v
             for v in infos
         ]
+
+    def _messages(self, tags: Iterable[tuple[str, str, str | None]]) -> dict[str, str]:
+        """refname -> message of each annotated tag of `tags` (GitStore.tags rows), read in one `cat-file` pass."""
+        wanted = [(refname, sha) for refname, sha, peeled in tags if peeled is not None]
+        out = {}
+        for (refname, _), obj in zip(wanted, self.store.read_many([sha for _, sha in wanted])):
+            if obj is not None and obj.type == "tag":
+                out[refname] = obj.data.partition(b"\n\n")[2].decode(errors="replace")
+        return out
 
     def show(self, ref: str, name: str | None = None) -> VersionDetail:
         resolved = self.resolve(ref, name)
@@ -301,6 +322,8 @@ class Registry:
     def git_setup(self) -> GitSetupResult:
         """Plain `git diff`, `git log -p` and `git show` print dspyreg's view of program.json and prompts.json here
         (and in the clone this registry was opened through): see git_setup.py."""
+        from .git_setup import set_up
+
         return set_up(self.store, self.location)
 
     def diff(self, a: str, b: str, name: str | None = None, program_spec: str | None = None) -> Diff:
@@ -364,7 +387,9 @@ class Registry:
     ) -> PublishResult:
         """`optimizer` is a name, or the optimizer object whose class and plain arguments go to [lineage]."""
         from .bundle import PublishMeta, build_bundle
+        from .lineage import Lineage
         from .provenance import checked_trainset_size, code_lineage, host_versions, optimizer_lineage
+        from .publishing import check_metadata, interface_warnings, write_version
 
         version = self.check_new_version(name, version)
         signer = self.signer(sign)
@@ -397,6 +422,8 @@ class Registry:
 
     def check_new_version(self, name: str, version: str) -> str:
         """The normalized version, if `name` may publish it; raises otherwise (see publishing.check_new_version)."""
+        from .publishing import check_new_version
+
         return check_new_version(self, name, version)
 
     def promote(
@@ -462,6 +489,8 @@ class Registry:
 
     def signer(self, sign: bool | None) -> Callable[[bytes], bytes] | None:
         """How this write signs its tags (None: unsigned); see signing.tag_signer."""
+        from .signing import tag_signer
+
         return tag_signer(sign, self.config.signing.sign, self.store.git_config)
 
     def _move(

@@ -6,18 +6,20 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from .export import ExportResult
 from .lineage import Lineage, describe
 from .refs import UNSET
 from .results import JournalEntry, MoveResult, PublishResult, VersionDetail, VersionInfo
 from .tokens import figures_lines
+
+if TYPE_CHECKING:
+    from .export import ExportResult
 
 ENV_STYLE = {"prod": "bold green", "staging": "yellow", "rollback": "magenta"}
 
@@ -59,12 +61,15 @@ def versions_table(
         hidden = len(versions) - len(shown)
         note = Text(f"{hidden} older versions not shown: `dspyreg list --all`, or --json", style="dim")
         return Group(versions_table(shown, width=width), note)
-    without_notes = _natural_width(_versions_grid(versions, with_notes=None))
+    cells = [[_text(c) for c in _version_cells(v)] for v in versions]
+    header = [Text(c, style="bold") for c in VERSION_COLUMNS]
+    without_notes = _width_of([header[:-1], *cells])
     room = NOTES_WIDTH if width is None else min(NOTES_WIDTH, width - without_notes - 2)
     needed = MIN_NOTES_WIDTH if any(v.notes for v in versions) else len("notes")
     if width is not None and room < needed:
         return _stacked_versions(versions, width)
-    return _versions_grid(versions, with_notes=room)
+    notes = [Text(shorten(v.notes, room)) for v in versions]
+    return Group(*_columns([header, *([*row, note] for row, note in zip(cells, notes))]))
 
 
 VERSION_COLUMNS = ("program", "version", "environments", "dev score", "eval", "optimizer", "created", "commit", "notes")
@@ -72,16 +77,10 @@ NOTES_WIDTH = 60
 MIN_NOTES_WIDTH = 16
 
 
-def _versions_grid(versions: Sequence[VersionInfo], *, with_notes: int | None) -> Table:
-    """One row per version; notes shortened to `with_notes` characters, or no notes column with None."""
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    columns = VERSION_COLUMNS if with_notes is not None else VERSION_COLUMNS[:-1]
-    for column in columns:
-        table.add_column(column, no_wrap=True)
-    for v in versions:
-        notes = () if with_notes is None else (Text(shorten(v.notes, with_notes)),)
-        add_row(table, *_version_cells(v), *notes)
-    return table
+def _width_of(rows: Sequence[Sequence[Text]], gap: int = 2) -> int:
+    """How wide `_columns` lays `rows` out: each column as wide as its widest cell, `gap` between columns."""
+    widths: list[int] = [max(cell.cell_len for cell in column) for column in zip(*rows)]
+    return sum(widths) + gap * (len(widths) - 1)
 
 
 def _version_cells(v: VersionInfo) -> tuple[Any, ...]:

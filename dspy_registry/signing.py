@@ -9,9 +9,6 @@ verify` check it against the one allowed key it matched. This module runs ssh-ke
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import os
 import subprocess
 import tempfile
@@ -49,6 +46,8 @@ class PublicKey:
         return fingerprint(self.blob)
 
     def line(self) -> str:
+        import base64
+
         return f"{self.kind} {base64.b64encode(self.blob).decode()}"
 
 
@@ -102,6 +101,9 @@ class SigningConfig:
 
 def parse_public_key(text: str) -> PublicKey | None:
     """`ssh-ed25519 AAAA... comment` as a PublicKey, or None when it is not one (the type must match the blob's)."""
+    import base64
+    import binascii
+
     parts = text.strip().split(None, 2)
     if len(parts) < 2:
         return None
@@ -147,6 +149,9 @@ def split_signature(data: bytes) -> tuple[bytes, bytes | None]:
 
 def fingerprint(blob: bytes) -> str:
     """OpenSSH's fingerprint of a public key blob: `SHA256:` and unpadded base64, as `ssh-keygen -l` prints it."""
+    import base64
+    import hashlib
+
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
@@ -156,6 +161,9 @@ def signer_key(signature: bytes) -> bytes | None:
     if not lines or lines[0].strip() != SSH_BEGIN or _SSH_END not in (ln.strip() for ln in lines):
         return None
     body = b"".join(ln.strip() for ln in lines[1 : [ln.strip() for ln in lines].index(_SSH_END)])
+    import base64
+    import binascii
+
     try:
         raw = base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError):

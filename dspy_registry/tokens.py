@@ -9,7 +9,6 @@ figures, their TOML table checked by type, the A -> B delta) imports nothing hea
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
@@ -257,6 +256,8 @@ def encoding(name: str) -> Any:
     from tiktoken_ext import openai_public  # type: ignore[import-untyped]
 
     folder = bundled_encodings()
+    import hashlib
+
     cached = folder / hashlib.sha1(_ENCODING_URL.format(name).encode()).hexdigest()
     constructor = getattr(openai_public, name, None)
     if constructor is None or not cached.is_file():

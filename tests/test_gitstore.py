@@ -87,3 +87,45 @@ def test_open_refuses_non_repositories(tmp_path: Path) -> None:
     (outer / "inner").mkdir()
     with pytest.raises(NotARegistry):
         GitStore.open(outer / "inner")
+    # A folder that only looks like a repository (a HEAD that is not one) is asked of git, which refuses it.
+    fake = tmp_path / "fake"
+    for folder in ("objects", "refs"):
+        (fake / folder).mkdir(parents=True)
+    (fake / "HEAD").write_text("not a ref\n")
+    with pytest.raises(NotARegistry, match="not a git repository"):
+        GitStore.open(fake)
+
+
+def test_open_finds_bare_and_work_tree_repositories_as_git_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bare = GitStore.init(tmp_path / "bare", bare=True)
+    tree = GitStore.init(tmp_path / "tree", bare=False)
+    assert GitStore.open(tmp_path / "bare").git_dir == bare.git_dir
+    assert GitStore.open(tmp_path / "tree").git_dir == tree.git_dir == (tmp_path / "tree" / ".git").resolve()
+    # git refuses to find a bare repository by itself under safe.bareRepository=explicit: so does dspyreg.
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "safe.bareRepository")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "explicit")
+    with pytest.raises(NotARegistry, match="not a git repository"):
+        GitStore.open(tmp_path / "bare")
+    assert GitStore.open(tmp_path / "tree").git_dir == tree.git_dir
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_tags_lists_each_tag_with_what_it_peels_to(store: GitStore, packed: bool) -> None:
+    assert store.tags() == []  # no tag at all: an empty list, not an error
+    one = _commit(store, {"f": b"1"})
+    tag = store.write_tag(one, "qa/v1", "msg", store.identity(), utc_now())
+    store.transaction(
+        [
+            RefUpdate("refs/heads/main", one, ZERO_SHA),
+            RefUpdate("refs/tags/qa/v1", tag, ZERO_SHA),
+            RefUpdate("refs/tags/qa/light", one, ZERO_SHA),
+            RefUpdate("refs/tags/other/v1", tag, ZERO_SHA),
+        ]
+    )
+    if packed:
+        git(store.git_dir, "pack-refs", "--all")
+    assert store.tags("refs/tags/qa/") == [("refs/tags/qa/light", one, None), ("refs/tags/qa/v1", tag, one)]
+    assert [name for name, _, _ in store.tags()] == ["refs/tags/other/v1", "refs/tags/qa/light", "refs/tags/qa/v1"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,6 +145,8 @@ def _check_text(text: str, what: str) -> None:
 def port_problem(host: str, port: int) -> str | None:
     """Why a server could not listen on host:port ("Address already in use"...), or None: checked before a
     server says where it listens, so a busy port is one clear error and not a "serving" line then a crash."""
+    import socket  # only servers ask: a read imports this module for strict_json
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
