@@ -87,3 +87,17 @@ def test_open_refuses_non_repositories(tmp_path: Path) -> None:
     (outer / "inner").mkdir()
     with pytest.raises(NotARegistry):
         GitStore.open(outer / "inner")
+
+
+def test_the_reader_is_started_again_and_answers_the_same(store: GitStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one `cat-file --batch` reader is replaced every so many reads (git keeps what it parsed while it runs):
+    the answers across a replacement are the same."""
+    monkeypatch.setattr("dspy_registry.gitstore._READER_READS", 3)
+    contents = {f"f{i}.txt": f"content {i}\n".encode() for i in range(8)}
+    commit = _commit(store, contents)
+    readers = set()
+    for _ in range(2):
+        for path, data in contents.items():
+            assert store.read_blob(commit, path) == data
+            readers.add(store._cat.pid if store._cat is not None else None)
+    assert store.read(f"{commit}:missing.txt") is None and len(readers) > 1
