@@ -6,8 +6,9 @@ Handed the registry as a small protocol (RegistryChecked): this module never imp
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
 from .errors import UnknownRef
 from .manifest import BadManifest, Manifest
@@ -15,10 +16,7 @@ from .refs import ROLLBACK_ENV
 from .results import Resolved
 from .runtime.drift import PUBLISHED_WITH, SAVED_WITH, drifts, installed_versions
 from .trust import signature_problems
-from .verify import Problem, RegistryReader, VerificationFailed, verify_environments, verify_version
-
-if TYPE_CHECKING:
-    from .results import VersionInfo
+from .verify import Problem, RegistryReader, VerificationFailed, check_version, verify_environments, verify_version
 
 
 class RegistryChecked(RegistryReader, Protocol):
@@ -26,7 +24,16 @@ class RegistryChecked(RegistryReader, Protocol):
 
     def resolve(self, ref: str, name: str | None = None) -> Resolved: ...
 
-    def versions(self, program: str | None = None) -> list[VersionInfo]: ...
+    def version_commits(self, program: str) -> list[tuple[str, str]]: ...
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing `verify` reports: a problem (verification fails), or a `warning`: a difference between the installed
+    DSPy (or LiteLLM) and what a version records that registry.toml's [runtime] policy reports without refusing."""
+
+    problem: Problem
+    warning: bool = False
 
 
 def ref_problems(reg: RegistryChecked, resolved: Resolved, *, require_signed: bool, load: bool) -> list[Problem]:
@@ -39,39 +46,41 @@ def ref_problems(reg: RegistryChecked, resolved: Resolved, *, require_signed: bo
     return problems
 
 
-def program_problems(
+def program_findings(
     reg: RegistryChecked, programs: Iterable[str], *, everything: bool, require_signed: bool, load: bool
-) -> list[Problem]:
-    """Problems of every version of each program (`everything`), or of what each environment points to; plus each
-    program's environment tags."""
-    problems: list[Problem] = []
+) -> Iterator[Finding]:
+    """What `verify` finds in every version of each program (`everything`), or in what each environment points to,
+    then in each program's environment tags; yielded as each version is checked, so that a caller may print it at
+    once and nothing of a version is kept once the next one is read. A version's problems come first, its drift
+    warnings after them."""
+    installed = installed_versions()
     all_envs = (*reg.config.environments, ROLLBACK_ENV)
     for program in programs:
         for target in verified_targets(reg, program, everything=everything):
-            problems += verify_version(reg, target, load=load)
-            problems += drift_problems(reg, [target], refused=True)
+            check = check_version(reg, target, load=load)
+            drift = _drifts(reg, target, check.manifest, installed)
+            yield from (Finding(p) for p in check.problems)
+            yield from (Finding(p) for p, refused in drift if refused)
             if require_signed:
-                problems += signature_problems(reg, program, versions=[target.version])
-        problems += verify_environments(reg, program)
+                yield from (Finding(p) for p in signature_problems(reg, program, versions=[target.version]))
+            yield from (Finding(p, warning=True) for p, refused in drift if not refused)
+        yield from (Finding(p) for p in verify_environments(reg, program))
         if require_signed:
-            problems += signature_problems(reg, program, environments=all_envs)
-    return problems
+            yield from (Finding(p) for p in signature_problems(reg, program, environments=all_envs))
 
 
-def verified_targets(reg: RegistryChecked, program: str, *, everything: bool) -> list[Resolved]:
-    """The versions `verify` checks of `program`: every one (`everything`), or what each environment points to."""
-    targets: list[Resolved | None]
+def verified_targets(reg: RegistryChecked, program: str, *, everything: bool) -> Iterator[Resolved]:
+    """The versions `verify` checks of `program`, oldest first: every one (`everything`; only the version names and
+    commits are listed up front), or what each environment points to, each once."""
     if everything:
-        targets = [Resolved(v.name, v.version, v.commit) for v in reg.versions(program)]
-    else:
-        targets = [_env_target(reg, program, env) for env in (*reg.config.environments, ROLLBACK_ENV)]
+        yield from (Resolved(program, version, commit) for version, commit in reg.version_commits(program))
+        return
     seen: set[tuple[str, str]] = set()
-    unique = []
-    for target in targets:
+    for env in (*reg.config.environments, ROLLBACK_ENV):
+        target = _env_target(reg, program, env)
         if target is not None and (target.version, target.commit) not in seen:
             seen.add((target.version, target.commit))
-            unique.append(target)
-    return unique
+            yield target
 
 
 def drift_problems(reg: RegistryReader, targets: Iterable[Resolved], *, refused: bool) -> list[Problem]:
@@ -87,14 +96,23 @@ def drift_problems(reg: RegistryReader, targets: Iterable[Resolved], *, refused:
             manifest = Manifest.loads(raw) if raw is not None else None
         except BadManifest:
             manifest = None
-        if manifest is None:
-            continue
-        recorded = {PUBLISHED_WITH: manifest.runtime, SAVED_WITH: manifest.saved_with}
-        what = f"{target.program} {target.version}"
-        for drift in drifts(recorded, installed, reg.config.runtime):
-            if drift.refused == refused:
-                found.append(Problem(f"{target.program}/{target.version}", drift.message(what)))
+        found += [p for p, is_refused in _drifts(reg, target, manifest, installed) if is_refused == refused]
     return found
+
+
+def _drifts(
+    reg: RegistryReader, target: Resolved, manifest: Manifest | None, installed: Mapping[str, str]
+) -> list[tuple[Problem, bool]]:
+    """Each difference between `installed` and what `target`'s manifest records, as a problem and whether
+    registry.toml's [runtime] policy refuses it."""
+    if manifest is None:
+        return []
+    recorded = {PUBLISHED_WITH: manifest.runtime, SAVED_WITH: manifest.saved_with}
+    what = f"{target.program} {target.version}"
+    return [
+        (Problem(f"{target.program}/{target.version}", drift.message(what)), drift.refused)
+        for drift in drifts(recorded, installed, reg.config.runtime)
+    ]
 
 
 def _env_target(reg: RegistryChecked, program: str, env: str) -> Resolved | None:

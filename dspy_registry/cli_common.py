@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+import textwrap
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, NoReturn, Optional
 
@@ -83,10 +84,25 @@ def console_err() -> Any:
 
 
 def print_json(value: Any) -> None:
+    sys.stdout.write(_json_text(value) + "\n")
+
+
+def print_json_list(items: Iterable[Any]) -> None:
+    """The JSON list of `items` as print_json prints it, byte for byte, each item written (and flushed) as it comes:
+    one document, never held whole."""
+    opening = "[\n"
+    for item in items:
+        sys.stdout.write(opening + textwrap.indent(_json_text(item), "  "))
+        sys.stdout.flush()
+        opening = ",\n"
+    sys.stdout.write("[]\n" if opening == "[\n" else "\n]\n")
+
+
+def _json_text(value: Any) -> str:
     from .saved_state import printable_json
 
     # Strict JSON out: NaN and Infinity read from a hand-made state are printed by name, as strings.
-    sys.stdout.write(json.dumps(printable_json(value), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    return json.dumps(printable_json(value), indent=2, ensure_ascii=False, allow_nan=False)
 
 
 @contextmanager

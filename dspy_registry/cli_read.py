@@ -6,9 +6,10 @@ tests/test_imports.py).
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -25,11 +26,16 @@ from .cli_common import (
     open_registry,
     print_fitted,
     print_json,
+    print_json_list,
 )
 from .errors import InvalidName
 from .gitremote import hide_userinfo
 from .registry import Registry
 from .sides import diff_files, is_state_path
+
+if TYPE_CHECKING:
+    from .checks import Finding
+    from .verify import Problem
 
 
 class DiffFormat(str, Enum):
@@ -336,22 +342,40 @@ def verify(
     """Check bundles against their manifests and environment tags against the journal, without running registry code
     (unless --load); exit 1 on any problem."""
     with funnel(traceback), open_registry(registry) as reg:
-        problems = reg.verify(ref, name, everything=all_versions, require_signed=require_signed, load=load)
-        drift = reg.drift_warnings(ref, name, everything=all_versions)  # reported, not failed (registry.toml [runtime])
-        if json_out:
-            print_json(
-                [{"subject": p.subject, "message": p.message} for p in problems]  # drift warnings say their level
-                + [{"subject": w.subject, "message": w.message, "level": "warning"} for w in drift]
-            )
-        else:
-            for problem in problems:
-                console_out().print(f"[red]problem:[/red] {one_line(str(problem))}", soft_wrap=True)
-            for warning in drift:
-                console_out().print(f"[yellow]warning:[/yellow] {one_line(str(warning))}", soft_wrap=True)
-            if not problems:
-                signed = "; every tag is signed by a key registry.toml allows" if require_signed else ""
-                console_out().print(
-                    f"[green]verified:[/green] every bundle matches its manifest and every tag the journal{signed}"
-                )
-        if problems:
+        found = reg.verify_findings(ref, name, everything=all_versions, require_signed=require_signed, load=load)
+        if _print_findings(found, json_out, signed=require_signed):
             raise typer.Exit(1)
+
+
+def _print_findings(found: Iterable[Finding], json_out: bool, *, signed: bool) -> bool:
+    """Print verify's findings as they come: each problem at once, the drift warnings (reported, not failed: see
+    registry.toml [runtime]) after them all; as JSON, one list. True when there was a problem."""
+    failed = False
+
+    def lines() -> Iterator[tuple[Problem, bool]]:
+        nonlocal failed
+        warnings: list[Problem] = []  # only the warnings are held: the problems are printed as they are found
+        for finding in found:
+            if finding.warning:
+                warnings.append(finding.problem)
+            else:
+                failed = True
+                yield finding.problem, False
+        yield from ((warning, True) for warning in warnings)
+
+    if json_out:
+        print_json_list(
+            {"subject": p.subject, "message": p.message, **({"level": "warning"} if warning else {})}
+            for p, warning in lines()
+        )
+        return failed
+    console = console_out()
+    for problem, warning in lines():
+        label = "[yellow]warning:[/yellow]" if warning else "[red]problem:[/red]"
+        console.print(f"{label} {one_line(str(problem))}", soft_wrap=True)
+    if not failed:
+        signed_too = "; every tag is signed by a key registry.toml allows" if signed else ""
+        console.print(
+            f"[green]verified:[/green] every bundle matches its manifest and every tag the journal{signed_too}"
+        )
+    return failed

@@ -37,6 +37,12 @@ _GIT_ENV = {"LC_ALL": "C", "GIT_TERMINAL_PROMPT": "0"}
 _HEX_HEAD = re.compile(rb"[0-9a-f]{40}|[0-9a-f]{64}")
 EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
 PACK_AFTER_LOOSE_OBJECTS = 500
+# The long-lived reader (`read`) keeps the delta bases it unpacks up to git's limit, 96 MiB by default, and every
+# object it parsed: read through ten thousand versions (`verify --all`), it grew by 40 MiB. Bounded here: a smaller
+# cache (reading oldest first, a version's bases are those of the last few, so reads are no slower), and a new
+# process every _READER_READS reads (about 500 versions verified; starting one costs a few milliseconds).
+_READER_CACHE = "core.deltaBaseCacheLimit=8m"
+_READER_READS = 10_000
 # What a bundle may hold: regular files (executable or not) and folders. Links and submodules are never written.
 _FILE_MODES = {0o100644: "100644", 0o100755: "100755"}
 _TREE_MODE = 0o40000
@@ -93,6 +99,7 @@ class GitStore(GitRemote):
         self.remote = remote
         self.settings: tuple[tuple[str, str], ...] = ()  # git config for this process's git commands only
         self._cat: subprocess.Popen[bytes] | None = None
+        self._reads = 0  # by the running `_cat`
         self._history: tuple[str, frozenset[str] | None] | None = None  # is_ancestor's tip and its commits
         # Every git config value this repository sees, read by one `git config --list` for all the keys a command
         # asks (remote, identity, signing): one process, not one per key. Keyed by `settings`, dropped by a write.
@@ -182,16 +189,23 @@ class GitStore(GitRemote):
 
     # -- reading -------------------------------------------------------------------------------------------------
     def read(self, spec: str) -> GitObject | None:
-        """Any object by name (`<sha>`, `refs/tags/qa/prod`, `<commit>:qa/manifest.toml`), or None if missing."""
+        """Any object by name (`<sha>`, `refs/tags/qa/prod`, `<commit>:qa/manifest.toml`), or None if missing.
+
+        One `git cat-file --batch` answers them all, started again every _READER_READS reads: git keeps what it
+        parsed (each commit peeled, with its text) for as long as it runs."""
+        if self._cat is not None and self._reads >= _READER_READS:
+            self.close()
         if self._cat is None:
+            self._reads = 0
             self._cat = subprocess.Popen(
-                ["git", f"--git-dir={self.git_dir}", "cat-file", "--batch"],
+                ["git", f"--git-dir={self.git_dir}", "-c", _READER_CACHE, "cat-file", "--batch"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env={**os.environ, **_GIT_ENV},
                 start_new_session=True,
             )
         assert self._cat.stdin is not None and self._cat.stdout is not None
+        self._reads += 1
         self._cat.stdin.write(spec.encode() + b"\n")
         self._cat.stdin.flush()
         header = self._cat.stdout.readline().decode()

@@ -13,7 +13,7 @@ journal.py (the journal format), sides.py (diff sides), quality.py (eval, bench)
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
     import dspy
 
     from .bundle import ProgramSource
+    from .checks import Finding
     from .diff import Diff, ProgramView
     from .example_compare import ExampleComparison
     from .export import ExportResult
@@ -563,12 +564,30 @@ class Registry:
         a bundle's code; `load` also checks that each program.json loads into its code, in a child process.
         `require_signed` also asks each of those version and environment tags for a signature by a key
         registry.toml allows (trust.py)."""
-        from .checks import program_problems, ref_problems
+        found = self.verify_findings(ref, name, everything=everything, require_signed=require_signed, load=load)
+        return [finding.problem for finding in found if not finding.warning]
+
+    def verify_findings(
+        self,
+        ref: str | None = None,
+        name: str | None = None,
+        *,
+        everything: bool = False,
+        require_signed: bool = False,
+        load: bool = False,
+    ) -> Iterator[Finding]:
+        """What `dspyreg verify` reports, as `verify` checks it: its problems, and the drift warnings of
+        drift_warnings. Without `ref`, yielded as each version is checked (one version in memory at a time: `verify
+        --all` over ten thousand versions streams); a ref or name that does not resolve raises here, before any."""
+        from .checks import Finding, drift_problems, program_findings, ref_problems
 
         if ref is not None:
-            return ref_problems(self, self.resolve(ref, name), require_signed=require_signed, load=load)
+            resolved = self.resolve(ref, name)
+            problems = ref_problems(self, resolved, require_signed=require_signed, load=load)
+            warnings = drift_problems(self, [resolved], refused=False)
+            return iter([*(Finding(p) for p in problems), *(Finding(w, warning=True) for w in warnings)])
         programs = [self._known(name)] if name else self.programs()
-        return program_problems(self, programs, everything=everything, require_signed=require_signed, load=load)
+        return program_findings(self, programs, everything=everything, require_signed=require_signed, load=load)
 
     def drift_warnings(
         self, ref: str | None = None, name: str | None = None, *, everything: bool = False

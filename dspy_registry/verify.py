@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import RegistryError, UnsafeTree
 from .journal import journal_version, payload_version, tag_payload
-from .manifest import BadManifest, Manifest
+from .manifest import BadManifest, Manifest, ProgramInfo
 from .provenance import args_findings
 from .refs import JOURNAL_REF, MAIN_REF, ROLLBACK_ENV, UNSET, tag_ref
 from .state import lm_findings, parse_state, secret_findings
@@ -82,14 +82,42 @@ def verify_version(
 ) -> list[Problem]:
     """Problems of the bundle at `resolved.commit` and of its version's tag (empty when sound), read statically; with
     `load`, also whether program.json loads into the bundled code, checked in a child process that may run that code."""
-    tag = version_tag_problems(reg, resolved.program, resolved.version)
-    return tag + _bundle_problems(reg, resolved, load=load, timeout=timeout)
+    return check_version(reg, resolved, load=load, timeout=timeout).problems
 
 
-def version_tag_problems(reg: RegistryReader, program: str, version: str) -> list[Problem]:
+@dataclass(frozen=True)
+class VersionCheck:
+    """verify_version's problems of one version, and the manifest they were read from."""
+
+    problems: list[Problem]
+    manifest: Manifest | None  # as read at the version's commit; None when missing or unreadable
+
+
+def check_version(
+    reg: RegistryReader, resolved: Resolved, *, load: bool = False, timeout: float = LOAD_TIMEOUT_SECONDS
+) -> VersionCheck:
+    """verify_version's problems, with the manifest at `resolved.commit`: read and parsed once for the tag's check,
+    the bundle's and the caller's (`verify --all` compares it with the installed DSPy too)."""
+    where = f"{resolved.program}/{resolved.version}"
+    raw = reg.store.read_blob(resolved.commit, f"{resolved.program}/manifest.toml")
+    try:
+        read: Manifest | str | None = (
+            Manifest.loads(raw.decode(), where=f"{where}:manifest.toml") if raw is not None else None
+        )
+    except (BadManifest, UnicodeDecodeError) as err:
+        read = str(err)
+    manifest = read if isinstance(read, Manifest) else None
+    tag = version_tag_problems(reg, resolved.program, resolved.version, read_at=(resolved.commit, manifest))
+    return VersionCheck(tag + _bundle_problems(reg, resolved, read, load=load, timeout=timeout), manifest)
+
+
+def version_tag_problems(
+    reg: RegistryReader, program: str, version: str, *, read_at: tuple[str, Manifest | None] | None = None
+) -> list[Problem]:
     """A version tag is honest when it is annotated and points at a commit on main whose manifest names that
     program and version: a tag moved (or made) by hand to any other commit is reported. None for a version that is
-    not published (a commit given by sha)."""
+    not published (a commit given by sha). `read_at`: a commit and its manifest read already (None: unreadable),
+    not read again when the tag points there."""
     ref = tag_ref(program, version)
     tag = reg.store.read(ref)
     commit = reg.store.peel_to_commit(ref)
@@ -100,31 +128,40 @@ def version_tag_problems(reg: RegistryReader, program: str, version: str) -> lis
         problems.append(Problem(ref, "is not an annotated tag written by dspyreg (made by hand?)"))
     if not reg.store.is_ancestor(commit, MAIN_REF):
         problems.append(Problem(ref, f"points at commit {commit[:12]}, which is not on main (moved by hand?)"))
-    raw = reg.store.read_blob(commit, f"{program}/manifest.toml")
-    try:
-        named = Manifest.loads(raw.decode()).program if raw else None
-    except (BadManifest, UnicodeDecodeError):
-        named = None
+    if read_at is not None and read_at[0] == commit:
+        named = read_at[1].program if read_at[1] is not None else None
+    else:
+        named = _manifest_at(reg, commit, program)
     if named is None or (named.name, named.version) != (program, version):
         holds = f"names {named.name} {named.version}" if named else "is missing or unreadable"
         problems.append(Problem(ref, f"points at commit {commit[:12]}, whose {program}/manifest.toml {holds}"))
     return problems
 
 
-def _bundle_problems(reg: RegistryReader, resolved: Resolved, *, load: bool, timeout: float) -> list[Problem]:
+def _manifest_at(reg: RegistryReader, commit: str, program: str) -> ProgramInfo | None:
+    """The [program] of `program`'s manifest at `commit`; None when it is missing or unreadable."""
+    raw = reg.store.read_blob(commit, f"{program}/manifest.toml")
+    try:
+        return Manifest.loads(raw.decode()).program if raw else None
+    except (BadManifest, UnicodeDecodeError):
+        return None
+
+
+def _bundle_problems(
+    reg: RegistryReader, resolved: Resolved, read: Manifest | str | None, *, load: bool, timeout: float
+) -> list[Problem]:
+    """The bundle's problems; `read` is its manifest as check_version read it (a string: why it does not parse)."""
     program, commit = resolved.program, resolved.commit
     where = f"{program}/{resolved.version}"
     try:  # first of all: a forged path is refused before anything reads or writes the bundle's files
         entries = {e.path: e for e in reg.bundle(resolved)}
     except UnsafeTree as err:
         return [Problem(where, f"tree entry '{err.path}' is not allowed ({err.reason})")]
-    raw = reg.store.read_blob(commit, f"{program}/manifest.toml")
-    if raw is None:
+    if read is None:
         return [Problem(f"{where}:manifest.toml", "missing")]
-    try:
-        manifest = Manifest.loads(raw.decode(), where=f"{where}:manifest.toml")
-    except (BadManifest, UnicodeDecodeError) as err:
-        return [Problem(f"{where}:manifest.toml", str(err))]
+    if isinstance(read, str):
+        return [Problem(f"{where}:manifest.toml", read)]
+    manifest = read
     problems = []
     if (manifest.program.name, manifest.program.version) != (program, resolved.version):
         named = f"{manifest.program.name} {manifest.program.version}"
@@ -293,8 +330,5 @@ def verify_environments(reg: RegistryReader, program: str, envs: tuple[str, ...]
 
 
 def _version_at(reg: RegistryReader, commit: str | None, program: str) -> str | None:
-    raw = reg.store.read_blob(commit, f"{program}/manifest.toml") if commit else None
-    try:
-        return Manifest.loads(raw.decode()).program.version if raw else None
-    except (BadManifest, UnicodeDecodeError):
-        return None
+    named = _manifest_at(reg, commit, program) if commit else None
+    return named.version if named is not None else None

@@ -129,3 +129,17 @@ def test_tags_lists_each_tag_with_what_it_peels_to(store: GitStore, packed: bool
         git(store.git_dir, "pack-refs", "--all")
     assert store.tags("refs/tags/qa/") == [("refs/tags/qa/light", one, None), ("refs/tags/qa/v1", tag, one)]
     assert [name for name, _, _ in store.tags()] == ["refs/tags/other/v1", "refs/tags/qa/light", "refs/tags/qa/v1"]
+
+
+def test_the_reader_is_started_again_and_answers_the_same(store: GitStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one `cat-file --batch` reader is replaced every so many reads (git keeps what it parsed while it runs):
+    the answers across a replacement are the same."""
+    monkeypatch.setattr("dspy_registry.gitstore._READER_READS", 3)
+    contents = {f"f{i}.txt": f"content {i}\n".encode() for i in range(8)}
+    commit = _commit(store, contents)
+    readers = set()
+    for _ in range(2):
+        for path, data in contents.items():
+            assert store.read_blob(commit, path) == data
+            readers.add(store._cat.pid if store._cat is not None else None)
+    assert store.read(f"{commit}:missing.txt") is None and len(readers) > 1

@@ -120,3 +120,32 @@ def test_secrets_committed_by_hand_are_reported(in_prod: Registry, tmp_path: Pat
 def test_verify_bad_input(in_prod: Registry) -> None:
     result = cli(in_prod, "verify", "v9.9")
     assert result.exit_code == 1 and "not published" in result.stderr  # type: ignore[attr-defined]
+
+
+def test_verify_all_yields_each_version_as_it_is_checked(published: Registry) -> None:
+    """verify_findings reads a version only when the one before has been reported: a tag made lightweight by hand
+    after the first finding is seen in the next version, so nothing past the first was read before it."""
+    path = Path(published.location)
+    git(path, "-c", "user.name=M", "-c", "user.email=m@x", "tag", "-f", "-a", "qa/v1.0", "-m", "x", "qa/v1.1^{commit}")
+    found = published.verify_findings(everything=True)
+    first = next(found)
+    assert first.problem.subject == "refs/tags/qa/v1.0" and not first.warning, first
+    assert published.verify("v1.1") == []
+    git(path, "tag", "-f", "qa/v1.1", "qa/v1.1^{commit}")  # lightweight: listed annotated, read lightweight
+    rest = [str(f.problem) for f in found]
+    assert "refs/tags/qa/v1.1: is not an annotated tag written by dspyreg (made by hand?)" in rest, rest
+    assert rest.index("refs/tags/qa/v1.1: is not an annotated tag written by dspyreg (made by hand?)") > 0
+
+
+def test_verify_all_json_is_one_document_printed_as_json_is(published: Registry, tmp_path: Path) -> None:
+    """--json streams its list item by item, byte for byte what one json.dumps of the whole list prints."""
+    sound = cli(published, "verify", "--all", "--json")
+    assert sound.exit_code == 0 and sound.stdout == "[]\n"  # type: ignore[attr-defined]
+    tamper(Path(published.location), tmp_path)
+    result = cli(published, "verify", "--all", "--json")
+    out = result.stdout  # type: ignore[attr-defined]
+    data = json.loads(out)
+    assert result.exit_code == 1 and len(data) > 1  # type: ignore[attr-defined]
+    assert out == json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    problems = published.verify(everything=True)
+    assert [(p["subject"], p["message"]) for p in data] == [(p.subject, p.message) for p in problems]
