@@ -103,7 +103,15 @@ def version_infos(
     infos = []
     for prog, version, commit, contents in found:
         envs_of = tuple(sorted(envs.get((prog, version), []), key=lambda e: order.get(e, 99)))
-        info = VersionInfo(prog, version, commit, "", envs_of, None, eval_score=scores.get((prog, version)))
+        info = VersionInfo(
+            name=prog,
+            version=version,
+            commit=commit,
+            created="",
+            environments=envs_of,
+            dev_score=None,
+            eval_score=scores.get((prog, version)),
+        )
         infos.append(with_payload(info, contents) if contents else info)
     return infos
 
