@@ -12,7 +12,7 @@ import sys
 import textwrap
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -123,10 +123,9 @@ def funnel(traceback: bool) -> Iterator[None]:
     except typer.Exit:
         raise
     except KeyboardInterrupt:
-        _cancelled()
+        console_err().print("[red]interrupted:[/red] nothing was changed")
+        raise typer.Exit(130) from None
     except Exception as err:
-        if interrupts.cancelled():  # a library caught the interrupt and raised its own error: nothing landed
-            _cancelled()
         if traceback:
             raise
         if isinstance(err, (RegistryError, *_runtime_config_error())):
@@ -137,11 +136,6 @@ def funnel(traceback: bool) -> Iterator[None]:
             f"[red]unexpected error:[/red] {type(err).__name__}: {one_line(str(err))} (rerun with --traceback)"
         )
         raise typer.Exit(2) from None
-
-
-def _cancelled() -> NoReturn:
-    console_err().print("[red]interrupted:[/red] nothing was changed")
-    raise typer.Exit(130) from None
 
 
 def _runtime_config_error() -> tuple[type[Exception], ...]:

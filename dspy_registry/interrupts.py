@@ -34,11 +34,6 @@ def commit_point() -> None:
     _State.committing = True
 
 
-def cancelled() -> bool:
-    """An interrupt arrived before any ref moved: whatever error it turned into on its way up, nothing landed."""
-    return _State.cancelled and not _State.committing
-
-
 def committed_then_interrupted() -> bool:
     """An interrupt arrived after the command's ref transaction started (and was held until now)."""
     return _State.held
@@ -51,9 +46,11 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
     if _State.in_command:
         _State.cancelled = True
         raise KeyboardInterrupt
-    # Starting up or parsing arguments, where click would swallow KeyboardInterrupt silently.
+    # Starting up or parsing arguments, where click would swallow KeyboardInterrupt silently. Recorded too: should
+    # the exit be swallowed on its way up (inside a `__del__`), the command's commit point still cancels it.
     import sys
 
+    _State.cancelled = True
     sys.stderr.write("interrupted: nothing was changed\n")
     raise SystemExit(130)
 
@@ -61,15 +58,16 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
 def _quiet_unraisable(unraisable: Any) -> None:
     """An interrupt raised where Python cannot propagate it (a `__del__`, a weakref callback) is not a crash to
     print: it was recorded as cancelling the command, and `commit_point` acts on it."""
-    if isinstance(unraisable.exc_value, KeyboardInterrupt) and _State.cancelled:
+    if isinstance(unraisable.exc_value, (KeyboardInterrupt, SystemExit)) and _State.cancelled:
         return
     _quiet_unraisable.previous(unraisable)  # type: ignore[attr-defined]
 
 
 def install() -> Any:
     """From now on in this process, SIGINT interrupts until a commit point and is held after it. Returns the
-    previous handler (None outside the main thread, where Python allows no handler)."""
-    _State.committing = _State.held = _State.cancelled = False
+    previous handler (None outside the main thread, where Python allows no handler). An interrupt already recorded
+    (while starting up) stays recorded until the command ends."""
+    _State.committing = _State.held = False
     import sys
 
     if sys.unraisablehook is not _quiet_unraisable:
@@ -88,8 +86,12 @@ class hold_after_commit:
         self._previous = install()
         _State.in_command = True
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
         # `committing` stays set: the console script's handler keeps holding Ctrl-C while the process exits.
-        _State.in_command = False
+        cancelled = _State.cancelled and not _State.committing
+        _State.in_command = _State.cancelled = False
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+        if cancelled and isinstance(error, Exception):
+            # A library caught the interrupt and raised its own error (pydantic: RuntimeError): nothing landed.
+            raise KeyboardInterrupt from None

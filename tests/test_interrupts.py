@@ -167,6 +167,9 @@ class Finalized:
     def __del__(self):
         signal.raise_signal(signal.SIGINT)  # the handler raises inside __del__: Python ignores it
 
+from dspy_registry import interrupts
+interrupts.install()  # as the console script does, before anything else
+{starting}
 try:
     with cli_common.funnel(False):
         with Registry.open(sys.argv[1]) as reg:
@@ -178,19 +181,27 @@ except typer.Exit as done:
 
 
 @pytest.mark.parametrize(
-    "how",
+    ("starting", "how"),
     [
-        "Finalized(); import gc; gc.collect()",
-        "try:\n                signal.raise_signal(signal.SIGINT)\n"
-        "            except KeyboardInterrupt as err:\n"
-        "                raise RuntimeError('wrapped by a library') from err",
+        ("", "Finalized(); import gc; gc.collect()"),
+        (
+            "",
+            "try:\n                signal.raise_signal(signal.SIGINT)\n"
+            "            except KeyboardInterrupt as err:\n"
+            "                raise RuntimeError('wrapped by a library') from err",
+        ),
+        ("Finalized(); import gc; gc.collect()  # while starting up, before the command's funnel", "pass"),
     ],
-    ids=["raised-in-del", "wrapped-by-a-library"],
+    ids=["raised-in-del", "wrapped-by-a-library", "starting-up-raised-in-del"],
 )
-def test_an_interrupt_swallowed_on_its_way_up_still_cancels(published: Registry, registry_path: Path, how: str) -> None:
+def test_an_interrupt_swallowed_on_its_way_up_still_cancels(
+    published: Registry, registry_path: Path, starting: str, how: str
+) -> None:
     before = git(registry_path, "for-each-ref")
     done = subprocess.run(
-        [sys.executable, "-c", SWALLOWED.format(how=how), str(registry_path)], capture_output=True, text=True
+        [sys.executable, "-c", SWALLOWED.format(starting=starting, how=how), str(registry_path)],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 130, done.stderr
     assert "nothing was changed" in done.stderr
