@@ -98,12 +98,16 @@ class FollowingBackend:
         while the ref still names it (`dspyreg serve` checks before it starts: a refused version is one line)."""
         self.config = config
         self._vetted = vetted
+        location = config.registry
         try:
-            with Registry.open(config.registry) as reg:
-                if follows is None:
-                    first = reg.resolve(config.ref, config.name)
-                    follows = (first.program, first.environment)
-                location = reg.location
+            if vetted is not None and follows is None:  # the caller has just resolved it from config.registry
+                follows = (vetted.program, vetted.environment)
+            else:
+                with Registry.open(config.registry) as reg:
+                    if follows is None:
+                        first = reg.resolve(config.ref, config.name)
+                        follows = (first.program, first.environment)
+                    location = reg.location
         except RemoteUnreachable as err:  # the git host is down: start from the version last verified here
             used = fallback(config.registry, config.ref, config.name, require_signed=config.require_signed, cause=err)
             used.registry.close()
