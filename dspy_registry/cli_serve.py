@@ -236,7 +236,6 @@ def serve(
             )
         if grpc_port is not None and not (0 < grpc_port < 65536 and grpc_port != port):
             raise RegistryError(f"--grpc-port {grpc_port} must be a port from 1 to 65535 other than --port {port}")
-        _import_dspy_first()
         _require_serve_extra()
         split = vetted = None
         try:
@@ -303,13 +302,6 @@ def serve(
             f"({following}, {workers} worker(s))"
         )
         run_server(config, host=host, port=port, workers=workers, vetted=vetted)
-
-
-def _import_dspy_first() -> None:
-    """Import DSPy before the server stack: every version served needs it, and its import is cheapest while few
-    modules are loaded (for each optional module it lacks, such as numpy, DSPy walks the call stack with
-    `inspect.stack()`, whose cost grows with the modules already imported): 0.1-0.2 s of the cold start."""
-    import dspy  # noqa: F401
 
 
 def _require_serve_extra() -> None:
