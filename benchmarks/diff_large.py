@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import ROOT, markdown_table, median_seconds
+from harness import ROOT, facts_table, machine, markdown_table, median_seconds, write_generated_block
 
 sys.path.insert(0, str(ROOT))  # the in-process figures import this checkout's dspy_registry
 
@@ -47,9 +47,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--kilobytes", type=int, default=100)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 runs per figure")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 runs per figure, docs untouched")
+    parser.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
     args = parser.parse_args()
     repeats = 2 if args.quick else args.repeats
+    info = machine()
 
     from rich.console import Console
 
@@ -76,16 +78,24 @@ def main() -> None:
                 lambda command=command: subprocess.run(command, check=True, capture_output=True, cwd=ROOT), repeats
             )
             rows.append([f"`dspyreg diff a.json b.json --format {fmt}` (fresh process)", f"{seconds * 1000:.0f}"])
-    sizes = [
-        ["instructions", f"{len(before) / 1024:.0f} KB, {len(before.split())} words, one word changed"],
-        ["text output", f"{len(text)} characters"],
-        ["markdown output", f"{len(markdown)} characters"],
-        ["runs per figure (median)", str(repeats)],
-    ]
-    print(markdown_table(["measure", "median ms"], rows, numeric=(1,)))
-    print()
-    print(markdown_table(["", "value"], sizes))
-    print(f"\n```\n{text.rstrip()}\n```")
+    sizes = {
+        "instructions": f"{len(before) / 1024:.0f} KB, {len(before.split())} words, one word changed",
+        "text output": f"{len(text)} characters",
+        "markdown output": f"{len(markdown)} characters",
+        "runs per figure (median)": str(repeats),
+    }
+    facts = {
+        "measured": info.measured,
+        "machine": f"{info.nproc} cores ({info.cpu}), {info.os}; load average {info.loadavg}",
+        "dspyreg": info.dspyreg_source,
+        "reproduce": "`python benchmarks/diff_large.py`",
+    }
+    report = "\n\n".join(
+        [facts_table(facts), markdown_table(["measure", "median ms"], rows, numeric=(1,)), facts_table(sizes)]
+    )
+    print(f"{report}\n\n```\n{text.rstrip()}\n```")
+    if not (args.quick or args.no_docs):
+        write_generated_block("diff_large", "diff_large.py", "## Diff of large instructions", report)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,13 @@ from harness import (
     example_states,
     facts_table,
     free_port,
+    loadavg,
     machine,
     markdown_table,
     publish_example,
     run,
     timed,
+    write_generated_block,
 )
 
 COMMANDS = ("publish", "promote", "show")
@@ -54,7 +56,8 @@ def measure(registry: str, states: Path, env: dict[str, str], other: dict[str, s
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 4 runs per command")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 4 runs per command, docs untouched")
+    parser.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
     args = parser.parse_args()
     repeats = 4 if args.quick else args.repeats
     if repeats < 4:
@@ -100,11 +103,16 @@ def main() -> None:
         "machine": f"{info.nproc} cores ({info.cpu}), {info.os}",
         "software": f"Python {info.python}, git {info.git}",
         "dspyreg": info.dspyreg_source,
+        "load average before / after": f"{info.loadavg} / {loadavg()}",
         "runs per figure (median)": str(repeats),
+        "reproduce": "`python benchmarks/remote.py`",
     }
     labels = {"local": "local folder", "git daemon": "`git daemon` on 127.0.0.1"}
     rows = [[labels[where], *(f"{figures[k]:.3f}" for k in COMMANDS)] for where, figures in results.items()]
-    print(facts_table(facts) + "\n\n" + markdown_table(["registry", *COMMANDS], rows, numeric=(1, 2, 3)))
+    report = facts_table(facts) + "\n\n" + markdown_table(["registry", *COMMANDS], rows, numeric=(1, 2, 3))
+    print(report)
+    if not (args.quick or args.no_docs):
+        write_generated_block("remote", "remote.py", "## Remote registry", report)
     out = RESULTS / ("remote-quick.json" if args.quick else "remote.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"repeats": repeats, "seconds": results}, indent=2) + "\n")
