@@ -47,34 +47,42 @@ def encode(table: Mapping[str, Mapping[str, int]]) -> bytes:
 
 def decode(data: bytes, where: str) -> proto.Table:
     """The table of a field-numbers.json read from git (`where`: e.g. `qa v1.1`); raises BadFieldNumbers, naming the
-    first problem, for anything dspyreg would not have written."""
+    first problem (table_problem), for anything dspyreg would not have written."""
+    table, problem = _checked(data)
+    if table is None:
+        upgrade = problem.startswith("has format") and "(from a newer dspyreg? upgrade dspyreg)"
+        hint = upgrade or "(not written by dspyreg publish: run `dspyreg verify` on this version)"
+        raise BadFieldNumbers(f"{where}: {FIELD_NUMBERS_JSON} {problem} {hint}")
+    return table
 
-    def bad(problem: str) -> BadFieldNumbers:
-        return BadFieldNumbers(
-            f"{where}: {FIELD_NUMBERS_JSON} {problem}; it was not written by dspyreg publish "
-            "(run `dspyreg verify` on this version)"
-        )
 
+def table_problem(data: bytes) -> str:
+    """What is wrong with a field-numbers.json read from git, or "" when it is a table dspyreg writes."""
+    return _checked(data)[1]
+
+
+def _checked(data: bytes) -> tuple[proto.Table | None, str]:
+    """(the table, "") or (None, its first problem)."""
     if len(data) > MAX_BYTES:
-        raise bad(f"is larger than {MAX_BYTES >> 20} MiB")
+        return None, f"is larger than {MAX_BYTES >> 20} MiB"
     try:
         document: Any = json.loads(data)
     except (ValueError, RecursionError):
-        raise bad("is not valid JSON") from None
+        return None, "is not valid JSON"
     if not isinstance(document, dict) or set(document) != {"format", "numbers"}:
-        raise bad('is not an object of "format" and "numbers"')
+        return None, 'is not an object of "format" and "numbers"'
     if document["format"] != FORMAT or isinstance(document["format"], bool):
-        raise bad(f"has format {json.dumps(document['format'])[:40]}, not {FORMAT} (a newer dspyreg?)")
+        return None, f"has format {json.dumps(document['format'])[:40]}, not {FORMAT}"
     numbers = document["numbers"]
     if not isinstance(numbers, dict) or not all(isinstance(keys, dict) for keys in numbers.values()):
-        raise bad('has "numbers" that is not an object of objects (scope -> key -> number)')
+        return None, 'has "numbers" that is not an object of objects (scope -> key -> number)'
     if sum(len(keys) for keys in numbers.values()) > MAX_NUMBERS:
-        raise bad(f"holds more than {MAX_NUMBERS:,} numbers")
+        return None, f"holds more than {MAX_NUMBERS:,} numbers"
     for scope, keys in numbers.items():
         problem = _scope_problem(keys)
         if problem:
-            raise bad(f"gives {json.dumps(scope)[:80]} {problem}")
-    return numbers
+            return None, f"gives {json.dumps(scope)[:80]} {problem}"
+    return numbers, ""
 
 
 def _scope_problem(keys: Mapping[str, Any]) -> str:
