@@ -5,12 +5,14 @@ that has one, with the interfaces of any versions between them and then its own 
 (proto.number); when no lower version has one (a registry published by an older dspyreg), its whole history numbers
 it once, as `dspyreg proto` numbered every version before tables were stored. `dspyreg proto`, `export` and serving
 then render a version from its own table and interface.json alone (proto.render_numbered): the cost does not grow
-with history, and a version published later (a hotfix of an older line) never changes an earlier version's .proto.
+with history, and no version published later (say a hotfix of an older line) changes the .proto of one published
+before it.
 
 A version without a table (published before tables were stored), or whose table does not number its own interface
 (a bundle assembled by hand), is numbered by the interfaces of every version up to it, as before. The table is read
 from git, where anyone who can push may write one: it is checked (shape, numbers protobuf accepts, no number given
-twice in a scope, bounded size), and a bad one is BadFieldNumbers naming the version, never a wrong .proto.
+twice in a scope, bounded size; `verify` reports the same, table_problem), and a bad one is BadFieldNumbers naming
+the version, never a wrong .proto.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """The typed gRPC interface of a program version: a .proto generated from its signature.
 
-A version's .proto follows from interface.json (its inputs and outputs, their types and descriptions), numbered by
-the interface.json of every published version of the program up to it, in semantic-version order. So field numbers
-are stable: a field keeps its number while its name and wire type stay, a field added later takes the next free
-number, and a field that is gone has its number and name reserved. The same holds for the values of an enum.
+A version's .proto follows from interface.json (its inputs and outputs, their types and descriptions) and a table of
+field numbers (`number`): the numbers handed out over the interface.json of the published versions of the program up
+to it, in semantic-version order. So field numbers are stable: a field keeps its number while its name and wire type
+stay, a field added later takes the next free number, and a field that is gone has its number and name reserved. The
+same holds for the values of an enum. The table is fixed when a version is published (field_numbers.py stores it);
+`render` numbers a whole history, `render_numbered` renders with a table as given.
 
 Types come from the JSON Schema that publish recorded for each field in interface.json (runtime/signature.py):
 string, integer, number and boolean map to string, int64, double and bool; an array to `repeated X`; an enum of
@@ -14,8 +16,8 @@ tells a missing key from 0. A version published before schemas were recorded has
 Literals and lists of them are read from it, and a type it only names (a pydantic model) travels as JSON text. No
 version's code is ever imported here: `dspyreg proto` and `dspyreg export` run no registry code.
 
-Pure functions over interfaces: the registry reads them from git and hands them in (Registry.proto). No grpc here:
-the server side is grpc_api.py.
+Pure functions over interfaces and tables: the registry reads them from git and hands them in (field_numbers.py). No
+grpc here: the server side is grpc_api.py.
 """
 
 from __future__ import annotations
