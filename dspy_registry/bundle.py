@@ -15,12 +15,13 @@ import json
 import platform
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import BadProgramSpec, BadState, RegistryError
+from .field_numbers import FIELD_NUMBERS_JSON
 from .interface import example_input, example_output, interface_inputs, interface_outputs
 from .lineage import Lineage
 from .manifest import Manifest, Optimization, ProgramInfo
@@ -323,7 +324,14 @@ def prompt_files(predictor_names: list[str]) -> dict[str, str]:
 
 
 # -- the bundle ------------------------------------------------------------------------------------------------------
-def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta, *, origin: str = "state") -> Bundle:
+def build_bundle(
+    source: ProgramSource,
+    state: dict[str, Any],
+    meta: PublishMeta,
+    *,
+    origin: str = "state",
+    field_numbers: Callable[[bytes], bytes] | None = None,
+) -> Bundle:
     """Every file of `<program>/` for this version, the manifest last (it holds the others' sha256).
 
     `origin` names where the state came from (a file name) in error messages.
@@ -369,6 +377,8 @@ def build_bundle(source: ProgramSource, state: dict[str, Any], meta: PublishMeta
     run = calls if meta.record_with is not None else None  # the recorded run's LM calls, for [tokens]
     # Each field's JSON Schema beside its type text, so the .proto is built without importing this code again.
     files[INTERFACE_JSON] = canonical_json(record_schemas(source.program, {"inputs": inputs, "outputs": outputs}))
+    if field_numbers is not None:  # the registry numbers the fields on the versions published before this one
+        files[FIELD_NUMBERS_JSON] = field_numbers(files[INTERFACE_JSON])
     files[EXAMPLE_INPUT] = canonical_json(example)
     files[EXAMPLE_OUTPUT] = canonical_json(output)
     screen = screen_lm_state(dict(meta.lm) if meta.lm else _lm_settings(source.program))

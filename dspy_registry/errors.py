@@ -82,6 +82,11 @@ class CorruptRecord(RegistryError):
     shape dspyreg writes: someone committed it by hand."""
 
 
+class BadFieldNumbers(CorruptRecord):
+    """A version's field-numbers.json (its gRPC field numbers, fixed at publish) is not a table dspyreg writes:
+    malformed, a number protobuf does not accept, or a number given twice in one message."""
+
+
 class RuntimeDrift(RegistryError):
     """The installed DSPy (or LiteLLM) differs from the version a bundle was published or saved with by more than
     registry.toml's [runtime] policy allows; the message names both versions."""

@@ -361,6 +361,7 @@ It needs Python and `pip install -r requirements.txt`; it does not need dspyreg.
 | `code/` | the program's source; `config.json` names its entrypoint |
 | `manifest.toml` | version, optimizer, scores, runtime versions, sha256 of every published file |
 | `interface.json` | the program's inputs and outputs, with types |
+| `field-numbers.json` | the gRPC field numbers, fixed when the version was published |
 | `config.json` | pipeline, LM and performance settings |
 | `inference.py` | `PipelineServer(".").predict(**inputs)` |
 | `drift.py` | the installed DSPy and LiteLLM against the versions this bundle records (a warning log line) |

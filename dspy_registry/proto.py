@@ -1,9 +1,11 @@
 """The typed gRPC interface of a program version: a .proto generated from its signature.
 
-A version's .proto follows from interface.json (its inputs and outputs, their types and descriptions), numbered by
-the interface.json of every published version of the program up to it, in semantic-version order. So field numbers
-are stable: a field keeps its number while its name and wire type stay, a field added later takes the next free
-number, and a field that is gone has its number and name reserved. The same holds for the values of an enum.
+A version's .proto follows from interface.json (its inputs and outputs, their types and descriptions) and a table of
+field numbers (`number`): the numbers handed out over the interface.json of the published versions of the program up
+to it, in semantic-version order. So field numbers are stable: a field keeps its number while its name and wire type
+stay, a field added later takes the next free number, and a field that is gone has its number and name reserved. The
+same holds for the values of an enum. The table is fixed when a version is published (field_numbers.py stores it);
+`render` numbers a whole history, `render_numbered` renders with a table as given.
 
 Types come from the JSON Schema that publish recorded for each field in interface.json (runtime/signature.py):
 string, integer, number and boolean map to string, int64, double and bool; an array to `repeated X`; an enum of
@@ -14,8 +16,8 @@ tells a missing key from 0. A version published before schemas were recorded has
 Literals and lists of them are read from it, and a type it only names (a pydantic model) travels as JSON text. No
 version's code is ever imported here: `dspyreg proto` and `dspyreg export` run no registry code.
 
-Pure functions over interfaces: the registry reads them from git and hands them in (Registry.proto). No grpc here:
-the server side is grpc_api.py.
+Pure functions over interfaces and tables: the registry reads them from git and hands them in (field_numbers.py). No
+grpc here: the server side is grpc_api.py.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .runtime.signature import ORDER, SCHEMA, UnknownType, annotation_from_text,
 
 Kind = Literal["string", "int64", "double", "bool", "json", "enum", "message"]  # "json": JSON text in a string
 # Protobuf keeps 19000-19999 for itself.
-_RESERVED_BY_PROTOBUF = range(19000, 20000)
+RESERVED_BY_PROTOBUF = range(19000, 20000)
 
 
 @dataclass(frozen=True)
@@ -358,17 +360,20 @@ def adopt_later_types(history: Sequence[Signature]) -> list[Signature]:
 
 
 # -- numbering --------------------------------------------------------------------------------------------------------
+Table = dict[str, dict[str, int]]  # scope (a message, or `<message>.<enum field>`) -> key -> number
+
+
 class _Numbers:
     """Numbers handed out per scope (a message, or an enum), each to a key, never to another key."""
 
-    def __init__(self) -> None:
-        self.given: dict[str, dict[str, int]] = {}
+    def __init__(self, given: Mapping[str, Mapping[str, int]] | None = None) -> None:
+        self.given: Table = {scope: dict(keys) for scope, keys in (given or {}).items()}
 
     def assign(self, scope: str, key: str) -> int:
         given = self.given.setdefault(scope, {})
         if key not in given:
             n = max(given.values(), default=0) + 1
-            given[key] = n if n not in _RESERVED_BY_PROTOBUF else _RESERVED_BY_PROTOBUF.stop
+            given[key] = n if n not in RESERVED_BY_PROTOBUF else RESERVED_BY_PROTOBUF.stop
         return given[key]
 
     def unused(self, scope: str, keys: set[str]) -> dict[str, int]:
@@ -386,13 +391,24 @@ def _scopes(names: Names, sig: Signature) -> Iterator[tuple[str, tuple[FieldShap
     yield from sig.messages.items()
 
 
-def _number(numbers: _Numbers, names: Names, sig: Signature) -> None:
-    for scope, fields in _scopes(names, sig):
+def numbered_keys(program: str, sig: Signature) -> Iterator[tuple[str, str]]:
+    """(scope, key) of every number the .proto of `sig` shows, in the order numbering hands them out."""
+    for scope, fields in _scopes(Names.of(program), sig):
         for f in fields:
-            numbers.assign(scope, _field_key(f))
+            yield scope, _field_key(f)
             if f.shape.kind == "enum":
                 for value in f.shape.values:
-                    numbers.assign(f"{scope}.{f.name}", value)
+                    yield f"{scope}.{f.name}", value
+
+
+def number(program: str, history: Sequence[Signature], given: Mapping[str, Mapping[str, int]] | None = None) -> Table:
+    """The numbers of `history` (oldest first, see adopt_later_types) handed out on top of `given` (a copy of it is
+    extended; without it, from 1 in every scope): what the .proto of the last signature is rendered with."""
+    numbers = _Numbers(given)
+    for sig in adopt_later_types(history):
+        for scope, key in numbered_keys(program, sig):
+            numbers.assign(scope, key)
+    return numbers.given
 
 
 # -- rendering --------------------------------------------------------------------------------------------------------
@@ -400,11 +416,14 @@ def render(program: str, history: Sequence[Signature]) -> str:
     """The .proto of the last signature of `history`, numbered by all of them (oldest first)."""
     if not history:
         raise ValueError("render needs at least the signature of the version to render")
+    return render_numbered(program, history[-1], number(program, history))
+
+
+def render_numbered(program: str, sig: Signature, table: Mapping[str, Mapping[str, int]]) -> str:
+    """The .proto of `sig` with the numbers of `table` (see `number`), which holds every key numbered_keys yields
+    for `sig`; its other keys are reserved."""
     names = Names.of(program)
-    numbers = _Numbers()
-    for sig in adopt_later_types(history):
-        _number(numbers, names, sig)
-    sig = history[-1]
+    numbers = _Numbers(table)
     out = [
         f"// The gRPC interface of the DSPy program `{program}`, generated by dspyreg from its signature.",
         "// Do not edit: `dspyreg proto` prints it and `dspyreg export` writes it into the bundle. Field numbers are",
@@ -528,21 +547,32 @@ def _reserved(numbers: list[int], names: list[str], indent: str) -> list[str]:
 def program_proto(program: str, interfaces: Sequence[bytes | None]) -> str:
     """The .proto of the last of `interfaces`, the raw interface.json of each published version of `program` up to
     it in semantic-version order: the earlier ones number its fields."""
+    return render(program, history_signatures(program, interfaces))
+
+
+def history_signatures(
+    program: str, interfaces: Sequence[bytes | None], known: Mapping[bytes | None, Signature] | None = None
+) -> list[Signature]:
+    """The signatures that number the last of `interfaces` (raw interface.json, oldest first; None for a version
+    without one): each distinct interface parsed once (not at all when `known` holds its signature already), and a
+    run of equal ones kept as one."""
     # A run of equal interfaces numbers as one of them does (numbering is idempotent), and an interface reads to the
     # same signature every time: ten thousand versions with a few interface changes cost a few parses.
     kept = [raw for i, raw in enumerate(interfaces) if i == len(interfaces) - 1 or raw != interfaces[i + 1]]
-    parsed: dict[bytes | None, Signature] = {}
+    parsed: dict[bytes | None, Signature] = dict(known or {})
     signatures = []
     for raw in kept:
-        if raw in parsed:
-            signatures.append(parsed[raw])
-            continue
-        try:
-            interface = json.loads(raw) if raw else {}
-        except ValueError:
-            interface = {}  # an earlier version's unreadable interface numbers nothing
-        if not isinstance(interface, dict):
-            interface = {}
-        parsed[raw] = signature(program, interface)
+        if raw not in parsed:
+            parsed[raw] = signature(program, read_interface(raw))
         signatures.append(parsed[raw])
-    return render(program, signatures)
+    return signatures
+
+
+def read_interface(raw: bytes | None) -> dict[str, Any]:
+    """A raw interface.json as a dict; one that is missing or unreadable (a version from before it, or a commit made
+    by hand) reads as {}, which numbers nothing."""
+    try:
+        interface = json.loads(raw) if raw else {}
+    except (ValueError, RecursionError):
+        return {}
+    return interface if isinstance(interface, dict) else {}

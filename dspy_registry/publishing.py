@@ -183,6 +183,19 @@ def interface_warnings(
     return (publish_warning(name, previous, version, changes),) if changes else ()
 
 
+def field_numbers(reg: RegistryAPI, name: str, version: str) -> Callable[[bytes], bytes]:
+    """What build_bundle hands the new version's interface.json to for its field-numbers.json: its gRPC field numbers
+    on top of the versions of `name` published before it (field_numbers.publish_table)."""
+    from .field_numbers import publish_table
+
+    published = published_versions(reg, name)
+
+    def numbered(interface: bytes) -> bytes:
+        return publish_table(reg.store, name, version, interface, published, lambda: reg.version_commits(name))
+
+    return numbered
+
+
 def check_new_version(reg: RegistryAPI, name: str, version: str) -> str:
     """The normalized version, if `name` may publish it; raises otherwise."""
     check_program(name)
@@ -197,7 +210,7 @@ def check_new_version(reg: RegistryAPI, name: str, version: str) -> str:
 
 def published_versions(reg: RegistryAPI, name: str) -> list[str]:
     """The versions `name` has published: one for-each-ref, kept while `main` holds (a publish moves it), so the
-    CLI's early check, publish's own and its interface warning read the program's tags once."""
+    CLI's early check, publish's own, its interface warning and its field numbers read the program's tags once."""
     key = (name, reg.store.ref_value(MAIN_REF))
     if reg.published_tags is None or reg.published_tags[0] != key:
         rows = reg.store.for_each_ref(["%(refname:lstrip=3)"], f"refs/tags/{name}/")

@@ -340,19 +340,12 @@ class Registry:
         return rendered_versions(self, a, b, name, given)
 
     def proto(self, resolved: Resolved) -> str:
-        """The .proto of `resolved`: its signature, numbered by the interfaces of every published version up to it,
-        all read from git (interface.json); no version's code is imported."""
-        from .proto import program_proto
+        """The .proto of `resolved`, from git alone (no version's code is imported): its interface.json numbered by
+        the field-numbers.json fixed at its publish, or for a version published before those, by the interfaces of
+        every published version up to it (see field_numbers.py)."""
+        from .field_numbers import version_proto
 
-        program, target = resolved.program, version_key(resolved.version)
-        history = [commit for version, commit in self.version_commits(program) if version_key(version) < target]
-        history.append(resolved.commit)
-        # Every interface in one pass: which blob each version holds (one cat-file process), then each distinct blob
-        # once (another); versions mostly share their interface, so the history grows by a line per version.
-        ids = self.store.read_many([f"{c}:{program}/interface.json" for c in history], ids_only=True)
-        blobs = sorted({obj.sha for obj in ids if obj is not None and obj.type == "blob"})
-        data = {obj.sha: obj.data for obj in self.store.read_many(blobs) if obj is not None and obj.type == "blob"}
-        return program_proto(program, [data.get(obj.sha) if obj is not None else None for obj in ids])
+        return version_proto(self.store, resolved, lambda: self.version_commits(resolved.program))
 
     def version_commits(self, program: str) -> list[tuple[str, str]]:
         """(version, commit) of every published version of `program`, oldest first: the versions `versions` lists,
@@ -390,7 +383,7 @@ class Registry:
         from .bundle import PublishMeta, build_bundle
         from .lineage import Lineage
         from .provenance import checked_trainset_size, code_lineage, host_versions, optimizer_lineage
-        from .publishing import check_metadata, interface_warnings, write_version
+        from .publishing import check_metadata, field_numbers, interface_warnings, write_version
 
         version = self.check_new_version(name, version)
         signer = self.signer(sign)
@@ -415,7 +408,7 @@ class Registry:
             allow_unrendered_demos=allow_unrendered_demos,
             lineage=lineage,
         )
-        bundle = build_bundle(source, state, meta, origin=origin)
+        bundle = build_bundle(source, state, meta, origin=origin, field_numbers=field_numbers(self, name, version))
         interface = interface_warnings(self, name, version, source.entrypoint, bundle.files)
         warnings = (*lineage_warnings, *bundle.warnings, *interface)
         commit = write_version(self.store, meta, bundle.files, who=who, now=now, signer=signer)

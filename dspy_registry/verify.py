@@ -2,12 +2,13 @@
 
 A version is sound when every file of its bundle matches the sha256 its manifest records, the manifest follows its
 schema, names that version and an entrypoint inside the bundle's code/, its tree holds only plain files and folders,
-its version tag points at a commit on main that holds it, program.json is JSON (never pickle), and no LM state (in
-program.json, prompts.json or the manifest's [lm]) holds a key outside the allowlist and neither JSON file a
-credential-named key. All of that is read from git: verifying never imports a bundle's code (a registry is input
-written by others). Whether the state loads into the bundled code is checked only when asked (`load`, i.e.
-`dspyreg verify --load`), in a child process (load_check.py). An environment is sound when its tag is one dspyreg
-wrote, points at the commit of the published version it names, and agrees with the journal.
+its version tag points at a commit on main that holds it, program.json is JSON (never pickle), field-numbers.json
+(when there is one) is a table of numbers protobuf accepts, and no LM state (in program.json, prompts.json or the
+manifest's [lm]) holds a key outside the allowlist and neither JSON file a credential-named key. All of that is read
+from git: verifying never imports a bundle's code (a registry is input written by others). Whether the state loads
+into the bundled code is checked only when asked (`load`, i.e. `dspyreg verify --load`), in a child process
+(load_check.py). An environment is sound when its tag is one dspyreg wrote, points at the commit of the published
+version it names, and agrees with the journal.
 """
 
 from __future__ import annotations
@@ -195,6 +196,11 @@ def _bundle_problems(
 
     rendered = rendered_problem(contents.get(RENDERED_JSON))  # shape and size: `diff --rendered` reads it
     problems += [Problem(f"{where}:{RENDERED_JSON}", rendered)] if rendered else []
+    from .field_numbers import FIELD_NUMBERS_JSON, table_problem
+
+    numbers = contents.get(FIELD_NUMBERS_JSON)  # shape and size: `proto`, `export` and serving read it
+    numbers_problem = table_problem(numbers) if numbers is not None else ""
+    problems += [Problem(f"{where}:{FIELD_NUMBERS_JSON}", numbers_problem)] if numbers_problem else []
     if load and not problems:
         problems += _load_problems(where, manifest.program.entrypoint, commit, contents, timeout)
     return problems
