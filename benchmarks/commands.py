@@ -30,6 +30,7 @@ from harness import (
     Why,
     dspyreg,
     facts_table,
+    figure,
     git,
     loadavg,
     log,
@@ -137,15 +138,11 @@ class Report:
         ]
         headers = ["command", *(f"N = {n:,}" for n in self.sizes), "target s", "verdict"]
         medians = markdown_table(headers, rows, numeric=range(1, 2 + len(self.sizes)))
-        misses = markdown_table(
-            ["missed", "at N", "median s"], [(f"`{m.command}`", f"{m.size:,}", f"{m.median:.3f}") for m in self.misses]
-        )
         return "\n\n".join(
             [
                 facts_table(facts),
                 medians,
-                *([misses] if self.misses else []),
-                *(why_tables(m.why) for m in self.misses),
+                *(why_tables(m.why, f"`{m.command}` at N = {m.size:,} ({m.median:.3f} s)") for m in self.misses),
             ]
         )
 
@@ -187,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             medians[plan.command, n] = median = cell.median
             commands += [plan.command] if plan.command not in commands else []
             target = target_of(plan.command)
-            log(f"  {plan.command:12} N={n:<6} median {median} s (target {target} s)  load {loadavg()}")
+            log(f"  {plan.command:12} N={n:<6} median {figure(median)} s (target {target:g} s)  load {loadavg()}")
             if median is not None and median > target:
                 over[plan.command] = (n, median, plan, path)
     misses = []

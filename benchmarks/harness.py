@@ -264,11 +264,20 @@ class Why:
 # says what the imports cost, so these are left out and the entries show the command's own work.
 WRAPPER_FILES = re.compile(r"^<(frozen |string>)")
 WRAPPER_FUNCTIONS = ("<built-in method builtins.exec>", "<built-in method builtins.__import__>", "<module>")
+PASS_THROUGH = 0.9  # a function that spends this share of its time in one callee only passes the call on
 
 
 def profile_entries(path: str, top: int) -> tuple[ProfileEntry, ...]:
-    """The `top` entries by cumulative time of the cProfile output at `path`, wrapper frames left out."""
+    """The `top` entries by cumulative time of the cProfile output at `path`, leaving out the wrapper frames and the
+    functions that pass the call on (the CLI's dispatch: click's `main`, `invoke` ...), so that each entry left is
+    where the time splits or is spent."""
     stats = pstats.Stats(path).stats  # type: ignore[attr-defined]
+    passes_on = {
+        caller
+        for (_, _, _, _, callers) in stats.values()
+        for caller, (_, _, _, edge_cumulative) in callers.items()
+        if edge_cumulative >= PASS_THROUGH * stats[caller][3] > 0
+    }
     entries = [
         ProfileEntry(
             name if file == "~" else f"{Path(file).name}:{line}({name})",
@@ -277,7 +286,7 @@ def profile_entries(path: str, top: int) -> tuple[ProfileEntry, ...]:
             round(cumulative * 1000, 1),
         )
         for (file, line, name), (_, calls, own, cumulative, _) in stats.items()
-        if not WRAPPER_FILES.match(file) and name not in WRAPPER_FUNCTIONS
+        if not WRAPPER_FILES.match(file) and name not in WRAPPER_FUNCTIONS and (file, line, name) not in passes_on
     ]
     return tuple(sorted(entries, key=lambda e: e.cumulative_ms, reverse=True)[:top])
 
@@ -313,15 +322,17 @@ def typed(argv: Argv) -> str:
     return " ".join(words)
 
 
-def why_tables(found: Why) -> str:
-    """Two small markdown tables: the slowest imports (cumulative ms) and the top cProfile entries (cumulative)."""
+def why_tables(found: Why, title: str | None = None) -> str:
+    """Two small markdown tables: the slowest imports (cumulative ms) and the top cProfile entries (cumulative);
+    their first header names the command (`title`, else the command as typed)."""
+    title = title or f"`{found.command}`"
     imports = markdown_table(
-        [f"`{found.command}`: slowest imports", "cumulative ms", "own ms"],
+        [f"{title}: slowest imports", "cumulative ms", "own ms"],
         [(f"`{i.module}`", f"{i.cumulative_us / 1000:.1f}", f"{i.self_us / 1000:.1f}") for i in found.imports],
         numeric=(1, 2),
     )
     profile = markdown_table(
-        [f"`{found.command}`: cProfile, by cumulative time (imports left out)", "calls", "own ms", "cumulative ms"],
+        [f"{title}: cProfile by cumulative time (no imports, no pass-through)", "calls", "own ms", "cumulative ms"],
         [(f"`{e.function}`", e.calls, f"{e.own_ms:.1f}", f"{e.cumulative_ms:.1f}") for e in found.profile],
         numeric=(1, 2, 3),
     )

@@ -373,14 +373,14 @@ def startup(proc: Proc, port: int) -> tuple[dict[str, float], list[ImportTime]]:
 
 def only_in(server: list[ImportTime], baseline: list[ImportTime], top: int = 8) -> list[dict[str, Any]]:
     """The modules `server` imports and `baseline` does not, by top-level package: how many, their own ms summed
-    (what they add to the start), and the cumulative ms of the package's outermost import (which also counts modules
-    both import, when this package imported them first); largest cumulative first."""
+    (what they add to the start), and the largest cumulative ms of one of them (which also counts modules both
+    import, when that one imported them first); the most own ms first, after a row `(all)` of their totals."""
     seen = {i.module for i in baseline}
     groups: dict[str, list[ImportTime]] = {}
     for i in server:
         if i.module not in seen:
             groups.setdefault(i.module.split(".")[0], []).append(i)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "package": package,
             "modules": len(found),
@@ -389,7 +389,9 @@ def only_in(server: list[ImportTime], baseline: list[ImportTime], top: int = 8) 
         }
         for package, found in groups.items()
     ]
-    return sorted(rows, key=lambda r: r["cumulative_ms"], reverse=True)[:top]
+    every = [i for i in server if i.module not in seen]
+    total = {"package": "(all)", "modules": len(every), "own_ms": round(sum(i.self_us for i in every) / 1000, 1)}
+    return [{**total, "cumulative_ms": None}, *sorted(rows, key=lambda r: r["own_ms"], reverse=True)[:top]]
 
 
 def post_predict(port: int) -> bool:
@@ -708,9 +710,9 @@ def whys(results: dict[str, Any], missed: set[str]) -> list[str]:
         )
         found.append(
             markdown_table(
-                ["imported by serve_w1, not by naive (top-level package)", "modules", "own ms", "cumulative ms"],
+                ["imported by serve_w1, not naive (by package)", "modules", "own ms", "largest cumulative ms"],
                 [
-                    (f"`{r['package']}`", r["modules"], f"{r['own_ms']:.1f}", f"{r['cumulative_ms']:.1f}")
+                    (f"`{r['package']}`", r["modules"], f"{r['own_ms']:.1f}", figure(r["cumulative_ms"], "{:.1f}"))
                     for r in why["only_serve_imports"]
                 ],
                 numeric=(1, 2, 3),
@@ -735,11 +737,20 @@ def cpu_split(results: dict[str, Any]) -> str:
                     " + ".join(f"{c:.2f}" for c in cpu["server_cores_by_pid"].values()),
                     f"{cpu['fake_lm_cores']:.2f}",
                     figure(cpu.get("load_generator_cores"), "{:.2f}"),
+                    figure(rest_of_machine(cpu, nproc), "{:.2f}"),
                     f"{cpu['machine_busy_pct']:.0f}% of {nproc}",
                 ]
             )
-    headers = ["CPU split (cores)", "server", "by process", "fake LM", "load generator", "machine busy"]
-    return markdown_table(headers, rows, numeric=(1, 3, 4))
+    headers = ["CPU split (cores)", "server", "by process", "fake LM", "load generator", "the rest", "machine busy"]
+    return markdown_table(headers, rows, numeric=(1, 3, 4, 5))
+
+
+def rest_of_machine(cpu: dict[str, Any], nproc: int) -> float | None:
+    """Busy cores of the machine that were neither the server, the fake LM nor the load generator (other tenants)."""
+    if cpu.get("load_generator_cores") is None:
+        return None
+    ours = cpu["server_cores"] + cpu["fake_lm_cores"] + cpu["load_generator_cores"]
+    return max(0.0, cpu["machine_busy_pct"] / 100 * nproc - ours)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
