@@ -24,7 +24,8 @@ promote so that it always has somewhere to go back to. GTO has no rollback: its 
 version. GTO is installed in its own venv (benchmarks/.venv-gto) so its pins never touch ours.
 
 Then, against the smallest and the largest size, what must not grow with history (issue 17, items 4-5), each
-printed MET or MISSED with its figures, a MISSED one with the top of `-X importtime` and a cProfile of the command:
+printed MET or MISSED with its figures, a MISSED one with the top of `-X importtime` and a cProfile of the command
+(tables in the report and its generated block):
 `log` (people and `--json --limit 20`) at 10 and `--moves` journal moves (a copy of the smallest registry, moves
 added by fast-import), human `list` at `--programs` (e.g. 100x100, fast-import, one evaluation record per version),
 `proto`, `export` and `dspyreg serve prod` cold start to the first 200 from /predict (python -m

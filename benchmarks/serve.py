@@ -20,8 +20,14 @@ each at every --clients count: threads of this process, each with its own keep-a
 window (/proc) divided by the answers in it. Then, with the LM still up: cold start (process start to the first 200
 from POST /predict, median of --cold-runs) of the naive, competent and `dspyreg serve` processes; a promotion under
 load (`dspyreg promote v1.0` while 32 clients post to `--workers 2`: seconds from the tag move to the first answer of
-v1.0 and to the last answer of v1.1); an in-process profile of the REST path (the app driven through httpx's ASGI
-transport, the program made free) with its CPU per request, and its top cProfile entries under any missed target.
+v1.0 and to the last answer of v1.1); `dspyreg serve --workers 1` and the naive app started once more each under
+PYTHONPROFILEIMPORTTIME=1 (to the first answer); an in-process profile of the REST path (the app driven through httpx's
+ASGI transport, the program made free) with its CPU per request.
+
+A missed target comes with its why: the REST path's top cProfile entries (CPU per request, `--workers 1` against the
+competent baseline); the CPU split of `--workers 1` and `--workers 2` at the most clients (server, fake LM, this load
+generator, the rest of the machine; `--workers 2` ratio); the startup timeline and the modules only `dspyreg serve`
+imports, by top-level package (cold start).
 
 Results: markdown tables on stdout (progress on stderr), benchmarks/results/serve.json, and the generated block of
 the `## Serving` section of docs/performance.md. --quick (3 s per point, one cold start each) writes
