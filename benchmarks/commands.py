@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/performance.md")
     args = parser.parse_args(argv)
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed dspyreg has its bytecode cached: time that
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = sorted({int(s) for s in args.sizes.split(",")})
     facts = machine_facts()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dspyreg-commands-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -999,6 +999,11 @@ def targets(cells: list[Cell], sizes: list[int]) -> list[tuple[str, str, bool]]:
     return out
 
 
+def why_title(growth: Growth, found: Why) -> str:
+    """The command profiled, and the measurement it explains when that is not the command itself."""
+    return f"`{found.command}`" + ("" if growth.what == found.command else f" (for: {growth.what})")
+
+
 @dataclass(frozen=True)
 class Report:
     cells: list[Cell]
@@ -1044,7 +1049,7 @@ class Report:
                     if self.growth
                     else []
                 ),
-                *(why_tables(g.why) for g in self.growth if not g.met and g.why is not None),
+                *(why_tables(g.why, why_title(g, g.why)) for g in self.growth if not g.met and g.why is not None),
             ]
         )
 
