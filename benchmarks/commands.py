@@ -9,7 +9,8 @@ Registries are built as benchmarks/registry_scale.py builds them (fast-import hi
 `dspyreg publish` writes, the newest version by a real publish, then `git gc`). Each command gets one untimed
 warm-up run (it also writes the bytecode cache) and `--repeats` timed runs; the median is compared with the target.
 `publish` is timed last, as a real `dspyreg publish` of the example state as a new version each run (so a registry
-of N versions ends with N + repeats + 1; the other commands saw exactly N). For a MISSED target the top entries of
+of N versions ends with N + repeats + 1, 2 more when publish is profiled; the other commands saw exactly N,
+unless the registry was kept from an earlier run with --workdir). For a MISSED target the top entries of
 `python -X importtime` (cumulative) and a cProfile of the same command at the largest size it missed say where the
 time goes. Figures on a shared machine are noisy: the load average is kept beside them.
 
