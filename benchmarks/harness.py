@@ -8,7 +8,6 @@ docs/performance.md, outside the generated blocks.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 import platform
@@ -43,14 +42,14 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run(argv: Argv, *, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> str:
-    """Run a command, return its stdout; raise with its stderr on failure."""
+def run(argv: Argv, *, cwd: Path | None = None, env: Mapping[str, str] | None = None, stderr: bool = False) -> str:
+    """Run a command, return its stdout (its stderr with `stderr=True`); raise with its stderr on failure."""
     proc = subprocess.run(
         [str(a) for a in argv], cwd=cwd, capture_output=True, env={**os.environ, **BASE_ENV, **(env or {})}
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stderr.decode()}")
-    return proc.stdout.decode()
+    return (proc.stderr if stderr else proc.stdout).decode()
 
 
 def git(repo: Path, *args: str) -> str:
@@ -219,28 +218,125 @@ def percentile(sorted_values: Sequence[float], p: float) -> float | None:
 
 
 # -- why a target was missed ----------------------------------------------------------------------------------------
-def why(argv: list[str | Path], top: int = 12) -> str:
-    """The slowest imports (cumulative) and the top cProfile entries of one run of `argv`."""
-    env = {**os.environ, **BASE_ENV}
-    args = [str(x) for x in argv[1:]]
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "dspy_registry.cli", *args], capture_output=True, text=True, env=env
-    )
-    rows = []
-    for line in proc.stderr.splitlines():
-        m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
+@dataclass(frozen=True)
+class ImportTime:
+    """One line of `python -X importtime`: a module, its own and cumulative microseconds, its nesting depth."""
+
+    module: str
+    self_us: int
+    cumulative_us: int
+    depth: int  # 0: imported by the program itself; 1: by a module of depth 0 ...
+
+
+IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
+
+
+def import_times(stderr: str) -> list[ImportTime]:
+    """The import lines of a `-X importtime` (or PYTHONPROFILEIMPORTTIME=1) stderr, in the order printed."""
+    found = []
+    for line in stderr.splitlines():
+        m = IMPORT_LINE.match(line)
         if m:
-            rows.append((int(m[2]), m[4]))
-    imports = ", ".join(f"{name} {us / 1000:.1f} ms" for us, name in sorted(rows, reverse=True)[:top])
-    with tempfile.NamedTemporaryFile(suffix=".prof") as out:
-        subprocess.run(
-            [sys.executable, "-m", "cProfile", "-o", out.name, "-m", "dspy_registry.cli", *args],
-            capture_output=True,
-            env=env,
+            found.append(ImportTime(m[4], int(m[1]), int(m[2]), (len(m[3]) - 1) // 2))
+    return found
+
+
+@dataclass(frozen=True)
+class ProfileEntry:
+    """One function of a cProfile run."""
+
+    function: str  # file:line(name), or the name alone for a built-in
+    calls: int
+    own_ms: float
+    cumulative_ms: float
+
+
+@dataclass(frozen=True)
+class Why:
+    """Where one run of a command spends its time: its slowest imports (cumulative) and its top cProfile entries."""
+
+    command: str  # as a person types it, e.g. `dspyreg list` (no registry path)
+    imports: tuple[ImportTime, ...]  # slowest first, by cumulative time
+    profile: tuple[ProfileEntry, ...]  # by cumulative time
+
+
+# Frames every run has at the top of its cumulative profile (running the module, importing): the import table
+# says what the imports cost, so these are left out and the entries show the command's own work.
+WRAPPER_FILES = re.compile(r"^<(frozen |string>)")
+WRAPPER_FUNCTIONS = ("<built-in method builtins.exec>", "<built-in method builtins.__import__>", "<module>")
+PASS_THROUGH = 0.9  # a function that spends this share of its time in one callee only passes the call on
+
+
+def profile_entries(path: str, top: int) -> tuple[ProfileEntry, ...]:
+    """The `top` entries by cumulative time of the cProfile output at `path`, leaving out the wrapper frames and the
+    functions that pass the call on (the CLI's dispatch: click's `main`, `invoke` ...), so that each entry left is
+    where the time splits or is spent."""
+    stats = pstats.Stats(path).stats  # type: ignore[attr-defined]
+    passes_on = {
+        caller
+        for (_, _, _, _, callers) in stats.values()
+        for caller, (_, _, _, edge_cumulative) in callers.items()
+        if edge_cumulative >= PASS_THROUGH * stats[caller][3] > 0
+    }
+    entries = [
+        ProfileEntry(
+            name if file == "~" else f"{Path(file).name}:{line}({name})",
+            calls,
+            round(own * 1000, 1),
+            round(cumulative * 1000, 1),
         )
-        text = io.StringIO()
-        pstats.Stats(out.name, stream=text).sort_stats("cumulative").print_stats(top)
-    return f"  slowest imports (cumulative): {imports}\n  cProfile (cumulative):\n{text.getvalue()}"
+        for (file, line, name), (_, calls, own, cumulative, _) in stats.items()
+        if not WRAPPER_FILES.match(file) and name not in WRAPPER_FUNCTIONS and (file, line, name) not in passes_on
+    ]
+    return tuple(sorted(entries, key=lambda e: e.cumulative_ms, reverse=True)[:top])
+
+
+def why(argv: Argv, *, top: int = 8, setup: Argv | None = None, again: Argv | None = None) -> Why:
+    """Import times and a cProfile of `argv` (a `dspyreg ...` argv, run as `python -m dspy_registry.cli`): one run
+    under `-X importtime`, then one under cProfile (of `again` when given: a publish needs a new version each time).
+    `setup` runs untimed before each (a rollback needs a promote before it). Raises if a run fails."""
+
+    def cli(args: Argv) -> list[str]:
+        return ["-m", "dspy_registry.cli", *(str(a) for a in args[1:])]
+
+    if setup is not None:
+        run(setup)
+    imported = run([sys.executable, "-X", "importtime", *cli(argv)], stderr=True)
+    if setup is not None:
+        run(setup)
+    with tempfile.NamedTemporaryFile(suffix=".prof") as out:
+        run([sys.executable, "-m", "cProfile", "-o", out.name, *cli(again or argv)])
+        profile = profile_entries(out.name, top)
+    slowest = sorted(import_times(imported), key=lambda i: i.cumulative_us, reverse=True)[:top]
+    return Why(typed(argv), tuple(slowest), profile)
+
+
+def typed(argv: Argv) -> str:
+    """A `dspyreg` argv as a person types it: the program name, no `--registry` path and no absolute paths."""
+    words, skip = ["dspyreg"], False
+    for word in map(str, argv[1:]):
+        if skip or word == "--registry":
+            skip = not skip
+            continue
+        words.append(Path(word).name if os.path.isabs(word) else word)
+    return " ".join(words)
+
+
+def why_tables(found: Why, title: str | None = None) -> str:
+    """Two small markdown tables: the slowest imports (cumulative ms) and the top cProfile entries (cumulative);
+    their first header names the command (`title`, else the command as typed)."""
+    title = title or f"`{found.command}`"
+    imports = markdown_table(
+        [f"{title}: slowest imports", "cumulative ms", "own ms"],
+        [(f"`{i.module}`", f"{i.cumulative_us / 1000:.1f}", f"{i.self_us / 1000:.1f}") for i in found.imports],
+        numeric=(1, 2),
+    )
+    profile = markdown_table(
+        [f"{title}: cProfile by cumulative time (no imports, no pass-through)", "calls", "own ms", "cumulative ms"],
+        [(f"`{e.function}`", e.calls, f"{e.own_ms:.1f}", f"{e.cumulative_ms:.1f}") for e in found.profile],
+        numeric=(1, 2, 3),
+    )
+    return f"{imports}\n\n{profile}"
 
 
 # -- fresh registries -----------------------------------------------------------------------------------------------

@@ -20,8 +20,14 @@ each at every --clients count: threads of this process, each with its own keep-a
 window (/proc) divided by the answers in it. Then, with the LM still up: cold start (process start to the first 200
 from POST /predict, median of --cold-runs) of the naive, competent and `dspyreg serve` processes; a promotion under
 load (`dspyreg promote v1.0` while 32 clients post to `--workers 2`: seconds from the tag move to the first answer of
-v1.0 and to the last answer of v1.1); an in-process profile of the REST path (the app driven through httpx's ASGI
-transport, the program made free) with its CPU per request, and its top cProfile entries under any missed target.
+v1.0 and to the last answer of v1.1); `dspyreg serve --workers 1` and the naive app started once more each under
+PYTHONPROFILEIMPORTTIME=1 (to the first answer); an in-process profile of the REST path (the app driven through httpx's
+ASGI transport, the program made free) with its CPU per request.
+
+A missed target comes with its why: the REST path's top cProfile entries (CPU per request, `--workers 1` against the
+competent baseline); the CPU split of `--workers 1` and `--workers 2` at the most clients (server, fake LM, this load
+generator, the rest of the machine; `--workers 2` ratio); the startup timeline and the modules only `dspyreg serve`
+imports, by top-level package (cold start).
 
 Results: markdown tables on stdout (progress on stderr), benchmarks/results/serve.json, and the generated block of
 the `## Serving` section of docs/performance.md. --quick (3 s per point, one cold start each) writes
@@ -37,6 +43,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -50,6 +57,7 @@ from typing import Any
 
 from harness import (
     RESULTS,
+    ImportTime,
     Proc,
     cpu_seconds,
     dspyreg,
@@ -58,6 +66,7 @@ from harness import (
     figure,
     free_port,
     fresh_registry,
+    import_times,
     loadavg,
     log,
     machine,
@@ -247,17 +256,20 @@ def ms(value: float | None) -> float | None:
 
 # -- the load generator ---------------------------------------------------------------------------------------------
 class CpuMeter:
-    """CPU of the server's process tree, the fake LM and the whole machine over a window (/proc)."""
+    """CPU of the server's process tree, the fake LM, this process (the load generator's threads) and the whole
+    machine over a window (/proc)."""
 
     def __init__(self, server_pid: int, lm_pid: int) -> None:
         self.server_pid, self.lm_pid = server_pid, lm_pid
 
     def snap(self) -> dict[str, Any]:
         fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+        own = os.times()
         return {
             "wall": time.perf_counter(),
             "server": {pid: cpu_seconds(pid) for pid in process_tree(self.server_pid)},
             "lm": cpu_seconds(self.lm_pid),
+            "bench": own.user + own.system,  # this process only: a promote it runs in the window is not its load
             "busy": sum(fields) - fields[3] - fields[4],
             "total": sum(fields),
         }
@@ -271,6 +283,7 @@ class CpuMeter:
             "server_cores": round(sum(by_pid.values()) / wall, 2),
             "server_cores_by_pid": {str(pid): round(c / wall, 2) for pid, c in by_pid.items() if c / wall >= 0.01},
             "fake_lm_cores": round((b["lm"] - a["lm"]) / wall, 2),
+            "load_generator_cores": round((b["bench"] - a["bench"]) / wall, 2),
             "machine_busy_pct": round(100 * (b["busy"] - a["busy"]) / max(1, b["total"] - a["total"]), 1),
         }
 
@@ -347,6 +360,46 @@ def load(
 
 
 # -- cold start and promotion ---------------------------------------------------------------------------------------
+def accepts(port: int) -> bool:
+    """True once the port accepts a connection (a refused one raises OSError: "not yet")."""
+    socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    return True
+
+
+def startup(proc: Proc, port: int) -> tuple[dict[str, float], list[ImportTime]]:
+    """The startup timeline of a server started with PYTHONPROFILEIMPORTTIME=1 (seconds from process start to the
+    port accepting connections and to the first 200; its imports, summed at the top level) and its import lines."""
+    listening = wait_until(functools.partial(accepts, port), proc, "the port open", every=0.01)
+    first = wait_until(functools.partial(post_predict, port), proc, "a first answer", every=0.01)
+    imported = import_times(proc.stderr_text())
+    top_level = sum(i.cumulative_us for i in imported if i.depth == 0) / 1e6
+    timeline = {"imports_s": round(top_level, 3), "listening_s": round(listening, 3), "first_answer_s": round(first, 3)}
+    return timeline, imported
+
+
+def only_in(server: list[ImportTime], baseline: list[ImportTime], top: int = 8) -> list[dict[str, Any]]:
+    """The modules `server` imports and `baseline` does not, by top-level package: how many, their own ms summed
+    (what they add to the start), and the largest cumulative ms of one of them (which also counts modules both
+    import, when that one imported them first); the most own ms first, after a row `(all)` of their totals."""
+    seen = {i.module for i in baseline}
+    groups: dict[str, list[ImportTime]] = {}
+    for i in server:
+        if i.module not in seen:
+            groups.setdefault(i.module.split(".")[0], []).append(i)
+    rows: list[dict[str, Any]] = [
+        {
+            "package": package,
+            "modules": len(found),
+            "own_ms": round(sum(i.self_us for i in found) / 1000, 1),
+            "cumulative_ms": round(max(i.cumulative_us for i in found) / 1000, 1),
+        }
+        for package, found in groups.items()
+    ]
+    every = [i for i in server if i.module not in seen]
+    total = {"package": "(all)", "modules": len(every), "own_ms": round(sum(i.self_us for i in every) / 1000, 1)}
+    return [{**total, "cumulative_ms": None}, *sorted(rows, key=lambda r: r["own_ms"], reverse=True)[:top]]
+
+
 def post_predict(port: int) -> bool:
     """True once POST /predict answers 200 (a refused connection raises OSError: "not yet")."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -411,10 +464,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "PYTHONUNBUFFERED": "1",
     }
     procs: list[Proc] = []
-    results: dict[str, Any] = {"points": [], "cold_start_s": {}, "swap": {}, "profile": {}}
+    results: dict[str, Any] = {"points": [], "cold_start_s": {}, "swap": {}, "profile": {}, "cold_start_why": {}}
 
-    def start(name: str, argv: Sequence[str | Path]) -> Proc:
-        procs.append(Proc(name, argv, env, work))
+    def start(name: str, argv: Sequence[str | Path], extra_env: dict[str, str] | None = None) -> Proc:
+        procs.append(Proc(name, argv, {**env, **(extra_env or {})}, work))
         return procs[-1]
 
     def stop(proc: Proc) -> None:
@@ -491,6 +544,16 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             results["cold_start_s"][key] = round(statistics.median(times), 3)
             log(f"cold start {key}: {times}")
 
+        log("cold start once more under PYTHONPROFILEIMPORTTIME=1: `dspyreg serve --workers 1` and the naive app")
+        imports: dict[str, list[ImportTime]] = {}
+        for key in ("serve_w1", "naive"):
+            port = free_port()
+            srv = start(f"importtime_{key}", servers(port)[key][1], {"PYTHONPROFILEIMPORTTIME": "1"})
+            results["cold_start_why"][key], imports[key] = startup(srv, port)
+            stop(srv)
+        results["cold_start_why"]["only_serve_imports"] = only_in(imports["serve_w1"], imports["naive"])
+        results["cold_start_why"]["only_naive_imports"] = only_in(imports["naive"], imports["serve_w1"], top=0)
+
         log("profile of the REST path in-process")
         out = run(
             [sys.executable, me, "_profile", "--bundle", bundle, "--requests", str(args.profile_requests)], env=env
@@ -532,63 +595,58 @@ def point(results: dict[str, Any], key: str, clients: int | None = None) -> dict
     return next((p for p in results["points"] if p["key"] == key and clients in (None, p["clients"])), None)
 
 
-def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """(target, measured, met) for each target of the issue that this run measured."""
-    found: list[tuple[str, str, bool]] = []
+def checks(results: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
+    """(target, measured, met) for each target of the issue that this run measured, by a key a why refers to."""
+    found: dict[str, tuple[str, str, bool]] = {}
     low, high = min(results["settings"]["clients"]), max(results["settings"]["clients"])
     base, w1 = point(results, "inprocess", low), point(results, "serve_w1", low)
     if base and w1 and w1["server_cpu_ms_per_request"] is not None:
         over = w1["server_cpu_ms_per_request"] - base["server_cpu_ms_per_request"]
-        found.append(
-            (
-                f"server CPU per request <= in-process + {TARGET_OVERHEAD_MS:g} ms (`--workers 1`, {low} clients)",
-                f"{w1['server_cpu_ms_per_request']:.2f} vs {base['server_cpu_ms_per_request']:.2f} ms = {over:+.2f} ms",
-                over <= TARGET_OVERHEAD_MS,
-            )
+        found["overhead"] = (
+            f"server CPU per request <= in-process + {TARGET_OVERHEAD_MS:g} ms (`--workers 1`, {low} clients)",
+            f"{w1['server_cpu_ms_per_request']:.2f} vs {base['server_cpu_ms_per_request']:.2f} ms = {over:+.2f} ms",
+            over <= TARGET_OVERHEAD_MS,
         )
     w1, w2, good = (point(results, k, high) for k in ("serve_w1", "serve_w2", "competent"))
     if w1 and good:
-        found.append(
-            (
-                f"`--workers 1` req/s >= the competent baseline at {high} clients",
-                f"{w1['throughput_rps']:.1f} vs {good['throughput_rps']:.1f} req/s",
-                w1["throughput_rps"] >= good["throughput_rps"],
-            )
+        found["vs_competent"] = (
+            f"`--workers 1` req/s >= the competent baseline at {high} clients",
+            f"{w1['throughput_rps']:.1f} vs {good['throughput_rps']:.1f} req/s",
+            w1["throughput_rps"] >= good["throughput_rps"],
         )
     if w1 and w2:
         ratio = w2["throughput_rps"] / max(w1["throughput_rps"], 1e-9)
-        found.append(
-            (
-                f"`--workers 2` >= {TARGET_WORKERS_RATIO:g}x `--workers 1` at {high} clients (where CPU is the limit)",
-                f"{w2['throughput_rps']:.1f} vs {w1['throughput_rps']:.1f} req/s = {ratio:.2f}x; machine "
-                f"{w2['cpu']['machine_busy_pct']:.0f}% busy",
-                ratio >= TARGET_WORKERS_RATIO,
-            )
+        found["workers"] = (
+            f"`--workers 2` >= {TARGET_WORKERS_RATIO:g}x `--workers 1` at {high} clients (where CPU is the limit)",
+            f"{w2['throughput_rps']:.1f} vs {w1['throughput_rps']:.1f} req/s = {ratio:.2f}x; machine "
+            f"{w2['cpu']['machine_busy_pct']:.0f}% busy",
+            ratio >= TARGET_WORKERS_RATIO,
         )
     cold = results["cold_start_s"]
     if "serve_w1" in cold and "naive" in cold:
-        found.append(
-            (
-                f"cold start to the first answer <= the naive app's + {TARGET_COLD_START_S:g} s",
-                f"{cold['serve_w1']:.2f} vs {cold['naive']:.2f} s = {cold['serve_w1'] - cold['naive']:+.2f} s",
-                cold["serve_w1"] - cold["naive"] <= TARGET_COLD_START_S,
-            )
+        found["cold_start"] = (
+            f"cold start to the first answer <= the naive app's + {TARGET_COLD_START_S:g} s",
+            f"{cold['serve_w1']:.2f} vs {cold['naive']:.2f} s = {cold['serve_w1'] - cold['naive']:+.2f} s",
+            cold["serve_w1"] - cold["naive"] <= TARGET_COLD_START_S,
         )
     swap = results["swap"]
     if swap:
         limit = TARGET_SWAP_S + POLL_SECONDS
-        found.append(
-            (
-                f"a promoted version answers on every worker within {TARGET_SWAP_S:g} s + the poll ({POLL_SECONDS:g} s)"
-                " under load",
-                f"first {figure(swap['first_new_s'], '{:.2f}')} s, all {figure(swap['all_new_s'], '{:.2f}')} s; "
-                f"{swap['workers_that_logged_the_swap']}/{swap['workers']} workers logged the swap",
-                swap["all_new_s"] is not None and swap["all_new_s"] <= limit and swap["errors"] == 0,
-            )
+        found["swap"] = (
+            f"a promoted version answers on every worker within {TARGET_SWAP_S:g} s + the poll ({POLL_SECONDS:g} s)"
+            " under load",
+            f"first {figure(swap['first_new_s'], '{:.2f}')} s, all {figure(swap['all_new_s'], '{:.2f}')} s; "
+            f"{swap['workers_that_logged_the_swap']}/{swap['workers']} workers logged the swap",
+            swap["all_new_s"] is not None and swap["all_new_s"] <= limit and swap["errors"] == 0,
         )
     errors = sum(p.get("errors", 0) for p in results["points"])
-    found.append(("no errors (any non-200 or failed connection)", f"{errors}", errors == 0))
+    found["errors"] = ("no errors (any non-200 or failed connection)", f"{errors}", errors == 0)
     return found
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for each target of the issue that this run measured."""
+    return list(checks(results).values())
 
 
 HEADERS = ["server", "clients", "req/s", "p50 ms", "p95 ms", "errors", "server CPU ms/req", "server cores", "machine"]
@@ -623,7 +681,7 @@ def report(results: dict[str, Any]) -> str:
         "whole run": f"{results['minutes']:.1f} min",
         "reproduce": f"`{results['command']}`",
     }
-    checks = targets(results)
+    found = checks(results)
     cold = markdown_table(
         ["server", "cold start to the first answer (s, median)"],
         [(key, f"{value:.2f}") for key, value in results["cold_start_s"].items()],
@@ -632,11 +690,79 @@ def report(results: dict[str, Any]) -> str:
     layer = results["profile"].get("cpu_ms_per_request")
     cold += f"\n\n{facts_table({'REST layer CPU per request (program free, ASGI, no HTTP parsing)': f'{layer} ms'})}"
     parts = [facts_table(facts), markdown_table(HEADERS, rows(results), numeric=range(1, len(HEADERS))), cold]
-    parts.append(targets_table(checks))
+    parts.append(targets_table(list(found.values())))
+    return "\n\n".join(parts + whys(results, {key for key, (_, _, met) in found.items() if not met}))
+
+
+def whys(results: dict[str, Any], missed: set[str]) -> list[str]:
+    """The tables that say why each missed target was missed."""
+    found = []
     top = results["profile"].get("top") or []
-    if top and not all(met for target, _, met in checks if "CPU" in target or "req/s" in target):
-        parts.append(markdown_table(["REST layer, top own time (cProfile, program free)", "ms/req"], top, numeric=(1,)))
-    return "\n\n".join(parts)
+    if top and missed & {"overhead", "vs_competent"}:
+        found.append(markdown_table(["REST layer, top own time (cProfile, program free)", "ms/req"], top, numeric=(1,)))
+    if "workers" in missed:
+        found.append(cpu_split(results))
+    why = results.get("cold_start_why") or {}
+    if "cold_start" in missed and why:
+        found.append(
+            markdown_table(
+                ["startup under PYTHONPROFILEIMPORTTIME=1", "imports s (top level)", "port open s", "first answer s"],
+                [
+                    (key, f"{t['imports_s']:.2f}", f"{t['listening_s']:.2f}", f"{t['first_answer_s']:.2f}")
+                    for key, t in why.items()
+                    if not key.startswith("only_")
+                ],
+                numeric=(1, 2, 3),
+            )
+        )
+        found.append(
+            markdown_table(
+                ["imported by serve_w1, not naive (by package)", "modules", "own ms", "largest cumulative ms"],
+                [
+                    (f"`{r['package']}`", r["modules"], f"{r['own_ms']:.1f}", figure(r["cumulative_ms"], "{:.1f}"))
+                    for r in [*why["only_serve_imports"], *naive_only(why)]
+                ],
+                numeric=(1, 2, 3),
+            )
+        )
+    return found
+
+
+def naive_only(why: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `(all)` row of what the naive app imports and serve does not, relabelled, for the same table."""
+    return [{**row, "package": "(all, naive only)"} for row in why.get("only_naive_imports", [])[:1]]
+
+
+def cpu_split(results: dict[str, Any]) -> str:
+    """Where the CPU went at the most clients, `--workers 1` and `--workers 2`: cores of the server, the fake LM and
+    the load generator, and how busy the whole machine was."""
+    high, nproc = max(results["settings"]["clients"]), results["machine"]["nproc"]
+    rows = []
+    for key in ("serve_w1", "serve_w2"):
+        p = point(results, key, high)
+        cpu = (p or {}).get("cpu")
+        if p and cpu:
+            rows.append(
+                [
+                    f"{p['server']}, {high} clients",
+                    f"{cpu['server_cores']:.2f}",
+                    " + ".join(f"{c:.2f}" for c in cpu["server_cores_by_pid"].values()),
+                    f"{cpu['fake_lm_cores']:.2f}",
+                    figure(cpu.get("load_generator_cores"), "{:.2f}"),
+                    figure(rest_of_machine(cpu, nproc), "{:.2f}"),
+                    f"{cpu['machine_busy_pct']:.0f}% of {nproc}",
+                ]
+            )
+    headers = ["CPU split (cores)", "server", "by process", "fake LM", "load generator", "the rest", "machine busy"]
+    return markdown_table(headers, rows, numeric=(1, 3, 4, 5))
+
+
+def rest_of_machine(cpu: dict[str, Any], nproc: int) -> float | None:
+    """Busy cores of the machine that were neither the server, the fake LM nor the load generator (other tenants)."""
+    if cpu.get("load_generator_cores") is None:
+        return None
+    ours = cpu["server_cores"] + cpu["fake_lm_cores"] + cpu["load_generator_cores"]
+    return max(0.0, cpu["machine_busy_pct"] / 100 * nproc - ours)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
