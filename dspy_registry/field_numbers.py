@@ -117,7 +117,8 @@ def version_proto(store: GitStore, resolved: Resolved, versions: Callable[[], Ve
     table = _table(table_data, f"{program} {resolved.version}", program, sig)
     if table is not None:
         return proto.render_numbered(program, sig, table)
-    lower = [(v, c) for v, c in versions() if version_key(v) < version_key(resolved.version)]
+    below = version_key(resolved.version)
+    lower = [(v, c) for v, c in versions() if version_key(v) < below]
     history = proto.history_signatures(
         program, [*_interfaces(store, program, lower), interface_data], {interface_data: sig}
     )
@@ -136,11 +137,12 @@ def publish_table(
     numbered on top of the nearest lower version that has a table, else by every lower version. `published` names the
     program's versions (publish has read them); `versions` lists them with their commits, asked only when the nearest
     lower version has no table."""
-    lower = sorted((v for v in published if version_key(v) < version_key(version)), key=version_key)
-    base = _tagged_table(store, program, lower[-1]) if lower else None
+    below = version_key(version)
+    nearest = max((v for v in published if version_key(v) < below), key=version_key, default=None)
+    base = _tagged_table(store, program, nearest) if nearest is not None else None
     if base is not None:
         return encode(proto.number(program, proto.history_signatures(program, [interface]), base))
-    history = [(v, c) for v, c in versions() if version_key(v) < version_key(version)]
+    history = [(v, c) for v, c in versions() if version_key(v) < below]
     base, start = _nearest_table(store, program, history)
     signatures = proto.history_signatures(program, [*_interfaces(store, program, history[start:]), interface])
     return encode(proto.number(program, signatures, base))
