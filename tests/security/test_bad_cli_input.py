@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from dspy_registry.cli import app
 from dspy_registry.registry import Registry
 
-from ..conftest import EXAMPLE_SPEC, git, publish_args, publish_example, ref_snapshot
+from ..conftest import EXAMPLE_SPEC, git, publish_args, ref_snapshot
 
 runner = CliRunner()
 WHO = ["-c", "user.name=Mallory", "-c", "user.email=m@example.com"]
@@ -37,12 +37,9 @@ class Situation:
 
 
 @pytest.fixture
-def situation(registry_path: Path, tmp_path: Path, states: dict[str, Path]) -> Situation:
-    """A registry with qa v1.0 and v1.1 published and v1.0 on staging."""
-    with Registry.open(registry_path) as reg:
-        publish_example(reg, states["v1.0"], "v1.0", dev_score=0.5)
-        publish_example(reg, states["v1.1"], "v1.1", dev_score=0.6)
-        reg.promote("v1.0")
+def situation(published: Registry, registry_path: Path, tmp_path: Path, states: dict[str, Path]) -> Situation:
+    """A registry with qa v1.0 and v1.1 published (a copy of the session's) and v1.0 on staging."""
+    published.promote("v1.0")
     return Situation(registry_path, tmp_path, states)
 
 
