@@ -279,12 +279,25 @@ class Machine:
 
 
 @pytest.fixture
-def machines(daemon: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, states: dict[str, Path]) -> list[Machine]:
-    """Three machines sharing one remote registry that holds qa v1.0, v1.1 and v1.2."""
+def machines(daemon: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote_seed: Path) -> list[Machine]:
+    """Three machines sharing one remote registry that holds qa v1.0, v1.1 and v1.2 (the server's repository gets
+    the refs of `remote_seed`, published once per run; the first machine has read it, as if it had published)."""
     ms = [Machine(daemon, tmp_path / f"cache-{i}", monkeypatch) for i in range(3)]
     monkeypatch.setenv("DSPYREG_CACHE", str(ms[0].cache))
-    Registry.init(daemon).close()
-    with ms[0].open() as reg:
-        for version, state in (("v1.0", "v1.0"), ("v1.1", "v1.1"), ("v1.2", "v1.0")):
-            publish_example(reg, states[state], version)
+    git(server_repo(daemon, tmp_path), "fetch", "-q", str(remote_seed), "+refs/*:refs/*")
+    ms[0].open().close()
     return ms
+
+
+@pytest.fixture(scope="session")
+def remote_seed(tmp_path_factory: pytest.TempPathFactory, states: dict[str, Path]) -> Path:
+    """A registry holding qa v1.0, v1.1 and v1.2 (v1.0's state again), published as in an isolated test."""
+
+    def publish_three(folder: Path) -> None:
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            isolate(monkeypatch, folder / "home")
+            with Registry.init(folder / "registry") as reg:
+                for version, state in (("v1.0", "v1.0"), ("v1.1", "v1.1"), ("v1.2", "v1.0")):
+                    publish_example(reg, states[state], version)
+
+    return once_per_run(tmp_path_factory, "remote-seed", publish_three) / "registry"
