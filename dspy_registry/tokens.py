@@ -10,6 +10,7 @@ figures, their TOML table checked by type, the A -> B delta) imports nothing hea
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import threading
@@ -285,19 +286,53 @@ def count_messages(messages: Sequence[Mapping[str, Any]], encoding_name: str) ->
 
 
 def list_price(model: str | None) -> tuple[float | None, str]:
-    """(USD per input token, where it comes from) from LiteLLM's local price map; (None, why) when unknown."""
+    """(USD per input token, where it comes from) from LiteLLM's local price map; (None, why) when unknown.
+
+    A model the map lists by name (`gpt-4o-mini`, or `openai/gpt-4o-mini` for an entry of provider openai) is read
+    from the map's file; any other name goes through litellm.get_model_info (aliases, provider rules), which costs
+    importing litellm (~3 s of CPU)."""
     if not model:
         return None, "unknown price: no model recorded"
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "true")  # the bundled map: never fetched at publish
-    import litellm
+    price = _listed_price(model)
+    if price is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "true")  # the bundled map: never fetched at publish
+        import litellm
 
-    try:
-        price = litellm.get_model_info(model).get("input_cost_per_token")
-    except Exception:  # litellm raises a plain Exception for a model it does not know
-        price = None
+        try:
+            price = litellm.get_model_info(model).get("input_cost_per_token")
+        except Exception:  # litellm raises a plain Exception for a model it does not know
+            price = None
     if not isinstance(price, (int, float)) or isinstance(price, bool):
         return None, f"unknown price: {model} is not in litellm's local price map"
     return float(price), f"{model} at ${price * 1e6:g} per 1M input tokens, litellm local price map"
+
+
+def _listed_price(model: str) -> float | None:
+    """The input price the bundled map lists for `model` by name, or for `provider/name` under that provider."""
+    prices = _price_map()
+    entry = prices.get(model)
+    if entry is None and "/" in model:
+        provider, name = model.split("/", 1)
+        entry = prices.get(name)
+        if not isinstance(entry, dict) or entry.get("litellm_provider") != provider:
+            entry = None
+    price = entry.get("input_cost_per_token") if isinstance(entry, dict) else None
+    return float(price) if isinstance(price, (int, float)) and not isinstance(price, bool) and price > 0 else None
+
+
+@cache
+def _price_map() -> dict[str, Any]:
+    """LiteLLM's bundled price map (the file LITELLM_LOCAL_MODEL_COST_MAP loads), read without importing litellm;
+    empty when litellm or the file is missing (then litellm itself is asked)."""
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(next(iter(spec.submodule_search_locations))) / "model_prices_and_context_window_backup.json"
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 @dataclass(frozen=True)

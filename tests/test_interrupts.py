@@ -22,7 +22,7 @@ from dspy_registry.registry import Registry
 
 from .conftest import EXAMPLE_SPEC, git, publish_args
 
-TRIALS = 50
+TRIALS = 30  # stratified: one delay in each thirtieth of the run (a promote or a rollback takes ~0.2 s)
 PUBLISH_TRIALS = 24  # a publish takes ~1.2 s of CPU (DSPy's import); a promote or a rollback ~0.2 s
 DSPYREG = [sys.executable, "-c", "from dspy_registry.entry import main; main()"]
 

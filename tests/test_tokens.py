@@ -92,6 +92,30 @@ def test_price_from_the_local_map_and_unknown_price() -> None:
     assert tokens.list_price(None) == (None, "unknown price: no model recorded")
 
 
+def test_a_listed_price_is_litellms_and_needs_no_litellm_import() -> None:
+    """The price read straight from the bundled map is the one litellm.get_model_info gives, for every model the map
+    lists, by its name and as provider/name; only where litellm's own lookup fails on a name its map lists (it raises,
+    or answers 0 for a field it fills in) does the listed price stand. Reading it imports no litellm."""
+    listed = 0
+    for key, entry in tokens._price_map().items():
+        provider = entry.get("litellm_provider") if isinstance(entry, dict) else None
+        for model in [key] + ([f"{provider}/{key}"] if provider and not key.startswith(f"{provider}/") else []):
+            price = tokens._listed_price(model)
+            if price is None:
+                continue
+            listed += 1
+            try:
+                theirs = litellm.get_model_info(model).get("input_cost_per_token")
+            except Exception:
+                continue
+            assert theirs in (price, 0), model
+    assert listed > 1000
+    probe = "import sys\nfrom dspy_registry import tokens\n"
+    probe += f"print(tokens.list_price({MODEL!r})[0], 'litellm' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert proc.stdout.split() == [str(litellm.model_cost["gpt-4o-mini"]["input_cost_per_token"]), "False"]
+
+
 def test_counting_needs_no_network(tmp_path: Path) -> None:
     """In a fresh interpreter with sockets refused and TIKTOKEN_CACHE_DIR at an empty folder: the bundled files are
     read, nothing is fetched or written, and the user's setting is restored."""
