@@ -8,9 +8,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import dspy
-import litellm
 import pytest
 from dspy.utils import DummyLM
 from typer.testing import CliRunner
@@ -29,6 +29,14 @@ from .zoo.programs import KINDS, optimize
 ZOO = ROOT / "tests" / "zoo" / "programs.py"
 MODEL = "openai/gpt-4o-mini"
 runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def litellm() -> Any:
+    """LiteLLM, for the tests that compare with it: imported by them, not at collection (~2.6 s in every worker)."""
+    import litellm
+
+    return litellm
 
 
 @pytest.fixture
@@ -71,7 +79,7 @@ def test_zoo_program_counts_are_pinned(registry: Registry, tmp_path: Path) -> No
     assert figures.price_source == "unknown price: openai/fake is not in litellm's local price map"
 
 
-def test_counts_match_litellm_token_counter_for_openai_models() -> None:
+def test_counts_match_litellm_token_counter_for_openai_models(litellm: Any) -> None:
     program = import_program(EXAMPLE_SPEC).program
     for predictor in program.predictors():
         inputs = {f: "How do I roll back a release?" for f in predictor.signature.input_fields}
@@ -81,7 +89,7 @@ def test_counts_match_litellm_token_counter_for_openai_models() -> None:
             assert tokens.count_messages(messages, encoding) == litellm.token_counter(model=model, messages=messages)
 
 
-def test_price_from_the_local_map_and_unknown_price() -> None:
+def test_price_from_the_local_map_and_unknown_price(litellm: Any) -> None:
     price, source = tokens.list_price(MODEL)
     assert price == litellm.model_cost["gpt-4o-mini"]["input_cost_per_token"]
     assert "litellm local price map" in source
@@ -92,7 +100,7 @@ def test_price_from_the_local_map_and_unknown_price() -> None:
     assert tokens.list_price(None) == (None, "unknown price: no model recorded")
 
 
-def test_a_listed_price_is_litellms_and_needs_no_litellm_import() -> None:
+def test_a_listed_price_is_litellms_and_needs_no_litellm_import(litellm: Any) -> None:
     """The price read straight from the bundled map is the one litellm.get_model_info gives, for every model the map
     lists, by its name and as provider/name; only where litellm's own lookup fails on a name its map lists (it raises,
     or answers 0 for a field it fills in) does the listed price stand. Reading it imports no litellm."""
