@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,19 +19,31 @@ from dspy_registry.registry import Registry
 
 from .conftest import publish_example, ref_snapshot
 from .grpc_clients import client_modules, grpc_serve, metadata, proto_of, publish_source, wait_serving
+from .h1_shared import copy_registry, made_once
 from .serving import Server, dspyreg_serve, seconds_until
 
 QUESTION = {"question": "How do I roll back?"}
 KEY = "X-Dspyreg-Key"
 
 
+@pytest.fixture(scope="session")
+def split_once(tmp_path_factory: pytest.TempPathFactory, published_once: Path, states: dict[str, Path]) -> Path:
+    """qa v1.0 in prod, v1.1 in staging, and v1.2 published but in no environment: made once per run."""
+
+    def make(folder: Path) -> None:
+        with Registry.open(copy_registry(published_once, folder / "registry")) as reg:
+            publish_example(reg, states["v1.0"], "v1.2")
+            reg.promote("v1.0", "prod")
+            reg.promote("v1.1", "staging")
+
+    return made_once(tmp_path_factory, "canary-split", make) / "registry"
+
+
 @pytest.fixture
-def split(published: Registry, states: dict[str, Path]) -> Registry:
-    """qa v1.0 in prod, v1.1 in staging, and v1.2 published but in no environment."""
-    publish_example(published, states["v1.0"], "v1.2")
-    published.promote("v1.0", "prod")
-    published.promote("v1.1", "staging")
-    return published
+def split(split_once: Path, tmp_path: Path) -> Iterator[Registry]:
+    """A copy of `split_once` for one test, which may change it."""
+    with Registry.open(copy_registry(split_once, tmp_path / "registry")) as reg:
+        yield reg
 
 
 def canary_of(srv: Server) -> dict[str, Any]:

@@ -1,15 +1,15 @@
 """REST and gRPC are two doors to one call path (runtime/calls.py): each behaviour they share is one test, run through
 each door. A Door sends the same call over HTTP or gRPC and reads back the same Outcome: the version that answered, or
-the failure in the door's own terms (`422 invalid_input`, `INVALID_ARGUMENT`)."""
+the failure in the door's own terms (`422 invalid_input`, `INVALID_ARGUMENT`). Both runs of a behaviour's test call one
+`dspyreg serve --grpc-port` (SERVERS), which serves both doors."""
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,14 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from dspy_registry import grpc_api
+from dspy_registry.fake_lm import FakeLM
 from dspy_registry.registry import Registry
 from dspy_registry.runtime import api, calls
 
 from .conftest import point_prod_at_unloadable
 from .grpc_clients import NOT_SERVING, client_modules, code_of, grpc_serve, health, metadata, proto_of, wait_serving
-from .serving import Server, dspyreg_serve, seconds_until
+from .h1_shared import copy_registry, isolated
+from .serving import Server, seconds_until
 
 QUESTION = {"question": "How do I roll back?"}
 DOORS = ("rest", "grpc")
@@ -36,6 +38,7 @@ EXPECTED = {
     "not_ready": {"rest": "503 not_ready", "grpc": "UNAVAILABLE"},
 }
 ANSWERED = {"rest": "200", "grpc": "OK"}
+LOAD_CLIENTS = 6
 
 
 @dataclass(frozen=True)
@@ -85,51 +88,115 @@ def _rest(srv: Server) -> Door:
     return Door("rest", srv, predict, batch)
 
 
-@contextmanager
-def open_door(
-    kind: str, registry: Registry, tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> Iterator[Door]:
-    """`dspyreg serve` (with --grpc-port for the gRPC door) and a client that calls through `kind`."""
+@dataclass
+class Served:
+    """A `dspyreg serve --grpc-port` process: both doors call it."""
+
+    server: Server
+    channel: grpc.Channel
+    address: str
+    registry: Path  # its own registry: a copy of `published` with prod moved to v1.0, then v1.1
+    proto: str  # qa's .proto
+
+
+# The server of each behaviour (its serve arguments and environment), shared by the behaviour's test through each door.
+SERVERS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "failures": ((), {}),
+    "token": ((), {"DSPYREG_API_TOKEN": "s3cret"}),
+    "not_ready": (("--no-verify",), {}),  # prod points at a version that cannot load
+    "hot_swap": (("--poll-seconds", "0.5"), {}),
+    "workers": (("--workers", "2", "--poll-seconds", "0.5"), {}),
+}
+
+
+@pytest.fixture(scope="module")
+def shared_lm() -> Iterator[FakeLM]:
+    """The fake LM server of this module's servers (see `lm`)."""
+    with FakeLM() as fake:
+        yield fake
+
+
+@pytest.fixture
+def lm(shared_lm: FakeLM) -> Iterator[FakeLM]:
+    """The module's fake LM; whatever a test makes it do (an outage, garbage, latency) ends with the test."""
+    yield shared_lm
+    shared_lm.fail_with, shared_lm.garbage, shared_lm.latency_ms = None, False, 0.0
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, published_once: Path, shared_lm: FakeLM
+) -> Iterator[Callable[[str], Served]]:
+    """`served(behaviour)`: the server of SERVERS[behaviour], started on first use. A behaviour's tests run one after
+    the other, so asking for another behaviour stops the one before (a test run out of order starts it again)."""
+    current: dict[str, tuple[Served, ExitStack]] = {}
+
+    def start(behaviour: str) -> Served:
+        if behaviour in current:
+            return current[behaviour][0]
+        for _, running in current.values():
+            running.close()
+        current.clear()
+        args, env = SERVERS[behaviour]
+        folder = tmp_path_factory.mktemp(behaviour)
+        stack = ExitStack()
+        with isolated(folder / "home", shared_lm):
+            path = copy_registry(published_once, folder / "registry")
+            with Registry.open(path) as reg:
+                reg.promote("v1.0", "prod")
+                reg.promote("v1.1", "prod")
+                proto = proto_of(reg, "v1.1")
+            if behaviour == "not_ready":
+                point_prod_at_unloadable(path, folder)
+            srv, channel, address = stack.enter_context(grpc_serve(str(path), folder, *args, env=env))
+        current[behaviour] = Served(srv, channel, address, path, proto), stack
+        return current[behaviour][0]
+
+    yield start
+    for _, running in current.values():
+        running.close()
+
+
+def _door(kind: str, served: Served, tmp_path: Path) -> Door:
+    """A client of `served` that calls through `kind`."""
+    srv = served.server
     if kind == "rest":
-        with dspyreg_serve(registry.location, tmp_path, *args, env=env) as srv:
-            yield _rest(srv)
-        return
-    pb2, stubs = client_modules(proto_of(registry, "v1.1"), "qa", tmp_path)
-    with grpc_serve(registry.location, tmp_path, *args, env=env) as (srv, channel, address):
-        stub = stubs.QaStub(channel)
+        return _rest(srv)
+    pb2, stubs = client_modules(served.proto, "qa", tmp_path)
+    stub = stubs.QaStub(served.channel)
 
-        def failed(err: grpc.RpcError) -> Outcome:
-            return Outcome(failure=err.code().name, detail=err.details() or "")
+    def failed(err: grpc.RpcError) -> Outcome:
+        return Outcome(failure=err.code().name, detail=err.details() or "")
 
-        def predict(inputs: dict[str, Any], token: str | None = None, fresh: bool = False) -> Outcome:
-            auth = (("authorization", f"Bearer {token}"),) if token else None
-            if fresh:
-                with grpc.insecure_channel(address) as new:
-                    wait_serving(new)
-                    _, call = stubs.QaStub(new).Predict.with_call(pb2.QaRequest(**inputs), timeout=30, metadata=auth)
-                    return Outcome(version=metadata(call)["x-dspyreg-version"])
-            try:
-                _, call = stub.Predict.with_call(pb2.QaRequest(**inputs), timeout=30, metadata=auth)
-            except grpc.RpcError as err:
-                return failed(err)
-            return Outcome(version=metadata(call)["x-dspyreg-version"])
+    def predict(inputs: dict[str, Any], token: str | None = None, fresh: bool = False) -> Outcome:
+        auth = (("authorization", f"Bearer {token}"),) if token else None
+        if fresh:
+            with grpc.insecure_channel(served.address) as new:
+                wait_serving(new)
+                _, call = stubs.QaStub(new).Predict.with_call(pb2.QaRequest(**inputs), timeout=30, metadata=auth)
+                return Outcome(version=metadata(call)["x-dspyreg-version"])
+        try:
+            _, call = stub.Predict.with_call(pb2.QaRequest(**inputs), timeout=30, metadata=auth)
+        except grpc.RpcError as err:
+            return failed(err)
+        return Outcome(version=metadata(call)["x-dspyreg-version"])
 
-        def batch(inputs: list[dict[str, Any]]) -> Outcome:
-            request = pb2.QaBatchRequest(inputs=[pb2.QaRequest(**i) for i in inputs])
-            try:
-                reply, call = stub.PredictBatch.with_call(request, timeout=30)
-            except grpc.RpcError as err:
-                return failed(err)
-            version = metadata(call)["x-dspyreg-version"]
-            items = tuple(
-                Outcome(failure=r.error.code, detail=r.error.message)
-                if r.WhichOneof("outcome") == "error"
-                else Outcome(version=version)
-                for r in reply.results
-            )
-            return Outcome(version=version, items=items)
+    def batch(inputs: list[dict[str, Any]]) -> Outcome:
+        request = pb2.QaBatchRequest(inputs=[pb2.QaRequest(**i) for i in inputs])
+        try:
+            reply, call = stub.PredictBatch.with_call(request, timeout=30)
+        except grpc.RpcError as err:
+            return failed(err)
+        version = metadata(call)["x-dspyreg-version"]
+        items = tuple(
+            Outcome(failure=r.error.code, detail=r.error.message)
+            if r.WhichOneof("outcome") == "error"
+            else Outcome(version=version)
+            for r in reply.results
+        )
+        return Outcome(version=version, items=items)
 
-        yield Door("grpc", srv, predict, batch, channel)
+    return Door("grpc", srv, predict, batch, served.channel)
 
 
 def _ready(door: Door) -> None:
@@ -154,74 +221,76 @@ def test_the_bearer_check() -> None:
 
 # -- through each door ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", DOORS)
-def test_failures_are_one_call_through_each_door(kind: str, prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
-    with open_door(kind, prod_v11, tmp_path) as door:
-        _ready(door)
-        missing = door.predict({})
-        assert missing.failure == door.expect("invalid_input") and "Field required" in missing.detail
-        bad_item = door.batch([{"question": "a"}, {}])
-        assert bad_item.failure == door.expect("invalid_input") and "inputs[1]" in bad_item.detail
-        fake_lm.fail_with = 500  # the LM is down
-        down = door.predict({"question": "x"})
-        assert down.failure == door.expect("lm_failure") and "fake outage" in down.detail
-        one_down = door.batch([{"question": "x"}])  # one failed input does not fail the batch
-        assert one_down.version == "v1.1" and one_down.items[0].failure == door.expect("lm_failure")
-        assert "fake outage" in one_down.items[0].detail
-        fake_lm.fail_with, fake_lm.garbage = None, True  # an answer no adapter parses
-        assert door.predict({"question": "x"}).failure == door.expect("lm_failure")
-        fake_lm.garbage = False
-        assert door.predict({"question": "x"}) == Outcome(version="v1.1")  # recovered
-        assert [i.version for i in door.batch([QUESTION, QUESTION]).items] == ["v1.1", "v1.1"]
-    invalid, lm = (door.expect(k).split()[0] for k in ("invalid_input", "lm_failure"))
+def test_failures_are_one_call_through_each_door(
+    kind: str, served: Callable[[str], Served], lm: FakeLM, tmp_path: Path
+) -> None:
+    door = _door(kind, served("failures"), tmp_path)
+    _ready(door)
+    before = len(door.logged())  # the server's calls through this door before this test
+    missing = door.predict({})
+    assert missing.failure == door.expect("invalid_input") and "Field required" in missing.detail
+    bad_item = door.batch([{"question": "a"}, {}])
+    assert bad_item.failure == door.expect("invalid_input") and "inputs[1]" in bad_item.detail
+    lm.fail_with = 500  # the LM is down
+    down = door.predict({"question": "x"})
+    assert down.failure == door.expect("lm_failure") and "fake outage" in down.detail
+    one_down = door.batch([{"question": "x"}])  # one failed input does not fail the batch
+    assert one_down.version == "v1.1" and one_down.items[0].failure == door.expect("lm_failure")
+    assert "fake outage" in one_down.items[0].detail
+    lm.fail_with, lm.garbage = None, True  # an answer no adapter parses
+    assert door.predict({"question": "x"}).failure == door.expect("lm_failure")
+    lm.garbage = False
+    assert door.predict({"question": "x"}) == Outcome(version="v1.1")  # recovered
+    assert [i.version for i in door.batch([QUESTION, QUESTION]).items] == ["v1.1", "v1.1"]
+    invalid, failed = (door.expect(k).split()[0] for k in ("invalid_input", "lm_failure"))
     ok = ANSWERED[kind]
-    assert door.logged() == [invalid, invalid, lm, ok, lm, ok, ok]  # one access-log line per call
+    # one access-log line per call, written before the answer went out
+    assert door.logged()[before:] == [invalid, invalid, failed, ok, failed, ok, ok]
     assert "Traceback" not in door.server.log.read_text()
 
 
 @pytest.mark.parametrize("kind", DOORS)
-def test_token(kind: str, prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
-    with open_door(kind, prod_v11, tmp_path, env={"DSPYREG_API_TOKEN": "s3cret"}) as door:
-        door.server.wait_listening()
-        assert door.server.get("/health")[0] == 200  # liveness stays open
-        _ready(door)  # readiness, and gRPC health, stay open
-        for token in (None, "wrong", "s3cre"):
-            refused = door.predict(QUESTION, token=token)
-            assert refused.failure == door.expect("unauthorized") and "uthorization: Bearer" in refused.detail
-        assert door.predict(QUESTION, token="s3cret") == Outcome(version="v1.1")
-        if door.channel is None:
-            headers = door.server.post("/predict", QUESTION)[2]
-            assert headers["www-authenticate"] == "Bearer" and door.server.get("/version")[0] == 401
-        else:  # reflection is closed too
-            reflect = reflection_pb2_grpc.ServerReflectionStub(door.channel)
-            listing = reflection_pb2.ServerReflectionRequest(list_services="")
-            code, _ = code_of(lambda: list(reflect.ServerReflectionInfo(iter([listing]), timeout=30)))
-            assert code == grpc.StatusCode.UNAUTHENTICATED
-            good = (("authorization", "Bearer s3cret"),)
-            answers = list(reflect.ServerReflectionInfo(iter([listing]), timeout=30, metadata=good))
-            assert "dspyreg.qa.Qa" in [s.name for s in answers[0].list_services_response.service]
-    assert door.logged().count(door.expect("unauthorized").split()[0]) >= 3
+def test_token(kind: str, served: Callable[[str], Served], lm: FakeLM, tmp_path: Path) -> None:
+    door = _door(kind, served("token"), tmp_path)
+    door.server.wait_listening()
+    assert door.server.get("/health")[0] == 200  # liveness stays open
+    _ready(door)  # readiness, and gRPC health, stay open
+    before = len(door.logged())
+    for token in (None, "wrong", "s3cre"):
+        refused = door.predict(QUESTION, token=token)
+        assert refused.failure == door.expect("unauthorized") and "uthorization: Bearer" in refused.detail
+    assert door.predict(QUESTION, token="s3cret") == Outcome(version="v1.1")
+    if door.channel is None:
+        headers = door.server.post("/predict", QUESTION)[2]
+        assert headers["www-authenticate"] == "Bearer" and door.server.get("/version")[0] == 401
+    else:  # reflection is closed too
+        reflect = reflection_pb2_grpc.ServerReflectionStub(door.channel)
+        listing = reflection_pb2.ServerReflectionRequest(list_services="")
+        code, _ = code_of(lambda: list(reflect.ServerReflectionInfo(iter([listing]), timeout=30)))
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        good = (("authorization", "Bearer s3cret"),)
+        answers = list(reflect.ServerReflectionInfo(iter([listing]), timeout=30, metadata=good))
+        assert "dspyreg.qa.Qa" in [s.name for s in answers[0].list_services_response.service]
+    assert door.logged()[before:].count(door.expect("unauthorized").split()[0]) >= 3
     assert "s3cret" not in door.server.log.read_text()
 
 
 @pytest.mark.parametrize("kind", DOORS)
-def test_not_ready_says_why(kind: str, prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
+def test_not_ready_says_why(kind: str, served: Callable[[str], Served], lm: FakeLM, tmp_path: Path) -> None:
     """A target that cannot load (served with --no-verify) never becomes ready, and every call says why."""
-    point_prod_at_unloadable(Path(prod_v11.location), tmp_path)
-    with open_door(kind, prod_v11, tmp_path, "--no-verify") as door:
-        door.server.wait_listening()
-        deadline = time.time() + 30
-        while "not_swapped_in" not in door.server.get("/ready")[1] and time.time() < deadline:
-            time.sleep(0.2)
-        status, ready, _ = door.server.get("/ready")
-        assert status == 503 and ready["ready"] is False and "lacks ['check']" in ready["not_swapped_in"]["error"]
-        refused = door.predict(QUESTION)
-        assert refused.failure == door.expect("not_ready") and "lacks ['check']" in refused.detail
-        if door.channel is None:
-            assert door.server.get("/version")[0] == 503
-        else:
-            channel = door.channel
-            assert health(channel) == NOT_SERVING and health(channel, "dspyreg.qa.Qa") == NOT_SERVING
-            assert code_of(lambda: health(channel, "nope"))[0] == grpc.StatusCode.NOT_FOUND
+    door = _door(kind, served("not_ready"), tmp_path)
+    door.server.wait_listening()
+    seconds_until(lambda: str("not_swapped_in" in door.server.get("/ready")[1]), "True", 30, "/ready")
+    status, ready, _ = door.server.get("/ready")
+    assert status == 503 and ready["ready"] is False and "lacks ['check']" in ready["not_swapped_in"]["error"]
+    refused = door.predict(QUESTION)
+    assert refused.failure == door.expect("not_ready") and "lacks ['check']" in refused.detail
+    if door.channel is None:
+        assert door.server.get("/version")[0] == 503
+    else:
+        channel = door.channel
+        assert health(channel) == NOT_SERVING and health(channel, "dspyreg.qa.Qa") == NOT_SERVING
+        assert code_of(lambda: health(channel, "nope"))[0] == grpc.StatusCode.NOT_FOUND
 
 
 def _load(door: Door, stop: threading.Event, seen: Counter[str], failures: list[Any]) -> None:
@@ -239,27 +308,36 @@ def _load(door: Door, stop: threading.Event, seen: Counter[str], failures: list[
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", DOORS)
-def test_hot_swap_under_load(kind: str, prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
-    fake_lm.latency_ms = 50  # calls are in flight while the tag moves
+def test_hot_swap_under_load(kind: str, served: Callable[[str], Served], lm: FakeLM, tmp_path: Path) -> None:
+    shared = served("hot_swap")
+    door = _door(kind, shared, tmp_path)
+    lm.latency_ms = 50  # calls are in flight while the tag moves
     poll = 0.5
-    with open_door(kind, prod_v11, tmp_path, "--poll-seconds", str(poll)) as door:
-        _ready(door)
+    _ready(door)
 
-        def served() -> str:
-            return str(door.predict({"question": "which?"}).version)
+    def served_now() -> str:
+        return str(door.predict({"question": "which?"}).version)
 
-        stop, seen, failures = threading.Event(), Counter[str](), list[Any]()
-        clients = [threading.Thread(target=_load, args=(door, stop, seen, failures)) for _ in range(6)]
+    stop, seen, failures = threading.Event(), Counter[str](), list[Any]()
+    clients = [threading.Thread(target=_load, args=(door, stop, seen, failures)) for _ in range(LOAD_CLIENTS)]
+
+    def load_answers(version: str, more: int) -> None:
+        """Wait until the load has had `more` answers from `version` (the clients keep calling through swaps)."""
+        wanted = seen[version] + more
+        seconds_until(lambda: str(seen[version] >= wanted), "True", 30, f"{more} answers of {version} under load")
+
+    assert served_now() == "v1.1"  # prod, as the previous test on this server left it
+    with Registry.open(shared.registry) as reg:
         for client in clients:
             client.start()
         try:
-            time.sleep(1)
-            prod_v11.promote("v1.0", "prod", reason="load test")
-            took = seconds_until(served, "v1.0", poll + 2, f"{kind} answers")
-            time.sleep(1)
-            prod_v11.rollback(reason="load test")
-            took_back = seconds_until(served, "v1.1", poll + 2, f"{kind} answers")
-            time.sleep(1)
+            load_answers("v1.1", LOAD_CLIENTS)
+            reg.promote("v1.0", "prod", reason="load test")
+            took = seconds_until(served_now, "v1.0", poll + 2, f"{kind} answers")
+            load_answers("v1.0", LOAD_CLIENTS)
+            reg.rollback(reason="load test")
+            took_back = seconds_until(served_now, "v1.1", poll + 2, f"{kind} answers")
+            load_answers("v1.1", LOAD_CLIENTS)
         finally:
             stop.set()
             for client in clients:
@@ -271,19 +349,27 @@ def test_hot_swap_under_load(kind: str, prod_v11: Registry, fake_lm: Any, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", DOORS)
-def test_two_workers_both_follow_the_tag(kind: str, prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
+def test_two_workers_both_follow_the_tag(
+    kind: str, served: Callable[[str], Served], lm: FakeLM, tmp_path: Path
+) -> None:
     """Each worker follows the tag by itself; with gRPC, both serve the one port (SO_REUSEPORT)."""
-    with open_door(kind, prod_v11, tmp_path, "--workers", "2", "--poll-seconds", "0.5") as door:
-        _ready(door)
-        prod_v11.promote("v1.0", "prod")
+    shared = served("workers")
+    door = _door(kind, shared, tmp_path)
+    _ready(door)
 
-        def swapped() -> str:
-            return str(len([e for e in door.server.log_lines() if e.get("event") == "swapped"]))
+    def swaps() -> list[str]:
+        return [str(e["version"]) for e in door.server.log_lines() if e.get("event") == "swapped"]
 
-        seconds_until(swapped, "4", 30, "both workers' swap to v1.0")  # each loaded v1.1, then v1.0
-        # New connections each time: the kernel spreads them over the workers.
-        versions = Counter(door.predict(QUESTION, fresh=True).version for _ in range(12))
-        assert versions == Counter({"v1.0": 12})
-    swaps = [e for e in door.server.log_lines() if e.get("event") == "swapped" and e["version"] == "v1.0"]
-    assert len(swaps) == 2  # one per worker
+    seconds_until(lambda: str(len(swaps()) >= 2), "True", 30, "both workers' first version")
+    with Registry.open(shared.registry) as reg:
+        now = reg.resolve("qa/prod").version
+        before = len(swaps())
+        assert before % 2 == 0 and swaps()[-2:] == [now, now]  # both workers serve prod
+        target = "v1.0" if now == "v1.1" else "v1.1"  # the first test moves prod to v1.0, the second back
+        reg.promote(target, "prod")
+    seconds_until(lambda: str(len(swaps())), str(before + 2), 30, f"both workers' swap to {target}")
+    # New connections each time: the kernel spreads them over the workers.
+    versions = Counter(door.predict(QUESTION, fresh=True).version for _ in range(12))
+    assert versions == Counter({target: 12})
+    assert swaps()[before:] == [target, target]  # one per worker
     assert "cannot serve gRPC" not in door.server.log.read_text()

@@ -311,7 +311,11 @@ def test_proto_command_stays_light(published: Registry) -> None:
 
 
 # -- serving ----------------------------------------------------------------------------------------------------------
-def test_predict_answers_like_rest(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
+def test_predict_answers_like_rest_and_fails_in_codes_only_grpc_has(
+    prod_v11: Registry, fake_lm: Any, tmp_path: Path
+) -> None:
+    """One server: the answers (as REST gives them, with metadata, batch and reflection), then the status codes that
+    only gRPC has (a message that does not parse, one too large, a deadline)."""
     fake_lm.overrides["answer"] = "Run dspyreg rollback."
     pb2, stubs = client_modules(proto_of(prod_v11, "prod"), "qa", tmp_path)
     with grpc_serve(prod_v11.location, tmp_path) as (srv, channel, _):
@@ -340,16 +344,8 @@ def test_predict_answers_like_rest(prod_v11: Registry, fake_lm: Any, tmp_path: P
         assert set(database.get_services()) >= {"dspyreg.qa.Qa", "grpc.health.v1.Health"}
         reflected = descriptor_pool.DescriptorPool(database).FindMessageTypeByName("dspyreg.qa.QaResponse")
         assert [f.name for f in reflected.fields] == ["answer", "confidence", "supported", "passages"]
-    calls = [line for line in srv.log_lines() if line.get("method") == "GRPC"]
-    assert [c["grpc_status"] for c in calls[:2]] == ["OK", "OK"] and calls[0]["version"] == "v1.1"
-    assert calls[0]["path"] == "/dspyreg.qa.Qa/Predict"
 
-
-def test_status_codes_only_grpc_has(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
-    pb2, stubs = client_modules(proto_of(prod_v11, "prod"), "qa", tmp_path)
-    with grpc_serve(prod_v11.location, tmp_path) as (srv, channel, _):
-        wait_serving(channel)
-        stub = stubs.QaStub(channel)
+        # the status codes only gRPC has
         raw = channel.unary_unary("/dspyreg.qa.Qa/Predict")
         code, detail = code_of(lambda: raw(b"\x0a\xff\xff\xff", timeout=30))
         assert code == grpc.StatusCode.INVALID_ARGUMENT and "is not a QaRequest" in detail
@@ -362,7 +358,10 @@ def test_status_codes_only_grpc_has(prod_v11: Registry, fake_lm: Any, tmp_path: 
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED and time.monotonic() - started < 1.2
         fake_lm.latency_ms = 0
         assert stub.Predict(pb2.QaRequest(question="x"), timeout=30).answer  # recovered
-    statuses = Counter(line["grpc_status"] for line in srv.log_lines() if line.get("method") == "GRPC")
+    calls = [line for line in srv.log_lines() if line.get("method") == "GRPC"]
+    assert [c["grpc_status"] for c in calls[:2]] == ["OK", "OK"] and calls[0]["version"] == "v1.1"
+    assert calls[0]["path"] == "/dspyreg.qa.Qa/Predict"
+    statuses = Counter(line["grpc_status"] for line in calls)
     assert statuses["INVALID_ARGUMENT"] == 1 and statuses["DEADLINE_EXCEEDED"] == 1
     assert "Traceback" not in srv.log.read_text()
 

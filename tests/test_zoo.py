@@ -1,6 +1,7 @@
 """Every DSPy module kind of tests/zoo/programs.py taken through publish, load, export and serve, byte-exact.
 
-Each kind is optimized offline (demos set as BootstrapFewShot leaves them), published into a real registry, then:
+Each kind is optimized offline (demos set as BootstrapFewShot leaves them), published into a real registry (once per
+run, for the tests that only read it), then:
 served by `dspyreg serve --grpc-port` and by the exported `api.py`, answering 200 (REST) and OK (gRPC) from the fake
 LM server; and loaded with `dspy_registry.load`, rendering for every predictor exactly the messages the original
 in-memory program renders, with ChatAdapter and JSONAdapter.
@@ -11,6 +12,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from dspy_registry.state import read_state_file
 
 from .conftest import ROOT, publish_args, ref_snapshot
 from .grpc_clients import client_modules, grpc_serve, proto_of, wait_serving
+from .h1_shared import copy_registry, made_once
 from .serving import Server, free_port
 from .zoo.programs import KINDS, optimize
 
@@ -82,30 +86,72 @@ def grpc_request(message: Any, values: dict[str, Any]) -> Any:
     return json_format.ParseDict(convert(message.DESCRIPTOR, values), message())
 
 
+@pytest.fixture(scope="session")
+def zoo_published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a registry with every kind optimized and published (zoo_<kind> v1.0), once per run, and
+    each kind's state file as published (<kind>.json)."""
+
+    def publish_all(folder: Path) -> None:
+        with Registry.init(folder / "registry") as reg:
+            for kind in sorted(KINDS):
+                publish_kind(reg, kind, folder)
+
+    return made_once(tmp_path_factory, "zoo", publish_all)
+
+
+@pytest.fixture(scope="module")
+def zoo_copy(tmp_path_factory: pytest.TempPathFactory, zoo_published: Path) -> Path:
+    """This module's copy of the zoo registry (per xdist worker): its tests only read it."""
+    return copy_registry(zoo_published / "registry", tmp_path_factory.mktemp("zoo") / "registry")
+
+
+@pytest.fixture
+def zoo(zoo_copy: Path) -> Iterator[Registry]:
+    with Registry.open(zoo_copy) as reg:
+        yield reg
+
+
+@contextmanager
+def exported_api(bundle: Path, log: Path) -> Iterator[Server]:
+    """The exported bundle's `api.py`, started on a free port."""
+    port = free_port()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "api.py", "--port", str(port)], cwd=bundle, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield Server(proc, f"http://127.0.0.1:{port}", log)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
 # -- 1. every kind publishes, loads, exports and serves ---------------------------------------------------------------
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_every_kind_serves_over_rest_grpc_and_export(
-    kind: str, registry: Registry, fake_lm: Any, tmp_path: Path
-) -> None:
+def test_every_kind_serves_over_rest_grpc_and_export(kind: str, zoo: Registry, fake_lm: Any, tmp_path: Path) -> None:
     spec, name = KINDS[kind], program_name(kind)
-    publish_kind(registry, kind, tmp_path)
-    interface = json.loads(registry.store.read_blob(registry.resolve(f"{name}/v1.0").commit, f"{name}/interface.json"))
-    assert [f["name"] for f in interface["inputs"] if f["required"]] == [
-        n for n in spec.inputs if n != "limit"
-    ]  # what callers pass, never a module's internal field (ReAct's trajectory)
-    outputs = {f["name"]: f["type"] for f in interface["outputs"]}
-    assert set(spec.outputs) <= set(outputs)
-    if "trajectory" in outputs:
-        assert outputs["trajectory"].startswith("dict")  # what the program returns, not ReAct's input field
+    bundle = tmp_path / "export"
+    zoo.export(zoo.resolve(f"{name}/v1.0"), bundle)
+    with (
+        grpc_serve(zoo.location, tmp_path, f"{name}/v1.0") as (srv, channel, _),
+        exported_api(bundle, tmp_path / "api.log") as exported,
+    ):  # both start up while the published interface and the loaded program are checked
+        interface = json.loads(zoo.store.read_blob(zoo.resolve(f"{name}/v1.0").commit, f"{name}/interface.json"))
+        assert [f["name"] for f in interface["inputs"] if f["required"]] == [
+            n for n in spec.inputs if n != "limit"
+        ]  # what callers pass, never a module's internal field (ReAct's trajectory)
+        outputs = {f["name"]: f["type"] for f in interface["outputs"]}
+        assert set(spec.outputs) <= set(outputs)
+        if "trajectory" in outputs:
+            assert outputs["trajectory"].startswith("dict")  # what the program returns, not ReAct's input field
 
-    loaded = dspy_registry.load(name, "v1.0", registry=registry.location)
-    with dspy.context(lm=dspy.LM("openai/fake-model", api_base=fake_lm.base_url, api_key="k", cache=False)):
-        assert set(spec.outputs) <= set(loaded(**spec.inputs).keys())
+        loaded = dspy_registry.load(name, "v1.0", registry=zoo.location)
+        with dspy.context(lm=dspy.LM("openai/fake-model", api_base=fake_lm.base_url, api_key="k", cache=False)):
+            assert set(spec.outputs) <= set(loaded(**spec.inputs).keys())
 
-    pb2, stubs = client_modules(proto_of(registry, f"{name}/v1.0"), name, tmp_path)
-    service = next(iter(pb2.DESCRIPTOR.services_by_name))
-    request_type = getattr(pb2, pb2.DESCRIPTOR.services_by_name[service].methods_by_name["Predict"].input_type.name)
-    with grpc_serve(registry.location, tmp_path, f"{name}/v1.0") as (srv, channel, _):
+        pb2, stubs = client_modules(proto_of(zoo, f"{name}/v1.0"), name, tmp_path)
+        service = next(iter(pb2.DESCRIPTOR.services_by_name))
+        request_type = getattr(pb2, pb2.DESCRIPTOR.services_by_name[service].methods_by_name["Predict"].input_type.name)
         srv.wait_ready()
         wait_serving(channel)
         status, rest, _ = srv.post("/predict", spec.inputs)
@@ -116,23 +162,10 @@ def test_every_kind_serves_over_rest_grpc_and_export(
             if isinstance(rest[field], str) and interface_type(interface, field) == "str":
                 assert getattr(reply, field) == rest[field]
 
-    bundle = tmp_path / "export"
-    registry.export(registry.resolve(f"{name}/v1.0"), bundle)
-    port = free_port()
-    log = tmp_path / "api.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "api.py", "--port", str(port)], cwd=bundle, stdout=out, stderr=subprocess.STDOUT
-        )
-    exported = Server(proc, f"http://127.0.0.1:{port}", log)
-    try:
         exported.wait_ready()
         status, body, _ = exported.post("/predict", spec.inputs)
         assert status == 200, body
         assert set(spec.outputs) <= set(body)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
 
 
 def interface_type(interface: dict[str, Any], name: str) -> str:
@@ -142,11 +175,9 @@ def interface_type(interface: dict[str, Any], name: str) -> str:
 # -- 2. the loaded program renders the optimized prompts, byte for byte -----------------------------------------------
 @pytest.mark.parametrize("adapter", [dspy.ChatAdapter, dspy.JSONAdapter], ids=["chat", "json"])
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_loaded_program_renders_the_same_messages(
-    kind: str, adapter: type[dspy.Adapter], registry: Registry, tmp_path: Path
-) -> None:
-    original = publish_kind(registry, kind, tmp_path)
-    loaded = dspy_registry.load(program_name(kind), "v1.0", registry=registry.location)
+def test_loaded_program_renders_the_same_messages(kind: str, adapter: type[dspy.Adapter], zoo: Registry) -> None:
+    original = optimize(kind, import_program(spec_of(kind)).program)  # the program zoo_published published
+    loaded = dspy_registry.load(program_name(kind), "v1.0", registry=zoo.location)
     loaded_predictors = dict(loaded.named_predictors())
     assert list(loaded_predictors) == [name for name, _ in original.named_predictors()]
     for name, predictor in original.named_predictors():
@@ -158,16 +189,15 @@ def test_loaded_program_renders_the_same_messages(
         assert [m["content"] for m in after] == [m["content"] for m in before], f"{kind} {name}"
 
 
-def test_program_json_keeps_the_order_of_demo_values(registry: Registry, tmp_path: Path) -> None:
-    _, path = optimized_state("typed", tmp_path)
-    publish_kind(registry, "typed", tmp_path)
-    commit = registry.resolve("zoo_typed/v1.0").commit
-    stored = json.loads(registry.store.read_blob(commit, "zoo_typed/program.json"))
+def test_program_json_keeps_the_order_of_demo_values(zoo: Registry, zoo_published: Path) -> None:
+    path = zoo_published / "typed.json"  # the state file that was published
+    commit = zoo.resolve("zoo_typed/v1.0").commit
+    stored = json.loads(zoo.store.read_blob(commit, "zoo_typed/program.json"))
     demo = stored["demos"][0]
     assert list(demo["details"]) == ["zeta", "alpha"] and list(demo["details"]["alpha"]) == ["y", "b"]
     assert list(demo["verdict"]) == ["score", "label"]
     assert stored == read_state_file(path) | {"metadata": stored["metadata"]}
-    prompt = registry.store.read_blob(commit, "zoo_typed/prompts/self.md").decode()
+    prompt = zoo.store.read_blob(commit, "zoo_typed/prompts/self.md").decode()
     assert '"verdict": {"score": 0.75, "label": "yes"}' in prompt or '{"score": 0.75, "label": "yes"}' in prompt
 
 
