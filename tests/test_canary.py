@@ -19,8 +19,8 @@ from dspy_registry.registry import Registry
 
 from .conftest import publish_example, ref_snapshot
 from .grpc_clients import client_modules, grpc_serve, metadata, proto_of, publish_source, wait_serving
-from .h1_shared import copy_registry, made_once
 from .serving import Server, dspyreg_serve, seconds_until
+from .shared_setup import copy_registry, made_once
 
 QUESTION = {"question": "How do I roll back?"}
 KEY = "X-Dspyreg-Key"

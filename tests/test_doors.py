@@ -25,8 +25,8 @@ from dspy_registry.runtime import api, calls
 
 from .conftest import point_prod_at_unloadable
 from .grpc_clients import NOT_SERVING, client_modules, code_of, grpc_serve, health, metadata, proto_of, wait_serving
-from .h1_shared import copy_registry, isolated
 from .serving import Server, seconds_until
+from .shared_setup import copy_registry, isolated
 
 QUESTION = {"question": "How do I roll back?"}
 DOORS = ("rest", "grpc")

@@ -32,8 +32,8 @@ from dspy_registry.state import read_state_file
 
 from .conftest import ROOT, publish_args, ref_snapshot
 from .grpc_clients import client_modules, grpc_serve, proto_of, wait_serving
-from .h1_shared import copy_registry, made_once
 from .serving import Server, free_port
+from .shared_setup import copy_registry, made_once
 from .zoo.programs import KINDS, optimize
 
 ZOO = ROOT / "tests" / "zoo" / "programs.py"
