@@ -268,6 +268,8 @@ def serve(
 
         check_lm_environment()  # a server that cannot make its LM would run without ever swapping a version in
         check_free(host, port, "HTTP", "--port")  # a bad --host or a taken port: one line, not uvicorn's exit 3
+        if grpc_port is not None:
+            check_free(host, grpc_port)  # before the program loads, not after
 
         limits = Limits(
             max_body_bytes=max_body_bytes,
