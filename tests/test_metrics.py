@@ -126,30 +126,26 @@ def test_requests_errors_latency_tokens_and_cost_per_door_and_version(
         assert value(after, "dspyreg_lm_prompt_tokens_total", **v11) == prompt
 
 
-def test_metrics_public_opens_only_metrics(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
+def test_workers_share_one_count_and_metrics_public_opens_only_metrics(
+    prod_v11: Registry, fake_lm: Any, tmp_path: Path
+) -> None:
+    """With --workers 2, every scrape shows the whole server, whichever worker answers it; with --metrics-public,
+    /metrics answers without the bearer token, and every other path still asks for it."""
     env = {"DSPYREG_API_TOKEN": TOKEN}
-    with dspyreg_serve(prod_v11.location, tmp_path, "v1.1", "--metrics-public", env=env) as srv:
-        srv.wait_ready()
-        assert srv.post("/predict", QUESTION)[0] == 401
-        status, text = scrape(srv)
-        assert status == 200 and "# TYPE dspyreg_requests_total counter" in text
-        assert (
-            value(samples(text), "dspyreg_errors_total", program="qa", version="v1.1", door="rest", kind="unauthorized")
-            == 1
-        )
-
-
-def test_workers_share_one_count(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
-    """With --workers 2, every scrape shows the whole server, whichever worker answers it."""
-    with dspyreg_serve(prod_v11.location, tmp_path, "--workers", "2") as srv:
+    with dspyreg_serve(prod_v11.location, tmp_path, "v1.1", "--workers", "2", "--metrics-public", env=env) as srv:
         srv.wait_ready()
         # each worker loads its version by itself: /ready from one says nothing of the other (each logs its swap)
         seconds_until(lambda: str(sum(e.get("event") == "swapped" for e in srv.log_lines())), "2", 60, "both workers")
+        assert srv.post("/predict", QUESTION)[0] == 401
+        status, text = scrape(srv)
+        assert status == 200 and "# TYPE dspyreg_requests_total counter" in text
+        v11 = {"program": "qa", "version": "v1.1"}
+        assert value(samples(text), "dspyreg_errors_total", **v11, door="rest", kind="unauthorized") == 1
         for _ in range(6):  # urllib opens a new connection per call: the kernel spreads them over the workers
-            assert srv.post("/predict", QUESTION)[0] == 200
+            assert srv.post("/predict", QUESTION, headers=AUTH)[0] == 200
         for _ in range(6):
             found = samples(scrape(srv)[1])
-            assert value(found, "dspyreg_requests_total", program="qa", version="v1.1", door="rest", outcome="ok") == 6
+            assert value(found, "dspyreg_requests_total", **v11, door="rest", outcome="ok") == 6
 
 
 @contextmanager
@@ -230,12 +226,15 @@ def test_without_otel_variables_the_sdk_is_not_imported(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    out = subprocess.run([sys.executable, "-c", NO_OTEL_PROBE], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["True", "False", "False"]
-    env["OTEL_TRACES_EXPORTER"] = "console"
-    out = subprocess.run([sys.executable, "-c", NO_OTEL_PROBE], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["True", "True", "True"]
+    without = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    probes = [  # the two processes side by side
+        subprocess.Popen([sys.executable, "-c", NO_OTEL_PROBE], env=env, stdout=subprocess.PIPE, text=True)
+        for env in (without, {**without, "OTEL_TRACES_EXPORTER": "console"})
+    ]
+    (out, _), (traced, _) = (probe.communicate(timeout=60) for probe in probes)
+    assert [probe.returncode for probe in probes] == [0, 0]
+    assert out.split() == ["True", "False", "False"]
+    assert traced.split() == ["True", "True", "True"]
 
 
 class _Empty:

@@ -17,7 +17,49 @@ from dspy_registry.registry import Registry
 
 from .conftest import DAEMONS, EXAMPLE_SPEC, Machine, git, publish_example, server_repo
 from .serving import dspyreg_serve, free_port
-from .test_concurrency import RACER
+
+# A dspyreg command that says "ready" on stderr once imported, then waits for a line on stdin: racers started one
+# after another all begin their command together, as soon as the last is ready.
+RACER = """
+import sys
+from dspy_registry.cli import main
+import dspy_registry.bundle, dspy_registry.render
+sys.stderr.write("ready\\n")
+sys.stderr.flush()
+sys.stdin.readline()
+sys.argv = ["dspyreg", *sys.argv[1:]]
+main()
+"""
+
+
+def race(commands: list[tuple[Machine, list[str]]]) -> list[tuple[str, str, int]]:
+    """Each command run on its machine by a racer, all released at once; (stdout, stderr, exit code) of each."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, *args, "--registry", m.url],
+            env=m.env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for m, args in commands
+    ]
+    try:
+        for p in procs:
+            assert p.stderr is not None
+            # Nothing else is written before the go, so this reads exactly the line (communicate reads the rest).
+            assert p.stderr.readline() == "ready\n", "a racer did not start"
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        return [(*p.communicate(timeout=120), p.returncode) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 def test_init_publish_and_read_from_another_machine(machines: list[Machine], tmp_path: Path) -> None:
@@ -73,33 +115,8 @@ def test_two_machines_publish_different_programs_at_once(
     machines: list[Machine], states: dict[str, Path], tmp_path: Path
 ) -> None:
     a, b, _ = machines
-    start = str(time.time() + 4)
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                RACER,
-                start,
-                "publish",
-                EXAMPLE_SPEC,
-                "--state",
-                str(states["v1.1"]),
-                "--name",
-                name,
-                "--version",
-                "v1.0",
-                "--registry",
-                m.url,
-            ],
-            env=m.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for m, name in ((a, "faq"), (b, "support"))
-    ]
-    results = [(*p.communicate(timeout=120), p.returncode) for p in procs]
+    publish = ["publish", EXAMPLE_SPEC, "--state", str(states["v1.1"]), "--version", "v1.0"]
+    results = race([(m, [*publish, "--name", name]) for m, name in ((a, "faq"), (b, "support"))])
     assert [r[2] for r in results] == [0, 0], results
     with a.open() as reg:
         assert reg.programs() == ["faq", "qa", "support"]
@@ -110,19 +127,11 @@ def test_two_machines_publish_different_programs_at_once(
 def test_machines_promoting_prod_at_once(machines: list[Machine], tmp_path: Path) -> None:
     with machines[0].open() as reg:
         reg.promote("v1.0", "prod")
-    start = str(time.time() + 4)
     targets = ["v1.1", "v1.2", "v1.1", "v1.2", "v1.1", "v1.2"]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", RACER, start, "promote", version, "--to", "prod", "--json", "--registry", m.url],
-            env=m.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for m, version in zip(itertools.cycle(machines), targets)
-    ]
-    results = [(p.communicate(timeout=120), p.returncode) for p in procs]
+    raced = race(
+        [(m, ["promote", version, "--to", "prod", "--json"]) for m, version in zip(itertools.cycle(machines), targets)]
+    )
+    results = [((out, err), code) for out, err, code in raced]
     for (_out, err), code in results:
         assert code in (0, 3), err
         if code == 3:

@@ -1,34 +1,50 @@
 """`dspyreg serve` for real: uvicorn on 127.0.0.1, a fake OpenAI-compatible LM on 127.0.0.1, real registries.
 
 What REST and gRPC share (failures, the token, readiness, hot swap, workers) is tested once for both in test_doors.py;
-here is what only the HTTP door has."""
+here is what only the HTTP door has. The tests that only send requests share one server per module."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from dspy_registry.cli import app
+from dspy_registry.fake_lm import FakeLM
 from dspy_registry.registry import Registry
 
 from .conftest import tamper
 from .serving import Server, dspyreg_serve, raw_post
+from .shared_server import Shared, shared_fixture, shared_serve
 
 QUESTION = {"question": "How do I roll back?"}
 
 
-@pytest.fixture
-def server(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> Any:
-    with dspyreg_serve(prod_v11.location, tmp_path, "--poll-seconds", "0.5") as srv:
-        srv.wait_ready()
+shared = shared_fixture()
+
+
+@pytest.fixture(scope="module")
+def server(shared: Shared) -> Iterator[Server]:
+    with shared_serve(shared, "--poll-seconds", "0.5") as srv:
         yield srv
 
 
-def test_endpoints(server: Server, fake_lm: Any) -> None:
-    fake_lm.overrides["answer"] = "Run dspyreg rollback."
+@pytest.fixture
+def shared_lm(shared: Shared) -> Iterator[FakeLM]:
+    """The shared fake LM, its overrides restored after the test."""
+    before = dict(shared.fake_lm.overrides)
+    yield shared.fake_lm
+    shared.fake_lm.overrides.clear()
+    shared.fake_lm.overrides.update(before)
+
+
+def test_endpoints(server: Server, shared_lm: FakeLM) -> None:
+    shared_lm.overrides["answer"] = "Run dspyreg rollback."
     assert server.get("/health")[:2] == (200, {"status": "ok"})
     status, ready, _ = server.get("/ready")
     assert status == 200 and ready["ready"] is True and ready["version"] == "v1.1"
@@ -41,7 +57,7 @@ def test_endpoints(server: Server, fake_lm: Any) -> None:
     assert body["usage"]["total_tokens"] > 0 and body["usage"]["lm_calls"] == 3
     status, batch, _ = server.post("/predict/batch", {"inputs": [QUESTION, {"question": "What is DSPy?"}]})
     assert status == 200 and [r["answer"] for r in batch["results"]] == ["Run dspyreg rollback."] * 2
-    assert all(r["model"] == "fake-model" for r in fake_lm.requests)
+    assert all(r["model"] == "fake-model" for r in shared_lm.requests)
 
 
 def test_openapi_has_the_signature_types(server: Server) -> None:
@@ -63,7 +79,7 @@ def test_openapi_has_the_signature_types(server: Server) -> None:
         assert page.status == 200 and b"swagger" in page.read().lower()
 
 
-def test_errors_are_json_and_never_tracebacks(server: Server, fake_lm: Any) -> None:
+def test_errors_are_json_and_never_tracebacks(server: Server) -> None:
     cases = [
         (server.post("/predict", {"question": 3}), 422, "invalid_input"),
         (server.post("/predict", {"question": "x", "extra": 1}), 422, "invalid_input"),
@@ -96,18 +112,19 @@ def test_access_log_has_one_json_line_per_request(server: Server) -> None:
     assert "sk-test-not-a-secret" not in server.log.read_text()
 
 
-def test_serve_refuses_a_target_that_fails_verification(prod_v11: Registry, tmp_path: Path) -> None:
-    import subprocess
-    import sys
+def test_serve_refuses_a_target_that_fails_verification(
+    prod_v11: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `dspyreg serve` run in this process: the refusal comes before any server starts (one that did would fail here).
+    import dspy_registry.serve
 
+    def started(*args: object, **kwargs: object) -> None:
+        raise AssertionError("serve started a server")
+
+    monkeypatch.setattr(dspy_registry.serve, "serve", started)
     tamper(Path(prod_v11.location), tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "dspy_registry.cli", "serve", "--registry", prod_v11.location],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 1 and "fails verification" in proc.stderr and "prompts.json" in proc.stderr
+    result = CliRunner().invoke(app, ["serve", "--registry", prod_v11.location])
+    assert result.exit_code == 1 and "fails verification" in result.stderr and "prompts.json" in result.stderr
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Locks and races: a lock file left by a crash is named with the command to clear it (exit 1, at once), a lock a
 running git holds is waited for, a ref that vanishes mid-fetch is fetched again, and a lost race names the move that
-actually won."""
+actually won. The CLI commands run in this process (the same command code as `dspyreg`, without starting Python
+and importing DSPy again for each)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
+from dspy_registry import gitstore
+from dspy_registry.cli import app
 from dspy_registry.errors import ConflictError, RegistryError
 from dspy_registry.gitstore import GitStore
 from dspy_registry.registry import Registry
@@ -36,6 +40,12 @@ def local_cli(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ma
     return Machine(str(path), tmp_path / "cli-cache", monkeypatch)
 
 
+def cli(machine: Machine, *args: str) -> Result:
+    """`dspyreg ARGS --registry URL` on `machine`, run in this process."""
+    machine.monkeypatch.setenv("DSPYREG_CACHE", str(machine.cache))
+    return CliRunner().invoke(app, [*args, "--registry", machine.url])
+
+
 def assert_names_stale_lock(stderr: str, ref: str, lock: Path) -> None:
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert f"a stale lock blocks {ref}: {lock} is 3 min old" in stderr, stderr
@@ -50,14 +60,14 @@ def test_a_stale_env_tag_lock_is_named_with_the_command_to_clear_it(
     published.promote("v1.0", "prod")
     lock = leave_stale_lock(path, "refs/tags/qa/prod")
     before = ref_snapshot(path)
-    cli = local_cli(path, tmp_path, monkeypatch)
-    result = cli.cli("promote", "v1.1", "--to", "prod")
-    assert result.returncode == 1, result.stderr
+    machine = local_cli(path, tmp_path, monkeypatch)
+    result = cli(machine, "promote", "v1.1", "--to", "prod")
+    assert result.exit_code == 1, result.stderr
     assert_names_stale_lock(result.stderr, "refs/tags/qa/prod", lock)
     assert ref_snapshot(path) == before and lock.exists()
     lock.unlink()  # what the message says to do: then the same command goes through
-    result = cli.cli("promote", "v1.1", "--to", "prod")
-    assert result.returncode == 0, result.stderr
+    result = cli(machine, "promote", "v1.1", "--to", "prod")
+    assert result.exit_code == 0, result.stderr
 
 
 def test_a_stale_main_lock_fails_publish_at_once_naming_it(
@@ -66,8 +76,8 @@ def test_a_stale_main_lock_fails_publish_at_once_naming_it(
     path = Path(published.location)
     lock = leave_stale_lock(path, "refs/heads/main")
     before = ref_snapshot(path)
-    result = local_cli(path, tmp_path, monkeypatch).cli(*publish_args(EXAMPLE_SPEC, states["v1.1"], "v1.2"))
-    assert result.returncode == 1, result.stderr
+    result = cli(local_cli(path, tmp_path, monkeypatch), *publish_args(EXAMPLE_SPEC, states["v1.1"], "v1.2"))
+    assert result.exit_code == 1, result.stderr
     assert_names_stale_lock(result.stderr, "refs/heads/main", lock)
     assert "kept moving" not in result.stderr
     assert ref_snapshot(path) == before
@@ -89,9 +99,9 @@ def test_a_stale_packed_refs_lock_is_named(published: Registry) -> None:
     assert published.resolve("prod").version == "v1.1"
 
 
-def test_a_fresh_lock_held_by_a_running_git_is_waited_for(published: Registry) -> None:
-    """A real git holds the journal's lock in a prepared transaction for 3 s, then commits: our promote waits and
-    goes through, as one more writer queued behind another."""
+def test_a_fresh_lock_held_by_a_running_git_is_waited_for(published: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real git holds the journal's lock in a prepared transaction until our promote has met it (and looked at
+    the lock file), then commits: our promote waits and goes through, as one more writer queued behind another."""
     path = Path(published.location)
     journal = git(path, "rev-parse", JOURNAL).strip()
     holder = subprocess.Popen(
@@ -105,20 +115,37 @@ def test_a_fresh_lock_held_by_a_running_git_is_waited_for(published: Registry) -
     holder.stdin.flush()
     assert holder.stdout.readline().strip() == "start: ok"
     assert holder.stdout.readline().strip() == "prepare: ok"
-    assert (path / f"{JOURNAL}.lock").exists()
+    held = (path / f"{JOURNAL}.lock").resolve()
+    assert held.exists()
+
+    met = threading.Event()
+    seen: list[Any] = []
+    real_present_locks = gitstore.present_locks
+
+    def present_locks(*args: Any, **kwargs: Any) -> Any:  # the real one, noting when it finds the held lock
+        found = real_present_locks(*args, **kwargs)
+        seen.extend(lock for lock in found if lock.path == held and not lock.stale)
+        if seen:
+            met.set()
+        return found
+
+    monkeypatch.setattr(gitstore, "present_locks", present_locks)
 
     def commit() -> None:
+        met.wait(timeout=30)
         assert holder.stdin is not None
         holder.stdin.write("commit\n")
         holder.stdin.close()
 
-    release = threading.Timer(3.0, commit)
+    release = threading.Thread(target=commit)
     release.start()
     try:
         result = published.promote("v1.1", "staging", reason="queued")
     finally:
+        met.set()
         release.join()
         holder.wait(timeout=10)
+    assert seen, "the promote did not meet the held lock"
     assert result.changed and published.resolve("staging").version == "v1.1"
     assert [e.reason for e in published.log(env="staging")] == ["queued"]
 
@@ -223,13 +250,13 @@ def test_refs_that_keep_vanishing_mid_fetch_are_a_conflict(machines: list[Machin
 
 def test_a_stale_lock_in_the_cache_is_named(machines: list[Machine]) -> None:
     a, b, _ = machines
-    assert b.cli("list").returncode == 0  # b's cache now holds every ref
+    assert cli(b, "list").exit_code == 0  # b's cache now holds every ref
     cache = next((b.cache / "remotes").iterdir())
     lock = leave_stale_lock(cache, "refs/tags/qa/prod")
     with a.open() as reg:
         reg.promote("v1.0", "prod")  # b's next command must fetch qa/prod into its cache
-    result = b.cli("show", "prod")
-    assert result.returncode == 1, result.stderr
+    result = cli(b, "show", "prod")
+    assert result.exit_code == 1, result.stderr
     assert_names_stale_lock(result.stderr, "refs/tags/qa/prod", lock)
 
 
@@ -238,8 +265,8 @@ def test_a_stale_lock_on_the_server_is_not_a_conflict(machines: list[Machine], t
     server = server_repo(a.url, tmp_path)
     lock = leave_stale_lock(server, "refs/tags/qa/prod")
     before = git(server, "for-each-ref")
-    result = a.cli("promote", "v1.0", "--to", "prod")
-    assert result.returncode == 1, result.stderr
+    result = cli(a, "promote", "v1.0", "--to", "prod")
+    assert result.exit_code == 1, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "another writer" not in result.stderr
     assert f"{a.url} holds a lock on refs/tags/qa/prod ({lock})" in result.stderr, result.stderr

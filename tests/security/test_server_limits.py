@@ -1,5 +1,8 @@
 """Server limits for real: `dspyreg serve` and an exported api.py on 127.0.0.1, raw sockets for slow clients, the
-fake LM counting what reaches it; and the CLI refusing state files it must not read whole."""
+fake LM counting what reaches it; and the CLI refusing state files it must not read whole.
+
+The tests that only send requests share two servers per module: one with the default limits, one with every limit
+set (short header and body timeouts, so a slow client is cut off in a second or two)."""
 
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ from dspy_registry.registry import Registry
 
 from ..conftest import EXAMPLE_SPEC, publish_args, ref_snapshot
 from ..grpc_clients import client_modules, code_of, grpc_serve, proto_of, publish_source, wait_serving
-from ..serving import Server, dspyreg_serve, free_port, raw_post
+from ..serving import Server, free_port, raw_post
+from ..shared_server import Shared, shared_fixture, shared_serve
 from ..test_grpc import TYPED
 
 QUESTION = {"question": "How do I roll back?"}
@@ -57,27 +61,44 @@ def assert_bad_json_refused(server: Server, fake_lm: Any) -> None:
     assert server.post("/predict", QUESTION)[0] == 200  # and the server still answers
 
 
+shared = shared_fixture()
+
+
+@pytest.fixture(scope="module")
+def default(shared: Shared) -> Iterator[Server]:
+    """`dspyreg serve` with the default limits."""
+    with shared_serve(shared) as srv:
+        yield srv
+    assert "Traceback" not in srv.log.read_text()
+
+
+HEADER_TIMEOUT, BODY_TIMEOUT = 2, 1
+
+
+@pytest.fixture(scope="module")
+def limited(shared: Shared) -> Iterator[Server]:
+    """`dspyreg serve` with every limit set."""
+    args = ["--max-batch", "2", "--max-connections", "8"]
+    args += ["--header-timeout", str(HEADER_TIMEOUT), "--body-timeout", str(BODY_TIMEOUT)]
+    with shared_serve(shared, *args) as srv:
+        yield srv
+
+
 # -- batch size -------------------------------------------------------------------------------------------------------
-def test_a_batch_over_the_default_cap_is_refused_before_any_lm_call(
-    prod_v11: Registry, fake_lm: Any, tmp_path: Path
-) -> None:
-    with dspyreg_serve(prod_v11.location, tmp_path) as srv:
-        srv.wait_ready()
-        calls = len(fake_lm.requests)
-        status, body, _ = srv.post("/predict/batch", {"inputs": [QUESTION] * 65})
-        assert status == 413 and body["error"] == "batch_too_large", body
-        assert "at most 64 inputs" in body["detail"] and "got 65" in body["detail"]
-        assert len(fake_lm.requests) == calls
+def test_a_batch_over_the_default_cap_is_refused_before_any_lm_call(default: Server, shared: Shared) -> None:
+    calls = len(shared.fake_lm.requests)
+    status, body, _ = default.post("/predict/batch", {"inputs": [QUESTION] * 65})
+    assert status == 413 and body["error"] == "batch_too_large", body
+    assert "at most 64 inputs" in body["detail"] and "got 65" in body["detail"]
+    assert len(shared.fake_lm.requests) == calls
 
 
-def test_max_batch_is_configurable(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
-    with dspyreg_serve(prod_v11.location, tmp_path, "--max-batch", "2") as srv:
-        srv.wait_ready()
-        calls = len(fake_lm.requests)
-        status, body, _ = srv.post("/predict/batch", {"inputs": [QUESTION] * 3})
-        assert status == 413 and "at most 2 inputs" in body["detail"] and len(fake_lm.requests) == calls
-        status, body, _ = srv.post("/predict/batch", {"inputs": [QUESTION] * 2})
-        assert status == 200 and len(body["results"]) == 2
+def test_max_batch_is_configurable(limited: Server, shared: Shared) -> None:
+    calls = len(shared.fake_lm.requests)
+    status, body, _ = limited.post("/predict/batch", {"inputs": [QUESTION] * 3})
+    assert status == 413 and "at most 2 inputs" in body["detail"] and len(shared.fake_lm.requests) == calls
+    status, body, _ = limited.post("/predict/batch", {"inputs": [QUESTION] * 2})
+    assert status == 200 and len(body["results"]) == 2
 
 
 # -- slow and numerous clients ----------------------------------------------------------------------------------------
@@ -98,21 +119,15 @@ def _until_closed(sock: socket.socket, seconds: float = 30) -> bytes:
     return data
 
 
-@pytest.fixture
-def limited(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> Iterator[Server]:
-    args = ("--max-connections", "8", "--header-timeout", "3", "--body-timeout", "3")
-    with dspyreg_serve(prod_v11.location, tmp_path, *args) as srv:
-        srv.wait_ready()
-        yield srv
-
-
 def test_a_slow_request_head_is_disconnected(limited: Server) -> None:
-    with socket.create_connection(_host_port(limited)) as silent:
-        silent.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and never the rest
-        assert _until_closed(silent) == b""
-    # A head sent one byte at a time is closed too: arriving data does not extend the deadline.
+    # A head that stops half-way, and one sent a byte every 0.2 s (arriving data does not extend the deadline): both
+    # closed without an answer. They wait out the header timeout side by side.
     stop = threading.Event()
-    with socket.create_connection(_host_port(limited)) as dribble:
+    with (
+        socket.create_connection(_host_port(limited)) as silent,
+        socket.create_connection(_host_port(limited)) as dribble,
+    ):
+        silent.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and never the rest
 
         def trickle() -> None:
             for byte in b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 1000:
@@ -126,6 +141,7 @@ def test_a_slow_request_head_is_disconnected(limited: Server) -> None:
         sender = threading.Thread(target=trickle)
         sender.start()
         try:
+            assert _until_closed(silent) == b""
             assert _until_closed(dribble) == b""
         finally:
             stop.set()
@@ -190,26 +206,30 @@ def test_connections_over_the_cap_get_503_and_are_closed(limited: Server) -> Non
 
 
 # -- strict JSON ------------------------------------------------------------------------------------------------------
-def test_bad_json_is_422_in_serve(prod_v11: Registry, fake_lm: Any, tmp_path: Path) -> None:
-    with dspyreg_serve(prod_v11.location, tmp_path) as srv:
-        srv.wait_ready()
-        assert_bad_json_refused(srv, fake_lm)
-        chunked = raw_post(srv.base, "/predict", {"Transfer-Encoding": "chunked"}, [b"3\r\nNaN\r\n", b"0\r\n\r\n"])
-        assert chunked[0] == 422 and chunked[1]["error"] == "invalid_json"
-    assert "Traceback" not in srv.log.read_text()
+def test_bad_json_is_422_in_serve(default: Server, shared: Shared) -> None:
+    assert_bad_json_refused(default, shared.fake_lm)
+    chunked = raw_post(default.base, "/predict", {"Transfer-Encoding": "chunked"}, [b"3\r\nNaN\r\n", b"0\r\n\r\n"])
+    assert chunked[0] == 422 and chunked[1]["error"] == "invalid_json"
+    assert "Traceback" not in default.log.read_text()  # and again once the server has stopped (the fixture)
+
+
+@pytest.fixture(scope="module")
+def bundle(shared: Shared) -> Path:
+    """prod's deployment bundle, exported once for the module."""
+    folder = shared.folder / "deploy"
+    result = CliRunner().invoke(app, ["export", "prod", str(folder), "--registry", shared.location])
+    assert result.exit_code == 0, result.output
+    return folder
 
 
 @contextmanager
-def exported_api(registry: Registry, tmp_path: Path, *args: str) -> Iterator[Server]:
+def exported_api(bundle: Path, shared: Shared, tmp_path: Path, *args: str) -> Iterator[Server]:
     """The exported bundle's api.py, run by this interpreter from the bundle folder (as its Dockerfile runs it)."""
-    bundle = tmp_path / "deploy"
-    result = CliRunner().invoke(app, ["export", "prod", str(bundle), "--registry", registry.location])
-    assert result.exit_code == 0, result.output
     port = free_port()
     log = tmp_path / f"api-{port}.log"
     command = [sys.executable, "api.py", "--host", "127.0.0.1", "--port", str(port), *args]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=bundle, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        proc = subprocess.Popen(command, cwd=bundle, stdout=out, stderr=subprocess.STDOUT, env=shared.env())
     server = Server(proc, f"http://127.0.0.1:{port}", log)
     try:
         server.wait_listening()
@@ -220,9 +240,10 @@ def exported_api(registry: Registry, tmp_path: Path, *args: str) -> Iterator[Ser
 
 
 def test_bad_json_is_422_and_batches_are_capped_in_the_exported_api(
-    prod_v11: Registry, fake_lm: Any, tmp_path: Path
+    bundle: Path, shared: Shared, tmp_path: Path
 ) -> None:
-    with exported_api(prod_v11, tmp_path, "--max-batch", "3") as api:
+    fake_lm = shared.fake_lm
+    with exported_api(bundle, shared, tmp_path, "--max-batch", "3") as api:
         assert_bad_json_refused(api, fake_lm)
         calls = len(fake_lm.requests)
         status, body, _ = api.post("/predict/batch", {"inputs": [QUESTION] * 4})
@@ -231,11 +252,11 @@ def test_bad_json_is_422_and_batches_are_capped_in_the_exported_api(
 
 
 def test_the_exported_api_reads_its_limits_from_the_environment(
-    prod_v11: Registry, fake_lm: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bundle: Path, shared: Shared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DSPYREG_MAX_BATCH", "1")
     monkeypatch.setenv("DSPYREG_HEADER_TIMEOUT", "2")
-    with exported_api(prod_v11, tmp_path) as api:
+    with exported_api(bundle, shared, tmp_path) as api:
         status, body, _ = api.post("/predict/batch", {"inputs": [QUESTION] * 2})
         assert status == 413 and "at most 1 inputs" in body["detail"]
         with socket.create_connection(_host_port(api)) as silent:
