@@ -6,7 +6,10 @@ durations and runtime versions normalized.
 A block that cannot run in a test (docker, a package index, a long-running server) says so in the markdown with
 `<!-- not-run: why -->` on the line before it, so nothing is skipped silently: an unmarked block runs, and fails
 the test if it fails. Ports written in the docs are swapped for free ones, and every process a page starts in the
-background is stopped at the end of the module.
+background is stopped when its page is done.
+
+One test runs one page whole and checks each of its blocks (a page's blocks share one shell state, so a test per
+block would run the page again on every xdist worker that gets one of its blocks).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +31,12 @@ import pytest
 
 from dspy_registry.registry import Registry
 
-from .conftest import ROOT, publish_example
+from .conftest import ROOT, once_per_run, publish_example
 from .serving import free_port
 
 PAGES = ("README.md", "docs/quickstart.md", "docs/deployment.md", "docs/grpc.md", "docs/insight.md")
 COPY_EXAMPLES = ("docs/quickstart.md", "docs/insight.md")  # pages that start from a copy of examples/
+PROD = {"docs/deployment.md": "v1.0", "docs/grpc.md": "v1.1"}  # pages that start from a registry: what prod holds
 OUTPUT_LANGS = ("text", "json")
 NOT_RUN_RE = re.compile(r"^<!-- not-run: (.*?) -->$")
 SAVE_AS_RE = re.compile(r"[Ss]ave this as `([^`]+)`")
@@ -99,6 +102,7 @@ def parse(page: str) -> list[Block]:
 BLOCKS = {page: parse(page) for page in PAGES}
 SH_BLOCKS = [b for page in PAGES for b in BLOCKS[page] if b.lang == "sh"]
 RUN_BLOCKS = [b for b in SH_BLOCKS if b.not_run is None]
+RUN_PAGES = [page for page in PAGES if any(b.page == page for b in RUN_BLOCKS)]
 
 
 # -- shapes ----------------------------------------------------------------------------------------------------------
@@ -289,49 +293,62 @@ def _cli(env: dict[str, str], cwd: Path, *args: str) -> str:
     return done.stdout
 
 
-def _published(folder: Path, env: dict[str, str], states: dict[str, Path], *, prod: str) -> None:
-    """./registry in `folder` holding qa v1.0 and v1.1 and `prod` in prod, as the pages assume. Published in this
-    process (DSPy imported once, not per command) under the page's identity."""
+@pytest.fixture(scope="session")
+def docs_registry(tmp_path_factory: pytest.TempPathFactory, states: dict[str, Path]) -> Path:
+    """A registry holding qa v1.0 and v1.1, as the deployment and gRPC pages assume, published once per run (xdist's
+    workers share it) in this process (DSPy imported once, not per command) under a page's identity. Pages and
+    tests take copies."""
+
+    def publish(folder: Path) -> None:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in _base_env(folder).items():
+                mp.setenv(key, value)
+            with Registry.init(folder / "registry") as reg:
+                for version in ("v1.0", "v1.1"):
+                    publish_example(reg, states[version], version)
+
+    return once_per_run(tmp_path_factory, "docs-registry", publish) / "registry"
+
+
+def _registry_copy(docs_registry: Path, folder: Path, env: dict[str, str], *, prod: str | None = None) -> None:
+    """./registry in `folder`: a copy of `docs_registry`, with `prod` (if given) in prod, moved under the page's
+    identity."""
+    shutil.copytree(docs_registry, folder / "registry", symlinks=True)
+    if prod is None:
+        return
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
-        with Registry.init(folder / "registry") as reg:
-            for version in ("v1.0", "v1.1"):
-                publish_example(reg, states[version], version)
+        with Registry.open(folder / "registry") as reg:
             reg.promote(prod)
             reg.promote("staging")
 
 
-@pytest.fixture(scope="module")
-def page_runs(tmp_path_factory: pytest.TempPathFactory, states: dict[str, Path]) -> Iterator[dict[str, PageRun]]:
-    """Every page run once, lazily: a page's blocks share one scratch folder, in order."""
-    runs: dict[str, PageRun] = {}
-
-    class Lazy(dict[str, PageRun]):
-        def __missing__(self, page: str) -> PageRun:
-            scratch = tmp_path_factory.mktemp(Path(page).stem)
-            folder = scratch / "work"
-            folder.mkdir()
-            env = _base_env(scratch)
-            if page in COPY_EXAMPLES:  # a checkout of dspyreg: the page copies examples/ out of it
-                shutil.copytree(ROOT / "examples", folder / "examples")
-            elif page == "docs/deployment.md":
-                _published(folder, env, states, prod="v1.0")
-            elif page == "docs/grpc.md":
-                _published(folder, env, states, prod="v1.1")
-            run = PageRun(folder, env, {p: str(free_port()) for p in DOC_PORTS})
-            runs[page] = self[page] = run
-            try:
-                run.run_page(page)
-            finally:
-                run.stop()
-            return run
-
+def run_in_scratch(page: str, scratch: Path, request: pytest.FixtureRequest) -> PageRun:
+    """The page's blocks run in order in one scratch folder; the processes they left running are stopped."""
+    folder = scratch / "work"
+    folder.mkdir()
+    env = _base_env(scratch)
+    if page in COPY_EXAMPLES:  # a checkout of dspyreg: the page copies examples/ out of it
+        shutil.copytree(ROOT / "examples", folder / "examples")
+    elif page in PROD:
+        _registry_copy(request.getfixturevalue("docs_registry"), folder, env, prod=PROD[page])
+    run = PageRun(folder, env, {p: str(free_port()) for p in DOC_PORTS})
     try:
-        yield Lazy()
+        run.run_page(page)
     finally:
-        for run in runs.values():
-            run.stop()
+        run.stop()
+    return run
+
+
+@pytest.fixture
+def registry_copy(docs_registry: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A folder holding ./registry (a copy of `docs_registry`) and the environment of a page run there."""
+    scratch = tmp_path / "scratch"
+    (scratch / "work").mkdir(parents=True)
+    env = _base_env(scratch)
+    _registry_copy(docs_registry, scratch / "work", env)
+    return scratch / "work", env
 
 
 # -- tests -----------------------------------------------------------------------------------------------------------
@@ -359,16 +376,19 @@ def test_markers_stand_before_sh_blocks() -> None:
             assert block.not_run is None or block.lang == "sh", f"{block.id}: not-run marks a {block.lang} block"
 
 
-@pytest.mark.parametrize("block", RUN_BLOCKS, ids=lambda b: b.id)
-def test_shown_commands_run_and_print_what_the_page_shows(block: Block, page_runs: dict[str, PageRun]) -> None:
-    run = page_runs[block.page]
-    ran = run.results[block.id]
-    assert ran.returncode == 0, f"{block.id} failed (exit {ran.returncode}):\n{block.body}\n{ran.output}"
-    if block.output is None:
-        return
-    expected = shape(block.output.body)
-    actual = shape(ran.output)
-    assert actual == expected, f"{block.id}: the page shows\n{block.output.body}\nthe tool printed\n{ran.output}"
+@pytest.mark.parametrize("page", RUN_PAGES)
+def test_shown_commands_run_and_print_what_the_page_shows(
+    page: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    run = run_in_scratch(page, tmp_path, request)
+    failures = []
+    for block in (b for b in RUN_BLOCKS if b.page == page):
+        ran = run.results[block.id]
+        if ran.returncode != 0:
+            failures.append(f"{block.id} failed (exit {ran.returncode}):\n{block.body}\n{ran.output}")
+        elif block.output is not None and shape(ran.output) != shape(block.output.body):
+            failures.append(f"{block.id}: the page shows\n{block.output.body}\nthe tool printed\n{ran.output}")
+    assert not failures, "\n\n".join(failures)
 
 
 # -- file lists ------------------------------------------------------------------------------------------------------
@@ -387,10 +407,10 @@ def _matches(pattern: str, path: str) -> bool:
 
 
 def test_the_export_table_lists_every_file_an_export_writes(
-    tmp_path: Path, page_runs: dict[str, PageRun], states: dict[str, Path]
+    tmp_path: Path, registry_copy: tuple[Path, dict[str, str]]
 ) -> None:
-    run = page_runs["docs/grpc.md"]
-    _cli(run.env, run.folder, "export", "v1.1", str(tmp_path / "out"))
+    folder, env = registry_copy
+    _cli(env, folder, "export", "v1.1", str(tmp_path / "out"))
     written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file())
     patterns = _export_table_patterns()
     unlisted = [f for f in written if not any(_matches(p, f) for p in patterns)]
@@ -399,19 +419,17 @@ def test_the_export_table_lists_every_file_an_export_writes(
     assert not unwritten, f"docs/deployment.md's export table lists {unwritten}, which an export does not write"
 
 
-def test_the_bundle_tree_in_concepts_is_a_published_version(page_runs: dict[str, PageRun]) -> None:
+def test_the_bundle_tree_in_concepts_is_a_published_version(docs_registry: Path) -> None:
     text = (ROOT / "docs/concepts.md").read_text(encoding="utf-8")
     tree = text.split("A version's bundle is the folder", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
     lines = tree.splitlines()
     assert lines[0] == "qa/"
     shown = sorted(line.strip() for line in lines[1:])
-    run = page_runs["docs/grpc.md"]
     listed = subprocess.run(
-        ["git", "-C", str(run.folder / "registry"), "ls-tree", "-r", "--name-only", "qa/v1.1", "qa/"],
+        ["git", "-C", str(docs_registry), "ls-tree", "-r", "--name-only", "qa/v1.1", "qa/"],
         capture_output=True,
         text=True,
         check=True,
-        env=run.env,
     ).stdout
     published = sorted(name.removeprefix("qa/") for name in listed.split())
     assert shown == published
@@ -434,10 +452,10 @@ def _proto_tokens(text: str) -> list[str]:
     return re.findall(r"[A-Za-z_][\w.]*|\d+|[{}();=\"]", re.sub(r"//[^\n]*", "", text))
 
 
-def test_the_proto_in_grpc_md_is_what_proto_prints(page_runs: dict[str, PageRun]) -> None:
+def test_the_proto_in_grpc_md_is_what_proto_prints(registry_copy: tuple[Path, dict[str, str]]) -> None:
     shown = next(b for b in BLOCKS["docs/grpc.md"] if b.lang == "proto")
-    run = page_runs["docs/grpc.md"]
-    printed = _cli(run.env, run.folder, "proto", "v1.1")
+    folder, env = registry_copy
+    printed = _cli(env, folder, "proto", "v1.1")
     assert _proto_tokens(shown.body) == _proto_tokens(printed)
 
 

@@ -15,7 +15,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from typer.testing import CliRunner, Result
 
+from dspy_registry.cli import app
 from dspy_registry.k8s import resource_name, to_yaml
 from dspy_registry.registry import Registry
 
@@ -26,14 +28,20 @@ K8S_VERSION = "1.30"  # the schemas kubernetes-validate ships; pinned so a new r
 URL = "https://git.example.com/ml/registry.git"
 DNS_1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+runner = CliRunner()
 
 
-def cli(registry: Path | str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(registry: Path | str, *args: str, env: dict[str, str] | None = None) -> Result:
+    """`dspyreg ARGS --registry REGISTRY`, in this process (these tests are about what an export writes)."""
+    return runner.invoke(app, [*args, "--registry", str(registry)], env=env)
+
+
+def dspyreg(registry: Path | str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same, as the `dspyreg` a user runs: its own process."""
     return subprocess.run(
         [sys.executable, "-m", "dspy_registry.cli", *args, "--registry", str(registry)],
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
         timeout=120,
     )
 
@@ -56,7 +64,7 @@ def test_manifests_validate_against_the_kubernetes_schemas(
     out = tmp_path / "out"
     extra = ["--k8s-max-replicas", "6"] if autoscale else []
     result = cli(registry_path, "export", "prod", str(out), "--k8s", "--k8s-registry", URL, *extra)
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.output
     docs = manifests(out)
     expected = {"deployment.yaml", "service.yaml", "kustomization.yaml"} | ({"hpa.yaml"} if autoscale else set())
     assert set(docs) == expected
@@ -101,7 +109,7 @@ def test_secrets_are_only_referenced(published: Registry, registry_path: Path, t
     out = tmp_path / "out"
     env = {"DSPYREG_API_TOKEN": token, "DSPYREG_LM_API_KEY": key, "OPENAI_API_KEY": key}
     result = cli(registry_path, "export", "v1.1", str(out), "--k8s", "--k8s-registry", URL, env=env)
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.output
     for path in out.rglob("*"):
         if path.is_file():
             text = path.read_bytes()
@@ -122,7 +130,7 @@ def test_names_and_labels_follow_kubernetes_rules(
     publish_example(registry, states["v1.0"], "v1.0", name="9_fast_qa")
     out = tmp_path / "out"
     result = cli(registry_path, "export", "9_fast_qa/v1.0", str(out), "--k8s", "--k8s-registry", URL)
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.output
     for doc in manifests(out).values():
         if "metadata" not in doc:
             continue
@@ -157,7 +165,7 @@ def test_bad_flags_one_line_nothing_written(
     before = ref_snapshot(registry_path)
     out = tmp_path / "out"
     result = cli(registry_path, "export", "v1.1", str(out), "--k8s", *args)
-    assert result.returncode == 1, result.stderr
+    assert result.exit_code == 1, result.output
     assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
     assert "ghp_SECRET" not in result.stderr
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
@@ -165,8 +173,9 @@ def test_bad_flags_one_line_nothing_written(
 
 
 def test_k8s_flags_without_k8s_are_refused(published: Registry, registry_path: Path, tmp_path: Path) -> None:
-    result = cli(registry_path, "export", "v1.1", str(tmp_path / "out"), "--image", "qa:v1")
+    result = dspyreg(registry_path, "export", "v1.1", str(tmp_path / "out"), "--image", "qa:v1")
     assert result.returncode == 1 and "--image" in result.stderr and "--k8s" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr  # one line from the real command too
     assert not (tmp_path / "out").exists()
 
 
@@ -205,8 +214,10 @@ def test_two_replicas_follow_a_promote_on_the_remote(machines: list[Machine], fa
     with a.open() as reg:
         reg.promote("v1.0", "prod")
     out = tmp_path / "out"
-    exported = a.cli("export", "prod", str(out), "--k8s", "--k8s-poll-seconds", "0.5")
-    assert exported.returncode == 0, exported.stderr
+    exported = cli(
+        a.url, "export", "prod", str(out), "--k8s", "--k8s-poll-seconds", "0.5", env={"DSPYREG_CACHE": str(a.cache)}
+    )
+    assert exported.exit_code == 0, exported.output
     serve = container(out)
     assert serve["args"][serve["args"].index("--registry") + 1] == a.url  # the remote the command used
     token = "tok-replicas-test"
