@@ -3,6 +3,7 @@ real `git daemon` serving a remote registry to client "machines" (each its own D
 
 from __future__ import annotations
 
+import compileall
 import fcntl
 import json
 import os
@@ -48,6 +49,14 @@ def isolate(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     isolate(monkeypatch, tmp_path_factory.mktemp("home"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Byte-compile dspy_registry once, before any test: the suite starts hundreds of dspyreg processes, and where
+    PYTHONDONTWRITEBYTECODE is set (as on CI machines) an editable install is never cached, so each process would
+    compile every module it imports again (~0.03-0.05 s of CPU each)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        compileall.compile_dir(ROOT / "dspy_registry", quiet=1)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
