@@ -27,7 +27,8 @@ from .refs import tag_ref, version_key
 from .state import canonical_json
 
 if TYPE_CHECKING:
-    from .gitstore import GitObject, GitStore
+    from .gitstore import GitStore
+    from .gittree import GitObject
     from .results import Resolved
 
 FIELD_NUMBERS_JSON = "field-numbers.json"

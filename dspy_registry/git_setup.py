@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RegistryError
-from .gitstore import GitStore, TreeEntry, is_url, utc_now
+from .gitstore import GitStore, is_url, utc_now
+from .gittree import TreeEntry
 from .refs import MAIN_REF, RefUpdate
 
 DRIVER = "dspyreg"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .errors import CorruptRecord, InvalidName, NothingToRollBack, RegistryError, UnknownRef
-from .gitstore import TreeEntry
+from .gittree import TreeEntry
 from .refs import JOURNAL_REF, ROLLBACK_ENV, UNSET, ZERO_SHA, RefUpdate, is_version, split_tag_ref, tag_ref, version_key
 from .results import JournalEntry, VersionInfo
 

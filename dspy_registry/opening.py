@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import NotARegistry, RegistryError
-from .gitstore import GitStore, TreeEntry, is_url, utc_now
+from .gitstore import GitStore, is_url, utc_now
+from .gittree import TreeEntry
 from .hints import cache_dir, init_elsewhere
 from .manifest import RegistryConfig
 from .refs import JOURNAL_REF, MAIN_REF, ZERO_SHA, RefUpdate

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConflictError, DuplicateVersion, InvalidName, RegistryError
-from .gitstore import TreeEntry
+from .gittree import TreeEntry
 from .journal import payload_line
 from .refs import (
     MAIN_REF,

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConflictError, CorruptRecord
-from .gitstore import TreeEntry, utc_now
+from .gitstore import utc_now
+from .gittree import TreeEntry
 from .leakage import example_id, is_example_id
 from .refs import ZERO_SHA, RefUpdate
 from .results import BenchRecord, EvalRecord, Records

@@ -4,30 +4,30 @@ rollback, unassign, yank, approve, eval, bench, verify, export, load).
 Every write builds objects first and then moves all the refs it touches in one transaction with expected old
 values (see gitstore.py), so a command either happens whole or not at all. Reads look refs up by name, never by
 scanning every tag, except `list`, whose job is to list them. This module resolves names and refs and reads
-versions; the concerns live below it: opening.py (where a store comes from), publishing.py (what a new version may
-be, and writing it), moves.py (promote, gates, the one environment move), lifecycle.py (yank, approvals),
-journal.py (the journal format), sides.py (diff sides), quality.py (eval, bench), checks.py, verify.py and trust.py
-(verification), delivery.py (bundles, loading, drift).
+versions; the concerns live below it: opening.py (where a store comes from), listing.py (what `list` reads),
+publishing.py (what a new version may be, and writing it), moves.py (promote, gates, the one environment move),
+lifecycle.py (yank, approvals), journal.py (the journal format), sides.py (diff sides), quality.py (eval, bench),
+checks.py, verify.py and trust.py (verification), delivery.py (bundles, loading, drift).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import delivery, journal, lifecycle, moves
+from . import delivery, journal, lifecycle, listing, moves
 from .errors import (
     InvalidName,
     UnknownRef,
 )
-from .gitstore import BundleEntry, GitStore, utc_now
+from .gitstore import GitStore, utc_now
+from .gittree import BundleEntry
 from .hints import cache_dir
 from .manifest import Manifest, RegistryConfig
 from .opening import init_store, open_store
-from .records import latest_scores
 from .refs import (
     MAIN_REF,
     PROGRAM_RE,
@@ -226,46 +226,7 @@ class Registry:
         carry what their tags record and their evaluation score (the rest hold name, version, commit and
         environments): the rest of the history's tag messages and records are not read."""
         pattern = f"refs/tags/{self._known(program)}/" if program is not None else "refs/tags/"
-        environments = (*self.config.environments, ROLLBACK_ENV)
-        if scored is None:
-            rows = self.store.for_each_ref(["%(refname)", "%(*objectname)", "%(objecttype)", "%(contents)"], pattern)
-            infos = journal.version_infos(rows, environments, {})
-            yanks = {p: lifecycle.yanked(self.store, p) for p in {v.name for v in infos}}
-            wanted: set[tuple[str, str]] | None = None
-        else:
-            tags = self.store.tags(pattern)
-            versions_of = {t[0]: parsed for t in tags if (parsed := split_tag_ref(t[0])) and is_version(parsed[1])}
-            # The environment tags' messages say which versions they hold; the versions' own, only those shown.
-            envs = self._messages(t for t in tags if t[0] not in versions_of)
-            infos = journal.version_infos(journal.tag_rows(tags, envs), environments, {})
-            yanks = {p: lifecycle.yanked(self.store, p) for p in {v.name for v in infos}}
-            seen: dict[str, int] = {}
-            wanted = set()
-            for v in reversed(infos):  # newest first
-                seen[v.name] = seen.get(v.name, 0) + 1
-                if seen[v.name] <= scored + len(yanks[v.name]) or v.environments:
-                    wanted.add((v.name, v.version))
-            messages = self._messages(t for t in tags if versions_of.get(t[0]) in wanted)
-            infos = [
-                journal.with_payload(v, message) if (message := messages.get(tag_ref(v.name, v.version))) else v
-                for v in infos
-            ]
-        scores = latest_scores(self.store, wanted, program)
-        return [
-            replace(v, yanked=y.reason if y else None, eval_score=scores.get((v.name, v.version)))
-            if (y := yanks[v.name].get(v.version)) or (v.name, v.version) in scores
-            else v
-            for v in infos
-        ]
-
-    def _messages(self, tags: Iterable[tuple[str, str, str | None]]) -> dict[str, str]:
-        """refname -> message of each annotated tag of `tags` (GitStore.tags rows), read in one `cat-file` pass."""
-        wanted = [(refname, sha) for refname, sha, peeled in tags if peeled is not None]
-        out = {}
-        for (refname, _), obj in zip(wanted, self.store.read_many([sha for _, sha in wanted])):
-            if obj is not None and obj.type == "tag":
-                out[refname] = obj.data.partition(b"\n\n")[2].decode(errors="replace")
-        return out
+        return listing.versions(self.store, (*self.config.environments, ROLLBACK_ENV), pattern, program, scored)
 
     def show(self, ref: str, name: str | None = None) -> VersionDetail:
         resolved = self.resolve(ref, name)

@@ -34,7 +34,8 @@ from .refs import JOURNAL_REF, MAIN_REF, ROLLBACK_ENV, UNSET, tag_ref
 from .state import lm_findings, parse_state, secret_findings
 
 if TYPE_CHECKING:
-    from .gitstore import BundleEntry, GitStore
+    from .gitstore import GitStore
+    from .gittree import BundleEntry
     from .manifest import RegistryConfig
     from .results import Resolved
 

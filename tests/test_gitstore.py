@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from dspy_registry.errors import ConflictError, GitError, NotARegistry
-from dspy_registry.gitstore import GitStore, RefUpdate, TreeEntry, utc_now
+from dspy_registry.gitstore import GitStore, RefUpdate, utc_now
+from dspy_registry.gittree import TreeEntry
 from dspy_registry.refs import ZERO_SHA
 
 from .conftest import git

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from dspy_registry import proto
 from dspy_registry.cli import app
-from dspy_registry.gitstore import TreeEntry, utc_now
+from dspy_registry.gitstore import utc_now
+from dspy_registry.gittree import TreeEntry
 from dspy_registry.refs import JOURNAL_REF, MAIN_REF, ZERO_SHA, RefUpdate, tag_ref, version_key
 from dspy_registry.registry import Registry
 
