@@ -165,16 +165,24 @@ def ref_snapshot(path: Path) -> str:
     return git(path, "for-each-ref", "--format=%(refname) %(objectname)")
 
 
+def fake_lm_env(fake: Any) -> dict[str, str]:
+    """The DSPYREG_LM_* variables that point dspyreg at the fake LM server `fake`."""
+    return {
+        "DSPYREG_LM_MODEL": "openai/fake-model",
+        "DSPYREG_LM_API_BASE": fake.base_url,
+        "DSPYREG_LM_API_KEY": "sk-test-not-a-secret",
+        "DSPYREG_LM_NUM_RETRIES": "0",
+    }
+
+
 @pytest.fixture
 def fake_lm(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A fake OpenAI-compatible LM server on 127.0.0.1, wired in through the DSPYREG_LM_* variables."""
     from dspy_registry.fake_lm import FakeLM
 
     with FakeLM() as fake:
-        monkeypatch.setenv("DSPYREG_LM_MODEL", "openai/fake-model")
-        monkeypatch.setenv("DSPYREG_LM_API_BASE", fake.base_url)
-        monkeypatch.setenv("DSPYREG_LM_API_KEY", "sk-test-not-a-secret")
-        monkeypatch.setenv("DSPYREG_LM_NUM_RETRIES", "0")
+        for key, value in fake_lm_env(fake).items():
+            monkeypatch.setenv(key, value)
         yield fake
 
 

@@ -20,7 +20,7 @@ import pytest
 from dspy_registry.fake_lm import FakeLM
 from dspy_registry.registry import Registry
 
-from .conftest import isolate
+from .conftest import fake_lm_env, isolate
 from .serving import Server, dspyreg_serve
 
 
@@ -47,12 +47,7 @@ def shared_prod_v11(tmp_path_factory: pytest.TempPathFactory, published_once: Pa
             reg.promote("v1.0", "prod")
             reg.promote("v1.1", "prod")
         with FakeLM() as fake:
-            lm_env = {
-                "DSPYREG_LM_MODEL": "openai/fake-model",
-                "DSPYREG_LM_API_BASE": fake.base_url,
-                "DSPYREG_LM_API_KEY": "sk-test-not-a-secret",
-                "DSPYREG_LM_NUM_RETRIES": "0",
-            }
+            lm_env = fake_lm_env(fake)
             for key, value in lm_env.items():
                 monkeypatch.setenv(key, value)
             yield Shared(str(path), fake, lm_env, folder)

@@ -12,7 +12,7 @@ import pytest
 
 from dspy_registry.fake_lm import FakeLM
 
-from .conftest import isolate, once_per_run
+from .conftest import fake_lm_env, isolate, once_per_run
 
 
 @contextmanager
@@ -21,11 +21,8 @@ def isolated(home: Path, lm: FakeLM | None = None) -> Iterator[None]:
     block ends; a server started in the block keeps them."""
     with pytest.MonkeyPatch.context() as monkeypatch:
         isolate(monkeypatch, home)
-        if lm is not None:  # as conftest's fake_lm wires its server in
-            monkeypatch.setenv("DSPYREG_LM_MODEL", "openai/fake-model")
-            monkeypatch.setenv("DSPYREG_LM_API_BASE", lm.base_url)
-            monkeypatch.setenv("DSPYREG_LM_API_KEY", "sk-test-not-a-secret")
-            monkeypatch.setenv("DSPYREG_LM_NUM_RETRIES", "0")
+        for key, value in (fake_lm_env(lm) if lm is not None else {}).items():  # as conftest's fake_lm
+            monkeypatch.setenv(key, value)
         yield
 
 

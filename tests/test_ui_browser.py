@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from dspy_registry.cli import app
 from dspy_registry.registry import Registry
 
-from .conftest import ROOT, isolate, once_per_run, publish_example, ref_snapshot
+from .conftest import ROOT, fake_lm_env, isolate, once_per_run, publish_example, ref_snapshot
 from .serving import Server, free_port
 
 CHROMIUM = Path(os.environ.get("DSPYREG_CHROMIUM", "/usr/bin/chromium"))
@@ -80,12 +80,7 @@ def example_once(tmp_path_factory: pytest.TempPathFactory, published_once: Path,
             with Registry.open(folder / "registry") as reg, FakeLM() as fake:
                 publish_example(reg, states["v1.1"], "v1.2", optimizer="MIPROv2", dev_score=0.75, trainset_size=9)
                 fake.overrides["answer"] = "JSON"  # every answer matches: eval score 1.0
-                lm = {
-                    "DSPYREG_LM_MODEL": "openai/fake-model",
-                    "DSPYREG_LM_API_BASE": fake.base_url,
-                    "DSPYREG_LM_API_KEY": "sk-test-not-a-secret",
-                    "DSPYREG_LM_NUM_RETRIES": "0",
-                }
+                lm = fake_lm_env(fake)
                 cli(reg, "eval", "v1.1", "--devset", str(inputs), "--metric", METRIC, env=lm)
                 cli(reg, "bench", "v1.1", "--inputs", str(inputs), "-n", "3", env=lm)
                 reg.promote("v1.0", "prod", reason="first release")
