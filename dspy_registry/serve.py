@@ -322,9 +322,7 @@ def serve(config: ServeConfig, *, host: str, port: int, workers: int, vetted: Re
 
     options = uvicorn_options(limits=ConnectionLimits(config.limits.max_connections, config.limits.header_timeout))
     if config.grpc_port is not None:
-        _require_grpc()
-        if workers > 1:
-            check_free(host, config.grpc_port)  # the workers share it: say it is taken before they start
+        _require_grpc()  # the port itself is checked by the command, before the program loads
         config = replace(config, grpc_host=host, grpc_reuse_port=workers > 1)
     if workers > 1:
         os.environ[CONFIG_ENV] = config.to_json()

@@ -8,7 +8,6 @@ it starts keep that environment, while each test still runs in its own."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +19,9 @@ import pytest
 from dspy_registry.fake_lm import FakeLM
 from dspy_registry.registry import Registry
 
-from .conftest import fake_lm_env, isolate
+from .conftest import fake_lm_env
 from .serving import Server, dspyreg_serve
+from .shared_setup import copy_registry, isolated
 
 
 @dataclass(frozen=True)
@@ -39,18 +39,12 @@ class Shared:
 @contextmanager
 def shared_prod_v11(tmp_path_factory: pytest.TempPathFactory, published_once: Path) -> Iterator[Shared]:
     folder = tmp_path_factory.mktemp("shared")
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        isolate(monkeypatch, folder / "home")
-        path = folder / "registry"
-        shutil.copytree(published_once, path, symlinks=True)
+    with FakeLM() as fake, isolated(folder / "home", fake):
+        path = copy_registry(published_once, folder / "registry")
         with Registry.open(path) as reg:
             reg.promote("v1.0", "prod")
             reg.promote("v1.1", "prod")
-        with FakeLM() as fake:
-            lm_env = fake_lm_env(fake)
-            for key, value in lm_env.items():
-                monkeypatch.setenv(key, value)
-            yield Shared(str(path), fake, lm_env, folder)
+        yield Shared(str(path), fake, fake_lm_env(fake), folder)
 
 
 def shared_fixture() -> Any:
